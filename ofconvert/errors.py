@@ -1,0 +1,49 @@
+"""Typed errors. ``OfconvertError`` and its subclasses are *user* errors: the CLI
+prints their message on one line and exits 2, without a traceback."""
+
+
+class OfconvertError(Exception):
+    """A mistake the user can fix (bad model name, bad file, bad option...)."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(OfconvertError):
+    pass
+
+
+class WeightsError(OfconvertError):
+    """Missing, corrupt or mismatching weights file."""
+
+
+class DataError(OfconvertError):
+    """Bad image folder, label file or calibration set."""
+
+
+class CalibrationCacheError(OfconvertError):
+    """A calibration cache that does not match the model or is corrupt."""
+
+
+class BackendUnavailableError(OfconvertError):
+    """A backend (oneflow, tensorrt, onnxruntime CUDA provider...) is not installed
+    or cannot run here. The message names what to install."""
+
+
+class EngineCompatibilityError(OfconvertError):
+    """A TensorRT engine built for another TensorRT version or GPU."""
+
+
+class ValidationError(OfconvertError):
+    """Base class for export-validation failures (the caller decides the policy)."""
+
+
+class ShapeError(ValidationError):
+    pass
+
+
+class AtolError(ValidationError):
+    pass
+
+
+class TopKError(ValidationError):
+    pass

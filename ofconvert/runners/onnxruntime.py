@@ -1,0 +1,106 @@
+"""ONNX Runtime runner: CPU, CUDA and TensorRT execution providers.
+
+fp32, fp16 (the runner feeds the dtype the model declares) and int8 Q/DQ models
+(CPU: ONNX Runtime's QDQ kernels) all run through the same class.
+"""
+import os
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, OfconvertError
+from .base import BaseRunner
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+_ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                 "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
+        raise BackendUnavailableError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from None
+    return ort
+
+
+class OnnxRuntimeRunner(BaseRunner):
+    """Runs an ONNX file with one execution provider.
+
+    provider: "cpu", "cuda" or "trt". provider_options: passed to that provider
+    (e.g. ``{"cudnn_conv_algo_search": "EXHAUSTIVE"}``). threads: intra-op threads
+    (CPU). io_binding: bind inputs/outputs (CUDA: outputs stay on the device until
+    copied back once per batch). The CPU provider is always kept as a fallback for
+    nodes the chosen provider does not take.
+    """
+
+    def __init__(self, onnx_path, provider="cpu", provider_options=None, threads=None,
+                 io_binding=False, graph_optimization="all", name=None):
+        if provider not in PROVIDERS:
+            raise OfconvertError(f"unknown ONNX Runtime provider {provider!r}; known: {', '.join(PROVIDERS)}")
+        super().__init__(name or f"ort-{provider}")
+        self.backend = f"ort-{provider}"
+        self.onnx_path = str(onnx_path)
+        self.provider = provider
+        self.provider_options = dict(provider_options or {})
+        self.threads = threads
+        self.io_binding = io_binding
+        self.graph_optimization = graph_optimization
+        self.session = None
+
+    def activate_impl(self):
+        ort = _import_ort()
+        if not os.path.isfile(self.onnx_path):
+            raise OfconvertError(f"ONNX file not found: {self.onnx_path}")
+        wanted = PROVIDERS[self.provider]
+        available = ort.get_available_providers()
+        if wanted not in available:
+            hint = {"cuda": "install onnxruntime-gpu built for your CUDA (see docs/gpu.md)",
+                    "trt": "install onnxruntime-gpu and TensorRT"}.get(self.provider, "")
+            raise BackendUnavailableError(
+                f"ONNX Runtime provider {wanted} is not available here (available: {', '.join(available)}); {hint}")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[self.graph_optimization]
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+        so.log_severity_level = 3
+        providers = [(wanted, self.provider_options)]
+        if wanted != "CPUExecutionProvider":
+            providers.append(("CPUExecutionProvider", {}))
+        try:
+            self.session = ort.InferenceSession(self.onnx_path, sess_options=so, providers=providers)
+        except Exception as e:  # ORT raises its own exception types for bad files
+            raise OfconvertError(f"ONNX Runtime cannot load {self.onnx_path}: {str(e).splitlines()[0]}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
+        self.output_name = self.session.get_outputs()[0].name
+        self.input_meta = inp
+
+    def infer_impl(self, x):
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        if self.io_binding:
+            b = self.session.io_binding()
+            b.bind_cpu_input(self.input_name, x)
+            b.bind_output(self.output_name, "cuda" if self.provider != "cpu" else "cpu")
+            self.session.run_with_iobinding(b)
+            out = b.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([self.output_name], {self.input_name: x})[0]
+        return out.astype(np.float32, copy=False)
+
+    def deactivate_impl(self):
+        self.session = None
+
+    def metadata(self):
+        """The ONNX metadata_props (``ofconvert.preprocess`` among them)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map) if self.session else {}
