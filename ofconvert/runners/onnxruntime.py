@@ -34,12 +34,17 @@ class OnnxRuntimeRunner(BaseRunner):
     provider: "cpu", "cuda" or "trt". provider_options: passed to that provider
     (e.g. ``{"cudnn_conv_algo_search": "EXHAUSTIVE"}``). threads: intra-op threads
     (CPU). io_binding: bind inputs/outputs (CUDA: outputs stay on the device until
-    copied back once per batch). The CPU provider is always kept as a fallback for
-    nodes the chosen provider does not take.
+    copied back once per batch). cuda_graph: capture the model in a CUDA graph and
+    replay it (CUDA only; implies IO binding to fixed device buffers, one per batch
+    shape; fails at load when a node falls back to the CPU). The CPU provider is
+    always kept as a fallback for nodes the chosen provider does not take (except
+    with cuda_graph, where ONNX Runtime requires every node on the GPU).
     """
 
     def __init__(self, onnx_path, provider="cpu", provider_options=None, threads=None,
-                 io_binding=False, graph_optimization="all", name=None):
+                 io_binding=False, graph_optimization="all", name=None, cuda_graph=False):
+        if cuda_graph and provider != "cuda":
+            raise OfconvertError("cuda_graph needs the CUDA provider")
         if provider not in PROVIDERS:
             raise OfconvertError(f"unknown ONNX Runtime provider {provider!r}; known: {', '.join(PROVIDERS)}")
         super().__init__(name or f"ort-{provider}")
@@ -48,7 +53,9 @@ class OnnxRuntimeRunner(BaseRunner):
         self.provider = provider
         self.provider_options = dict(provider_options or {})
         self.threads = threads
-        self.io_binding = io_binding
+        self.io_binding = bool(io_binding or cuda_graph)
+        self.cuda_graph = bool(cuda_graph)
+        self._bound = {}  # batch shape -> (input OrtValue, output OrtValue, binding); cuda_graph only
         self.graph_optimization = graph_optimization
         self.session = None
 
@@ -73,8 +80,11 @@ class OnnxRuntimeRunner(BaseRunner):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
         so.log_severity_level = 3
-        providers = [(wanted, self.provider_options)]
-        if wanted != "CPUExecutionProvider":
+        options = dict(self.provider_options)
+        if self.cuda_graph:
+            options["enable_cuda_graph"] = "1"
+        providers = [(wanted, options)]
+        if wanted != "CPUExecutionProvider" and not self.cuda_graph:
             providers.append(("CPUExecutionProvider", {}))
         try:
             self.session = ort.InferenceSession(self.onnx_path, sess_options=so, providers=providers)
@@ -83,12 +93,72 @@ class OnnxRuntimeRunner(BaseRunner):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
-        self.output_name = self.session.get_outputs()[0].name
+        out = self.session.get_outputs()[0]
+        self.output_name = out.name
+        self.output_dtype = _ORT_TO_NUMPY.get(out.type, np.float32)
+        self.output_meta = out
         self.input_meta = inp
+
+    def providers_used(self):
+        """Execution providers of the live session, in priority order."""
+        return list(self.session.get_providers()) if self.session else []
+
+    def _output_shape(self, batch):
+        shape = [batch if i == 0 and not isinstance(d, int) else d for i, d in enumerate(self.output_meta.shape)]
+        if not all(isinstance(d, int) and d > 0 for d in shape):
+            raise OfconvertError(f"{self.name}: CUDA graphs need a static output shape, got {self.output_meta.shape}")
+        return shape
+
+    def _fixed_binding(self, x):
+        """Device input/output buffers at fixed addresses for one batch shape (what
+        CUDA graph replay needs); the input buffer is filled from ``x``."""
+        ort = _import_ort()
+        key = tuple(x.shape)
+        if key not in self._bound:
+            x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+            y_dev = ort.OrtValue.ortvalue_from_shape_and_type(self._output_shape(x.shape[0]), self.output_dtype,
+                                                              "cuda", 0)
+            b = self.session.io_binding()
+            b.bind_ortvalue_input(self.input_name, x_dev)
+            b.bind_ortvalue_output(self.output_name, y_dev)
+            self._bound[key] = (x_dev, y_dev, b)
+        else:
+            self._bound[key][0].update_inplace(x)
+        return self._bound[key]
+
+    def make_step(self, x, device_input=False):
+        """A zero-argument callable running batch ``x`` once, synchronously (for timing).
+
+        device_input=False: each call feeds ``x`` from host memory and copies the
+        logits back (what ``infer`` does). device_input=True (CUDA): ``x`` is copied
+        to the GPU once, each call runs on it and waits for the GPU, logits stay on
+        the device."""
+        if not self.is_active:
+            raise RuntimeError(f"runner {self.name} is not active")
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        if self.provider == "cpu" or not device_input:
+            return lambda: self.infer(x)
+        sess = self.session
+        if self.cuda_graph:
+            x_dev, _, b = self._fixed_binding(x)
+        else:
+            x_dev = _import_ort().OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+            b = sess.io_binding()
+            b.bind_ortvalue_input(self.input_name, x_dev)
+            b.bind_output(self.output_name, "cuda", 0)
+
+        def step(_keep=x_dev):  # the closure keeps the device input alive
+            sess.run_with_iobinding(b)
+            b.synchronize_outputs()
+        return step
 
     def infer_impl(self, x):
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
-        if self.io_binding:
+        if self.cuda_graph:
+            _, y_dev, b = self._fixed_binding(x)
+            self.session.run_with_iobinding(b)
+            out = y_dev.numpy()
+        elif self.io_binding:
             b = self.session.io_binding()
             b.bind_cpu_input(self.input_name, x)
             b.bind_output(self.output_name, "cuda" if self.provider != "cpu" else "cpu")
@@ -99,6 +169,7 @@ class OnnxRuntimeRunner(BaseRunner):
         return out.astype(np.float32, copy=False)
 
     def deactivate_impl(self):
+        self._bound = {}
         self.session = None
 
     def metadata(self):

@@ -1,0 +1,597 @@
+"""INT8 calibration: activation ranges of an fp32 ONNX model, stored as a TensorRT
+calibration cache (+ a JSON sidecar) that later runs reuse without decoding images.
+
+Three layers, kept apart (ONNX Runtime quantization style):
+
+* the **data reader** (:class:`ImageCalibrationDataReader`): images from a folder
+  (recursive) or a manifest, the model's own preprocessing, a deterministic order,
+  bad files skipped and counted;
+* the **algorithms** (:class:`RangeCollector`): minmax, percentile and entropy (KL,
+  TensorRT's EntropyCalibration2 recipe) over streamed 2048-bin histograms of |x|;
+* the **cache** (:func:`write_cache`, :func:`read_cache`, :func:`validate_scales`):
+  TensorRT's text format, validated against the model before it is ever used.
+
+Cache format (what TensorRT's ``IInt8Calibrator::writeCalibrationCache`` emits and
+what ONNX Runtime's TensorRT provider reads with ``trt_int8_use_native_calibration_table``)::
+
+    TRT-8601-EntropyCalibration2
+    input: 3c010a14
+    /conv1/Conv_output_0: 3d8f5c29
+
+first line ``TRT-<NV_TENSORRT_VERSION>-<calibrator>``, then one
+``<tensor name>: <hex of the IEEE-754 float32 scale, big-endian bits>`` per line;
+dynamic range = scale * 127. See docs/precision.md.
+"""
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import struct
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .errors import CalibrationCacheError, DataError, OfconvertError
+
+METHODS = ("entropy", "percentile", "minmax")
+
+#: NV_TENSORRT_VERSION written in the header (8.6.1 -> 8601; 10.x uses
+#: major*10000 + minor*100 + patch, e.g. 10.14.1 -> 101401). Readers here accept any
+#: ``TRT-<digits>``; ONNX Runtime's TensorRT provider ignores the number.
+#: :func:`format_cache` takes another version for a TensorRT that insists on its own.
+TRT_CACHE_VERSION = 8601
+#: The calibrator name in the header. We always write EntropyCalibration2 (the
+#: calibrator TensorRT consumers replay caches with); the real method is in the sidecar.
+TRT_CALIBRATOR_NAME = "EntropyCalibration2"
+SIDECAR_FORMAT = "ofconvert-calibration/1"
+INT8_MAX = 127.0
+#: smallest dynamic range written (a tensor that is always 0 still needs a usable scale)
+MIN_AMAX = 1e-6
+
+_HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z0-9_]+)$")
+_LINE_RE = re.compile(r"^(.+): ([0-9a-fA-F]{1,8})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationOptions:
+    """Algorithm knobs (defaults match TensorRT / NVIDIA's PTQ recipe)."""
+
+    batch_size: int = 8
+    num_bins: int = 2048          # histogram bins over [0, max|x|]
+    num_quant_bins: int = 128     # int8 magnitude levels (entropy search target)
+    percentile: float = 99.99     # for method="percentile"
+    threads: Optional[int] = None  # ONNX Runtime intra-op threads (None: its default)
+
+    def key(self):
+        return {"num_bins": self.num_bins, "num_quant_bins": self.num_quant_bins, "percentile": self.percentile}
+
+
+@dataclasses.dataclass
+class CalibrationResult:
+    cache_path: str
+    sidecar_path: str
+    scales: Dict[str, float]      # tensor name -> scale (dynamic range = scale * 127)
+    reused: bool
+    method: str
+    num_images: int               # images actually used (decoded) for the ranges
+    skipped: int                  # unreadable files skipped
+    elapsed_s: float = 0.0
+
+    def dynamic_ranges(self):
+        return {k: v * INT8_MAX for k, v in self.scales.items()}
+
+
+# ---------------------------------------------------------------------------
+# calibration images and the data reader
+# ---------------------------------------------------------------------------
+def list_calibration_images(data, num_images=None):
+    """Image paths of a calibration set: ``data`` is a folder (recursive, sorted) or a
+    manifest file (one path per line, relative to the manifest's folder; ``#`` comments
+    and blank lines ignored). ``num_images``: an evenly spread, deterministic subset."""
+    from .data import list_images
+
+    data = os.fspath(data)
+    if os.path.isdir(data):
+        paths = list_images(data)
+    elif os.path.isfile(data):
+        base = os.path.dirname(os.path.abspath(data))
+        with open(data, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f]
+        paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+                 for p in lines if p and not p.startswith("#")]
+        if not paths:
+            raise DataError(f"calibration manifest lists no images: {data}")
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise DataError(f"calibration manifest {data}: {len(missing)} listed file(s) not found, "
+                            f"e.g. {missing[0]}")
+    else:
+        raise DataError(f"calibration data not found: {data} (expected an image folder or a manifest file)")
+    if num_images is not None:
+        if int(num_images) < 1:
+            raise DataError(f"number of calibration images must be >= 1, got {num_images}")
+        n = min(int(num_images), len(paths))
+        idx = np.linspace(0, len(paths), n, endpoint=False).astype(int)
+        paths = [paths[i] for i in idx]
+    return paths
+
+
+def calibration_set_hash(paths):
+    """sha256 over the images' bytes in order: identifies a set wherever it lives,
+    without decoding anything."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+class ImageCalibrationDataReader:
+    """ONNX Runtime ``CalibrationDataReader``-style reader: ``get_next()`` returns
+    ``{input_name: float32 NCHW batch}`` or None at the end; ``rewind()`` starts over.
+
+    Images are decoded with the model's preprocessing (``data.load_and_crop`` then
+    ``data.normalize``) in the given (sorted) order. Unreadable files (not an image,
+    truncated) are skipped and counted in ``skipped``; grayscale / CMYK / alpha images
+    are converted to RGB by ``data.open_rgb``.
+    """
+
+    def __init__(self, paths, preprocess, input_name="input", batch_size=8):
+        if not paths:
+            raise DataError("no calibration images")
+        self.paths = list(paths)
+        self.preprocess = preprocess
+        self.input_name = input_name
+        self.batch_size = max(1, int(batch_size))
+        self.rewind()
+
+    def rewind(self):
+        self._pos = 0
+        self.skipped = []
+        self.num_used = 0
+
+    def __len__(self):
+        return len(self.paths)
+
+    def get_next(self):
+        from .data import UnreadableImage, load_and_crop, normalize
+
+        imgs = []
+        while len(imgs) < self.batch_size and self._pos < len(self.paths):
+            p = self.paths[self._pos]
+            self._pos += 1
+            try:
+                imgs.append(load_and_crop(p, self.preprocess))
+            except UnreadableImage:
+                self.skipped.append(p)
+        if not imgs:
+            return None
+        self.num_used += len(imgs)
+        return {self.input_name: normalize(np.stack(imgs), self.preprocess)}
+
+    def __iter__(self):
+        while True:
+            batch = self.get_next()
+            if batch is None:
+                return
+            yield batch
+
+
+# ---------------------------------------------------------------------------
+# which tensors get a range
+# ---------------------------------------------------------------------------
+def calibration_tensors(model):
+    """Names of the float activation tensors that get a range, in graph order: the
+    graph's float inputs and every float tensor computed from them (tensors computed
+    only from initializers/constants, and non-float tensors, are left out). This is
+    the set TensorRT's own calibrator writes, and a superset of what the Q/DQ graph
+    of :mod:`ofconvert.precision` needs (Conv/Gemm/MatMul inputs, Add inputs, pool
+    inputs, and the Relu/Clip outputs that ONNX Runtime folds into QLinearConv)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a model shape inference chokes on: fall back to declared types
+        inferred = model
+    g = inferred.graph
+    elem = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type"):
+            elem[vi.name] = vi.type.tensor_type.elem_type
+    init = {t.name for t in g.initializer}
+    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    live, names = set(), []
+    for vi in g.input:
+        if vi.name not in init:
+            live.add(vi.name)
+            if elem.get(vi.name) in float_types:
+                names.append(vi.name)
+    for node in g.node:
+        if not any(i in live for i in node.input if i):
+            continue
+        for o in node.output:
+            if not o:
+                continue
+            live.add(o)
+            if elem.get(o) in float_types and o not in names:
+                names.append(o)
+    return names
+
+
+def model_input_name(model):
+    init = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise OfconvertError(f"calibration needs a model with one image input, this one has {inputs}")
+    return inputs[0]
+
+
+# ---------------------------------------------------------------------------
+# algorithms
+# ---------------------------------------------------------------------------
+class RangeCollector:
+    """Streams per-tensor statistics batch by batch (nothing kept but a histogram of
+    ``num_bins`` float64 counts per tensor) and turns them into a dynamic range
+    (amax) with one of :data:`METHODS`."""
+
+    def __init__(self, method, options: CalibrationOptions):
+        if method not in METHODS:
+            raise OfconvertError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+        self.method = method
+        self.options = options
+        self.amax = {}       # tensor -> max |x| seen
+        self.hist = {}       # tensor -> counts of |x| over [0, hist_max[tensor]]
+        self.hist_max = {}
+
+    def collect(self, name, x):
+        x = np.abs(np.asarray(x, dtype=np.float32).ravel())
+        if x.size == 0:
+            return
+        m = float(x.max())
+        if not math.isfinite(m):
+            raise OfconvertError(f"calibration: tensor {name!r} has non-finite values (inf/NaN) on real images")
+        self.amax[name] = max(self.amax.get(name, 0.0), m)
+        if self.method == "minmax":
+            return
+        n = self.options.num_bins
+        top = self.hist_max.get(name, 0.0)
+        if name not in self.hist:
+            top = m if m > 0 else MIN_AMAX
+            self.hist[name], self.hist_max[name] = np.zeros(n, np.float64), top
+        elif m > top:
+            # grow the range: re-bin the old counts onto the wider grid (linear within bins)
+            old_edges = np.linspace(0.0, top, n + 1)
+            cum = np.concatenate([[0.0], np.cumsum(self.hist[name])])
+            new_edges = np.linspace(0.0, m, n + 1)
+            self.hist[name] = np.diff(np.interp(new_edges, old_edges, cum))
+            self.hist_max[name] = top = m
+        idx = np.minimum((x * (n / top)).astype(np.int64), n - 1)
+        self.hist[name] += np.bincount(idx, minlength=n)
+
+    def compute(self, name):
+        """amax (dynamic range) of one tensor."""
+        m = self.amax.get(name, 0.0)
+        if self.method == "minmax" or m <= 0:
+            return max(m, MIN_AMAX)
+        hist, width = self.hist[name], self.hist_max[name] / self.options.num_bins
+        if self.method == "percentile":
+            cdf = np.cumsum(hist) / hist.sum()
+            i = int(np.searchsorted(cdf, self.options.percentile / 100.0))
+            return max(min((i + 1) * width, m), MIN_AMAX)
+        return max(entropy_amax(hist, width, self.options.num_quant_bins), MIN_AMAX)
+
+
+def entropy_amax(hist, width, num_quant_bins=128, chunk=64):
+    """TensorRT's EntropyCalibration2 threshold search: for each candidate threshold
+    i (in bins, from ``num_quant_bins`` to ``len(hist)``), fold the outliers into the
+    last kept bin (P), squeeze the kept bins into ``num_quant_bins`` levels and expand
+    them back over the non-empty bins (Q), and keep the i minimising KL(P || Q).
+    Returns the threshold ``i * width``. Vectorised over chunks of candidates."""
+    hist = np.asarray(hist, np.float64)
+    n = len(hist)
+    if n <= num_quant_bins:
+        return n * width
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
+    best_kl, best_i = np.inf, n
+    cols = np.arange(n)
+    for start in range(num_quant_bins, n + 1, chunk):
+        cand = np.arange(start, min(start + chunk, n + 1))               # thresholds (bins kept)
+        k = len(cand)
+        keep = cols[None, :] < cand[:, None]                             # (k, n)
+        p = np.where(keep, hist[None, :], 0.0)
+        p[np.arange(k), cand - 1] += tail[cand]                          # outliers into last bin
+        groups = (cols[None, :] * num_quant_bins) // cand[:, None]       # level of each kept bin
+        groups = np.where(keep, groups, num_quant_bins) + (np.arange(k) * (num_quant_bins + 1))[:, None]
+        nz = (p > 0).astype(np.float64)
+        size = k * (num_quant_bins + 1)
+        # Q is built from the kept bins *without* the outliers (TensorRT's recipe)
+        gsum = np.bincount(groups.ravel(), weights=np.where(keep, hist[None, :], 0.0).ravel(), minlength=size)
+        gcnt = np.bincount(groups.ravel(), weights=nz.ravel(), minlength=size)
+        q = np.where(nz > 0, gsum[groups] / np.maximum(gcnt[groups], 1.0), 0.0)
+        ps, qs = p.sum(1, keepdims=True), q.sum(1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pn, qn = p / ps, q / np.where(qs > 0, qs, 1.0)
+            terms = np.where(pn > 0, pn * np.log(pn / qn), 0.0)
+        kl = terms.sum(1)
+        kl[~np.isfinite(kl)] = np.inf
+        j = int(np.argmin(kl))
+        if kl[j] < best_kl:
+            best_kl, best_i = kl[j], int(cand[j])
+    return best_i * width
+
+
+# ---------------------------------------------------------------------------
+# cache format
+# ---------------------------------------------------------------------------
+def _scale_to_hex(scale):
+    return struct.pack(">f", float(scale)).hex()
+
+
+def _hex_to_scale(h):
+    return struct.unpack(">f", int(h, 16).to_bytes(4, "big"))[0]
+
+
+def trt_version_number(version):
+    """'8.6.1' -> 8601, '10.14.1' -> 101401 (NV_TENSORRT_VERSION), for :func:`format_cache`."""
+    parts = [int(p) for p in re.findall(r"\d+", str(version))[:3]] + [0, 0, 0]
+    major, minor, patch = parts[:3]
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def format_cache(scales, version=TRT_CACHE_VERSION, calibrator=TRT_CALIBRATOR_NAME):
+    """TensorRT calibration-cache text for ``{tensor: scale}`` (insertion order kept)."""
+    lines = [f"TRT-{int(version)}-{calibrator}"]
+    for name, s in scales.items():
+        if "\n" in name:
+            raise OfconvertError(f"tensor name {name!r} cannot be written to a calibration cache")
+        lines.append(f"{name}: {_scale_to_hex(s)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_cache(path, scales, version=TRT_CACHE_VERSION):
+    from .fileio import write_text
+
+    write_text(path, format_cache(scales, version))
+
+
+def parse_cache(text, source="<cache>"):
+    """Parse TensorRT cache text -> (header dict, {tensor: scale}). Any deviation
+    (foreign header, garbled or truncated line, duplicate, negative/non-finite
+    scale) raises CalibrationCacheError naming the file and line."""
+    if not text:
+        raise CalibrationCacheError(f"calibration cache {source} is empty")
+    lines = text.split("\n")
+    m = _HEADER_RE.match(lines[0].strip())
+    if not m:
+        raise CalibrationCacheError(
+            f"calibration cache {source}: foreign header {lines[0][:60]!r} (expected 'TRT-<version>-<calibrator>')")
+    if not text.endswith("\n"):
+        raise CalibrationCacheError(f"calibration cache {source} is truncated (last line {lines[-1][:60]!r} "
+                                    "has no line end)")
+    scales = {}
+    for lineno, line in enumerate(lines[1:-1], start=2):
+        lm = _LINE_RE.match(line.rstrip("\r"))
+        if not lm:
+            raise CalibrationCacheError(f"calibration cache {source}, line {lineno}: garbled entry {line[:60]!r} "
+                                        "(expected '<tensor>: <8 hex digits>')")
+        name, s = lm.group(1), _hex_to_scale(lm.group(2))
+        if not (math.isfinite(s) and s >= 0):
+            raise CalibrationCacheError(f"calibration cache {source}, line {lineno}: invalid scale {s} for {name!r}")
+        if name in scales:
+            raise CalibrationCacheError(f"calibration cache {source}, line {lineno}: duplicate tensor {name!r}")
+        scales[name] = s
+    return {"version": int(m.group(1)), "calibrator": m.group(2)}, scales
+
+
+def read_cache(path):
+    """Read a TensorRT calibration cache -> {tensor: scale}."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise CalibrationCacheError(f"cannot read calibration cache {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CalibrationCacheError(f"calibration cache {path} is not text (binary or garbled)") from None
+    return parse_cache(text, path)[1]
+
+
+def validate_scales(scales, expected, source="<cache>"):
+    """The cache must name exactly the model's calibration tensors."""
+    missing = [t for t in expected if t not in scales]
+    extra = [t for t in scales if t not in set(expected)]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) of the model missing (e.g. {missing[0]!r})")
+        if extra:
+            parts.append(f"{len(extra)} tensor(s) not in the model (e.g. {extra[0]!r})")
+        raise CalibrationCacheError(f"calibration cache {source} does not match the model: {'; '.join(parts)}")
+
+
+# ---------------------------------------------------------------------------
+# calibrate
+# ---------------------------------------------------------------------------
+def default_cache_path(onnx_path, method):
+    stem = os.path.splitext(os.fspath(onnx_path))[0]
+    return f"{stem}.{method}.calib.cache"
+
+
+def sidecar_path_for(cache_path):
+    return os.fspath(cache_path) + ".json"
+
+
+def _preprocess_from_model(model):
+    from .config import METADATA_KEY, PreprocessConfig
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise OfconvertError(f"no preprocessing given and the ONNX has no {METADATA_KEY!r} metadata")
+    return PreprocessConfig.from_json(meta[METADATA_KEY])
+
+
+def collect_ranges(model, reader, method, options: CalibrationOptions, tensors=None):
+    """Run the fp32 ``model`` (ModelProto) in ONNX Runtime over ``reader`` with the
+    calibration tensors exposed as outputs; returns ``{tensor: amax}``. Only one
+    batch of activations is alive at a time."""
+    import onnx
+    import onnxruntime as ort
+
+    tensors = list(tensors or calibration_tensors(model))
+    aug = onnx.ModelProto()
+    aug.CopyFrom(model)
+    outs = {o.name for o in aug.graph.output}
+    for t in tensors:
+        if t not in outs:
+            aug.graph.output.append(onnx.ValueInfoProto(name=t))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.log_severity_level = 3
+    if options.threads:
+        so.intra_op_num_threads = int(options.threads)
+    try:
+        sess = ort.InferenceSession(aug.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise OfconvertError(f"ONNX Runtime cannot load the model for calibration: {str(e).splitlines()[0]}") from None
+    del aug
+    collector = RangeCollector(method, options)
+    reader.rewind()
+    for feed in reader:
+        for name, value in zip(tensors, sess.run(tensors, feed)):
+            collector.collect(name, value)
+    if reader.num_used == 0:
+        raise DataError(f"no readable calibration images ({len(reader.skipped)} unreadable file(s), "
+                        f"e.g. {reader.skipped[0] if reader.skipped else '-'})")
+    return {t: collector.compute(t) for t in tensors}
+
+
+def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, cache_path=None,
+              regenerate=False, options: Optional[CalibrationOptions] = None) -> CalibrationResult:
+    """Calibrate ``onnx_path`` (fp32) on ``data`` and write/reuse the cache.
+
+    A cache at ``cache_path`` (default ``<stem>.<method>.calib.cache`` beside the ONNX)
+    whose sidecar matches the model hash, calibration-set hash, method, preprocessing
+    and options, and whose tensors are exactly the model's, is reused without decoding
+    any image. Any mismatch raises CalibrationCacheError, or recalibrates when
+    ``regenerate`` is true.
+    """
+    import json
+
+    import onnx
+
+    from .fileio import sha256_file, write_json
+
+    t0 = time.perf_counter()
+    options = options or CalibrationOptions()
+    if method not in METHODS:
+        raise OfconvertError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+    onnx_path = os.fspath(onnx_path)
+    if not os.path.isfile(onnx_path):
+        raise OfconvertError(f"ONNX file not found: {onnx_path}")
+    try:
+        model = onnx.load(onnx_path)
+    except Exception as e:
+        raise OfconvertError(f"cannot load ONNX {onnx_path}: {str(e).splitlines()[0] if str(e) else e}") from None
+    preprocess = preprocess or _preprocess_from_model(model)
+    cache_path = os.fspath(cache_path) if cache_path else default_cache_path(onnx_path, method)
+    sidecar = sidecar_path_for(cache_path)
+    tensors = calibration_tensors(model)
+    paths = list_calibration_images(data, num_images)
+    expect = {
+        "method": method,
+        "model_sha256": sha256_file(onnx_path),
+        "calib_set_sha256": calibration_set_hash(paths),
+        "num_listed": len(paths),
+        "preprocess": preprocess.key(),
+        "options": options.key(),
+    }
+
+    if os.path.exists(cache_path) and not regenerate:
+        scales = read_cache(cache_path)
+        validate_scales(scales, tensors, cache_path)
+        try:
+            with open(sidecar, encoding="utf-8") as f:
+                meta = json.load(f)
+        except FileNotFoundError:
+            raise CalibrationCacheError(f"calibration cache {cache_path} has no sidecar {sidecar}: cannot tell which "
+                                        "model and images made it; recalibrate (--recalibrate)") from None
+        except (OSError, ValueError) as e:
+            raise CalibrationCacheError(f"unreadable calibration sidecar {sidecar}: {e}") from None
+        if meta.get("cache_sha256") != sha256_file(cache_path):
+            raise CalibrationCacheError(f"calibration cache {cache_path} was modified after it was written "
+                                        "(sha256 differs from its sidecar); recalibrate (--recalibrate)")
+        diffs = [k for k, v in expect.items() if meta.get(k) != v]
+        if diffs:
+            what = {"model_sha256": "model hash", "calib_set_sha256": "calibration images",
+                    "num_listed": "number of images", "preprocess": "preprocessing", "method": "method",
+                    "options": "calibration options"}
+            raise CalibrationCacheError(
+                f"calibration cache {cache_path} was made for another "
+                f"{', '.join(what[k] for k in diffs)}; recalibrate (--recalibrate) or pick another cache path")
+        return CalibrationResult(cache_path, sidecar, scales, True, method, int(meta.get("num_images", 0)),
+                                 int(meta.get("skipped", 0)), time.perf_counter() - t0)
+
+    reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size)
+    amax = collect_ranges(model, reader, method, options, tensors)
+    del model
+    # round-trip through float32 so the returned scales equal what a reader of the cache gets
+    scales = {t: float(np.float32(a / INT8_MAX)) for t, a in amax.items()}
+    write_cache(cache_path, scales)
+    elapsed = time.perf_counter() - t0
+    meta = dict(format=SIDECAR_FORMAT, cache=os.path.basename(cache_path), model=os.path.basename(onnx_path),
+                header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", **expect,
+                preprocess_config=preprocess.to_dict(), calib_source=os.path.abspath(os.fspath(data)),
+                num_images=reader.num_used, skipped=len(reader.skipped),
+                skipped_files=[os.path.basename(p) for p in reader.skipped[:20]],
+                num_tensors=len(scales), cache_sha256=sha256_file(cache_path), elapsed_s=round(elapsed, 3),
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_json(sidecar, meta)
+    return CalibrationResult(cache_path, sidecar, scales, False, method, reader.num_used, len(reader.skipped),
+                             elapsed)
+
+
+# ---------------------------------------------------------------------------
+# calibration set
+# ---------------------------------------------------------------------------
+def build_calib_set(src_dir, dst_dir, per_class=1):
+    """Pick ``per_class`` images per class (first ones in sorted order) from an
+    ImageFolder tree (one sub-folder per class) and write ``dst_dir/manifest.txt``
+    (paths relative to dst_dir) and ``dst_dir/manifest.json``. No image is copied.
+    Returns the manifest path."""
+    from .data import is_image_file
+    from .fileio import write_json, write_text
+
+    src_dir, dst_dir = os.path.abspath(os.fspath(src_dir)), os.path.abspath(os.fspath(dst_dir))
+    if int(per_class) < 1:
+        raise DataError(f"--per-class must be >= 1, got {per_class}")
+    if not os.path.isdir(src_dir):
+        raise DataError(f"calibration source folder not found: {src_dir}")
+    chosen, classes, short = [], 0, 0
+    for cls in sorted(os.listdir(src_dir)):
+        cdir = os.path.join(src_dir, cls)
+        if not os.path.isdir(cdir):
+            continue
+        files = []
+        for root, dirs, names in os.walk(cdir):
+            dirs.sort()
+            files.extend(os.path.join(root, f) for f in sorted(names) if is_image_file(f))
+        if not files:
+            continue
+        classes += 1
+        short += len(files) < per_class
+        chosen.extend(files[:per_class])
+    if not chosen:
+        raise DataError(f"{src_dir} is not an ImageFolder tree (no class sub-folders with images)")
+    manifest = os.path.join(dst_dir, "manifest.txt")
+    rel = [os.path.relpath(p, dst_dir) for p in chosen]
+    write_text(manifest, "\n".join(rel) + "\n")
+    write_json(os.path.join(dst_dir, "manifest.json"), {
+        "source": src_dir, "per_class": int(per_class), "classes": classes, "images": len(chosen),
+        "classes_with_fewer_images": short, "selection": "first per_class files of each class, sorted by name",
+        "paths": "relative to this folder",
+    })
+    return manifest

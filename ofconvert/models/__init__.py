@@ -1,0 +1,1 @@
+"""OneFlow model definitions not in flowvision (imports oneflow: load lazily)."""

