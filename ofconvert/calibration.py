@@ -255,6 +255,13 @@ class RangeCollector:
         self.amax[name] = max(self.amax.get(name, 0.0), m)
         if self.method == "minmax":
             return
+        if self.method == "entropy":
+            # exact zeros (ReLU/ReLU6 outputs, padding) are represented exactly at any scale:
+            # they say nothing about the best threshold, and their spike in bin 0 drags the
+            # KL optimum towards tiny thresholds (see docs/precision.md)
+            x = x[x > 0]
+            if x.size == 0:
+                return
         n = self.options.num_bins
         top = self.hist_max.get(name, 0.0)
         if name not in self.hist:
@@ -273,7 +280,7 @@ class RangeCollector:
     def compute(self, name):
         """amax (dynamic range) of one tensor."""
         m = self.amax.get(name, 0.0)
-        if self.method == "minmax" or m <= 0:
+        if self.method == "minmax" or m <= 0 or name not in self.hist:
             return max(m, MIN_AMAX)
         hist, width = self.hist[name], self.hist_max[name] / self.options.num_bins
         if self.method == "percentile":
@@ -283,43 +290,46 @@ class RangeCollector:
         return max(entropy_amax(hist, width, self.options.num_quant_bins), MIN_AMAX)
 
 
-def entropy_amax(hist, width, num_quant_bins=128, chunk=64):
-    """TensorRT's EntropyCalibration2 threshold search: for each candidate threshold
-    i (in bins, from ``num_quant_bins`` to ``len(hist)``), fold the outliers into the
-    last kept bin (P), squeeze the kept bins into ``num_quant_bins`` levels and expand
-    them back over the non-empty bins (Q), and keep the i minimising KL(P || Q).
-    Returns the threshold ``i * width``. Vectorised over chunks of candidates."""
-    hist = np.asarray(hist, np.float64)
-    n = len(hist)
-    if n <= num_quant_bins:
+def entropy_amax(hist, width, num_quant_bins=128):
+    """TensorRT's EntropyCalibration2 threshold search (the recipe of NVIDIA's "8-bit
+    inference with TensorRT", GTC 2017, as in pytorch-quantization): for each
+    candidate threshold i (in bins, ``num_quant_bins`` .. ``len(hist)``), P = the
+    first i bins with the outliers folded into the last one; Q = those bins (without
+    the outliers) merged into ``num_quant_bins`` levels and spread back evenly over
+    the non-empty bins; keep the i minimising KL(P || Q). Returns ``i * width``.
+
+    Closed form over cumulative sums (within a level Q is constant, so
+    sum p*log q needs only per-level sums): all ~2000 candidates at once in
+    O(candidates * levels), instead of O(candidates * bins) per tensor."""
+    h = np.asarray(hist, np.float64)
+    n, nq = len(h), int(num_quant_bins)
+    if n <= nq or h.sum() <= 0:
         return n * width
-    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
-    best_kl, best_i = np.inf, n
-    cols = np.arange(n)
-    for start in range(num_quant_bins, n + 1, chunk):
-        cand = np.arange(start, min(start + chunk, n + 1))               # thresholds (bins kept)
-        k = len(cand)
-        keep = cols[None, :] < cand[:, None]                             # (k, n)
-        p = np.where(keep, hist[None, :], 0.0)
-        p[np.arange(k), cand - 1] += tail[cand]                          # outliers into last bin
-        groups = (cols[None, :] * num_quant_bins) // cand[:, None]       # level of each kept bin
-        groups = np.where(keep, groups, num_quant_bins) + (np.arange(k) * (num_quant_bins + 1))[:, None]
-        nz = (p > 0).astype(np.float64)
-        size = k * (num_quant_bins + 1)
-        # Q is built from the kept bins *without* the outliers (TensorRT's recipe)
-        gsum = np.bincount(groups.ravel(), weights=np.where(keep, hist[None, :], 0.0).ravel(), minlength=size)
-        gcnt = np.bincount(groups.ravel(), weights=nz.ravel(), minlength=size)
-        q = np.where(nz > 0, gsum[groups] / np.maximum(gcnt[groups], 1.0), 0.0)
-        ps, qs = p.sum(1, keepdims=True), q.sum(1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pn, qn = p / ps, q / np.where(qs > 0, qs, 1.0)
-            terms = np.where(pn > 0, pn * np.log(pn / qn), 0.0)
-        kl = terms.sum(1)
-        kl[~np.isfinite(kl)] = np.inf
-        j = int(np.argmin(kl))
-        if kl[j] < best_kl:
-            best_kl, best_i = kl[j], int(cand[j])
-    return best_i * width
+    ch = np.concatenate([[0.0], np.cumsum(h)])
+    cnz = np.concatenate([[0.0], np.cumsum(h > 0)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chl = np.concatenate([[0.0], np.cumsum(np.where(h > 0, h * np.log(np.where(h > 0, h, 1.0)), 0.0))])
+    i = np.arange(nq, n + 1)                                   # candidates: bins kept
+    tail = ch[n] - ch[i]                                        # outliers folded into bin i-1
+    edges = (np.arange(nq + 1)[None, :] * i[:, None] + nq - 1) // nq   # level g = bins [edges[g], edges[g+1])
+    gsum = np.diff(ch[edges], axis=1)                           # per-level sum of kept bins (no outliers)
+    gcnt = np.diff(cnz[edges], axis=1)                          # per-level count of non-empty bins
+    last = h[i - 1]
+    gcnt[:, -1] += (last == 0) & (tail > 0)                     # bin i-1 non-empty through its outliers
+    psum = gsum.copy()
+    psum[:, -1] += tail
+    plast = last + tail
+    total, qtotal = ch[n], ch[i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sum_plogp = chl[i - 1] + np.where(plast > 0, plast * np.log(np.where(plast > 0, plast, 1.0)), 0.0)
+        logq = np.log(np.where(gcnt > 0, gsum / np.where(gcnt > 0, gcnt, 1.0), 1.0))
+        sum_plogq = np.where(psum > 0, psum * logq, 0.0).sum(1)
+        kl = sum_plogp / total - np.log(total) + np.log(qtotal) - sum_plogq / total
+    invalid = ((psum > 0) & (gsum <= 0)).any(1) | (qtotal <= 0) | ~np.isfinite(kl)
+    kl[invalid] = np.inf
+    if not np.isfinite(kl).any():
+        return n * width
+    return int(i[int(np.argmin(kl))]) * width
 
 
 # ---------------------------------------------------------------------------

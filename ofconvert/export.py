@@ -49,6 +49,8 @@ class ExportReport:
     pretrained: bool
     preprocess: dict
     validation: object = None       # ValidationReport or None
+    weights_file: str = None        # the user's --weights file, if any
+    weights_sha256: str = None
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -237,6 +239,8 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
         cfg = config or ModelConfig(name=type(model).__name__, preprocess=PreprocessConfig(),
                                     weights="user module", pretrained=False)
     report = export_module(module, onnx_path, cfg, opset=opset, simplify=simplify)
+    if isinstance(weights, str) and weights != "random":
+        report.weights_file, report.weights_sha256 = os.path.abspath(weights), sha256_file(weights)
     if validate:
         from .validate import validate as _validate
 

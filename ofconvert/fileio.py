@@ -9,13 +9,16 @@ import tempfile
 from .errors import OfconvertError
 
 
-def _check_writable_dir(path):
+def check_writable_dir(path):
+    """The folder that will hold ``path``: created if missing; OfconvertError if impossible."""
     d = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(d):
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
             raise OfconvertError(f"cannot create output folder {d}: {e.strerror}") from None
+    if not os.path.isdir(d):
+        raise OfconvertError(f"output folder is not a folder: {d}")
     if not os.access(d, os.W_OK):
         raise OfconvertError(f"output folder is not writable: {d}")
     return d
@@ -24,7 +27,7 @@ def _check_writable_dir(path):
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    d = _check_writable_dir(path)
+    d = check_writable_dir(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     os.close(fd)
     try:

@@ -114,6 +114,9 @@ class OnnxRuntimeRunner(BaseRunner):
         CUDA graph replay needs); the input buffer is filled from ``x``."""
         ort = _import_ort()
         key = tuple(x.shape)
+        if self._bound and key not in self._bound:
+            raise OfconvertError(f"{self.name}: a CUDA-graph session runs one batch shape "
+                                 f"({next(iter(self._bound))}); create another runner for {key}")
         if key not in self._bound:
             x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
             y_dev = ort.OrtValue.ortvalue_from_shape_and_type(self._output_shape(x.shape[0]), self.output_dtype,

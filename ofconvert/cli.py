@@ -1,0 +1,107 @@
+"""``ofconvert`` command line.
+
+    ofconvert list
+    ofconvert calib-set --from DIR [--per-class 1] -o calib/imagenet1k
+    ofconvert MODEL --to onnx|trt [-o PATH] [--opset N] [--weights FILE] [--no-validate]
+                    [--fp16 | --int8 --calib DIR [--calib-method M] [--calib-images N] [--recalibrate]]
+                    [--batch N] [--max-batch N] [--workspace MB] [--timing-cache PATH]
+
+User mistakes print one line (``ofconvert: error: ...``) and exit 2.
+"""
+import argparse
+import sys
+
+from .errors import OfconvertError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage too: keep it short)
+        sys.stderr.write(f"ofconvert: error: {message}\n")
+        sys.exit(2)
+
+
+def _convert_parser():
+    from .convert import CALIB_METHODS
+
+    p = _Parser(prog="ofconvert", description="Convert a zoo model: OneFlow -> ONNX (-> TensorRT).")
+    p.add_argument("model", help="zoo model name (see `ofconvert list`)")
+    p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
+    p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
+    p.add_argument("--opset", type=int, default=13)
+    p.add_argument("--weights", help="your weights (.npz or .safetensors state dict)")
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="skip the OneFlow vs ONNX Runtime check")
+    p.add_argument("--force-export", action="store_true", help="re-export even if an identical ONNX exists")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", dest="precision", action="store_const", const="fp16")
+    prec.add_argument("--int8", dest="precision", action="store_const", const="int8")
+    p.set_defaults(precision="fp32")
+    p.add_argument("--calib", help="calibration images (folder or manifest), e.g. calib/imagenet1k")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy")
+    p.add_argument("--calib-images", type=int, help="use the first N calibration images")
+    p.add_argument("--recalibrate", action="store_true", help="recompute the calibration cache even if one matches")
+    p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
+    p.add_argument("--max-batch", type=int, help="TensorRT profile: max batch (default: --batch)")
+    p.add_argument("--workspace", dest="workspace_mb", type=int, help="TensorRT workspace limit (MiB)")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    return p
+
+
+def _cmd_list(argv):
+    p = _Parser(prog="ofconvert list", description="List the model zoo.")
+    p.parse_args(argv)
+    from .config import _CONFIGS
+
+    print(f"{'model':20s} {'input':>9s} {'resize':>6s} {'interp':8s} {'mean/std':14s} weights")
+    for name in sorted(_CONFIGS):
+        c = _CONFIGS[name]
+        pp = c.preprocess
+        ms = "0.5/0.5" if pp.mean == (0.5, 0.5, 0.5) else "imagenet"
+        w = c.weights if c.pretrained else "seeded random (no real weights installable)"
+        print(f"{name:20s} {pp.input_size:>4d}x{pp.input_size:<4d} {pp.resize_size:>6d} {pp.interpolation:8s} {ms:14s} {w}")
+    return 0
+
+
+def _cmd_calib_set(argv):
+    p = _Parser(prog="ofconvert calib-set", description="Build a calibration set manifest from an ImageNet-style folder.")
+    p.add_argument("--from", dest="src", required=True, help="ImageFolder tree (one folder per class)")
+    p.add_argument("--per-class", type=int, default=1)
+    p.add_argument("-o", "--output", required=True, help="calibration set folder, e.g. calib/imagenet1k")
+    a = p.parse_args(argv)
+    from .calibration import build_calib_set
+
+    path = build_calib_set(a.src, a.output, per_class=a.per_class)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_convert(argv):
+    a = _convert_parser().parse_args(argv)
+    from .convert import ConvertOptions, convert
+
+    opts = ConvertOptions(**vars(a))
+    res = convert(opts)
+    for role, path in res.artefacts.items():
+        print(f"{role:12s} {path}")
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _convert_parser().print_help()
+        print("\nother commands: ofconvert list | ofconvert calib-set --from DIR -o OUT")
+        return 0 if argv else 2
+    cmd = {"list": _cmd_list, "calib-set": _cmd_calib_set}.get(argv[0])
+    try:
+        return cmd(argv[1:]) if cmd else _cmd_convert(argv)
+    except OfconvertError as e:
+        sys.stderr.write(f"ofconvert: error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("ofconvert: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The conversion pipeline behind ``ofconvert MODEL --to onnx|trt``.
+
+fp32 ONNX (export + validation, reused when an identical export exists) ->
+optional fp16 ONNX / int8 Q/DQ ONNX (+ calibration cache) -> optional TensorRT
+engine. Every artefact is written atomically; the result lists them.
+"""
+import dataclasses
+import json
+import os
+from typing import Optional
+
+from .config import get_config
+from .errors import OfconvertError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("entropy", "percentile", "minmax")
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    model: str
+    to: str = "onnx"                       # "onnx" or "trt"
+    output: Optional[str] = None           # final artefact path
+    precision: str = "fp32"
+    opset: int = 13
+    weights: Optional[str] = None
+    validate: bool = True
+    force_export: bool = False
+    calib: Optional[str] = None            # image folder or manifest (int8)
+    calib_method: str = "entropy"
+    calib_images: Optional[int] = None
+    recalibrate: bool = False
+    batch: int = 8                         # TensorRT profile opt
+    max_batch: Optional[int] = None        # TensorRT profile max
+    workspace_mb: Optional[int] = None
+    timing_cache: Optional[str] = None
+
+    def check(self):
+        if self.to not in ("onnx", "trt"):
+            raise OfconvertError(f"--to must be 'onnx' or 'trt', got {self.to!r}")
+        if self.precision not in PRECISIONS:
+            raise OfconvertError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.calib_method not in CALIB_METHODS:
+            raise OfconvertError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
+        if self.precision == "int8" and not self.calib:
+            raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, e.g. calib/imagenet1k)")
+        if self.calib and not os.path.exists(self.calib):
+            raise OfconvertError(f"--calib: no such folder or manifest: {self.calib}")
+        if self.calib_images is not None and self.calib_images < 1:
+            raise OfconvertError("--calib-images must be >= 1")
+        if self.batch < 1 or (self.max_batch is not None and self.max_batch < self.batch):
+            raise OfconvertError(f"need 1 <= --batch ({self.batch}) <= --max-batch ({self.max_batch})")
+        if self.weights and not os.path.isfile(self.weights):
+            raise OfconvertError(f"--weights: file not found: {self.weights}")
+        get_config(self.model)   # unknown model -> ModelNotFoundError
+        from .fileio import check_writable_dir
+
+        check_writable_dir(self.output or os.path.join(".", self.model))
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    artefacts: dict                       # role -> path
+    export: Optional[dict] = None
+    calibration: Optional[dict] = None
+    engine: Optional[dict] = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _paths(opts: ConvertOptions):
+    """Derive every artefact path from --output (or the model name)."""
+    out = opts.output
+    if out:
+        base_dir = os.path.dirname(os.path.abspath(out))
+        stem = os.path.basename(out)
+        for suffix in (".engine", ".plan", ".onnx"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+        for suffix in (".fp32", ".fp16", ".int8"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+    else:
+        base_dir, stem = os.path.abspath("."), opts.model
+    p = {"fp32": os.path.join(base_dir, stem + ".onnx"),
+         "fp16": os.path.join(base_dir, stem + ".fp16.onnx"),
+         "int8": os.path.join(base_dir, stem + ".int8.onnx"),
+         "int8-cpu": os.path.join(base_dir, stem + ".int8-cpu.onnx"),
+         "engine": os.path.join(base_dir, f"{stem}.{opts.precision}.engine")}
+    if out:
+        key = "engine" if opts.to == "trt" else opts.precision
+        p[key] = os.path.abspath(out)
+    return p
+
+
+def _reusable_export(onnx_path, opts):
+    """An existing export of the same model/weights/opset whose file is intact."""
+    from .fileio import sha256_file
+
+    meta = onnx_path + ".json"
+    if opts.force_export or not (os.path.isfile(onnx_path) and os.path.isfile(meta)):
+        return None
+    try:
+        with open(meta) as f:
+            rep = json.load(f)
+    except (OSError, ValueError):
+        return None
+    want_weights = sha256_file(opts.weights) if opts.weights else None
+    same = (rep.get("model") == opts.model and rep.get("opset") == opts.opset
+            and rep.get("weights_sha256") == want_weights
+            and (rep.get("validation") or not opts.validate)
+            and rep.get("onnx_sha256") == sha256_file(onnx_path))
+    return rep if same else None
+
+
+def convert(opts: ConvertOptions, log=print) -> ConvertResult:
+    opts.check()
+    paths = _paths(opts)
+    res = ConvertResult(artefacts={})
+    rep = _reusable_export(paths["fp32"], opts)
+    if rep is not None:
+        log(f"reusing fp32 ONNX {paths['fp32']} (same model, weights, opset; validated)")
+    else:
+        from .export import export
+
+        log(f"exporting {opts.model} -> {paths['fp32']} (opset {opts.opset})")
+        r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate)
+        rep = r.to_dict()
+    res.export = rep
+    res.artefacts["fp32"] = paths["fp32"]
+    onnx_for_engine = paths["fp32"]
+    cache_path = None
+    if opts.precision == "fp16":
+        from .precision import to_fp16
+
+        log(f"fp16 -> {paths['fp16']}")
+        to_fp16(paths["fp32"], paths["fp16"])
+        res.artefacts["fp16"] = onnx_for_engine = paths["fp16"]
+    elif opts.precision == "int8":
+        from .calibration import calibrate
+        from .precision import quantize_qdq
+
+        cfg = get_config(opts.model).preprocess
+        cal = calibrate(paths["fp32"], opts.calib, cfg, method=opts.calib_method, num_images=opts.calib_images,
+                        regenerate=opts.recalibrate)
+        log(("reused" if cal.reused else "computed") + f" calibration cache {cal.cache_path}")
+        res.calibration = {"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
+                           "method": cal.method, "images": cal.num_images, "skipped": cal.skipped}
+        res.artefacts["calib_cache"] = cache_path = cal.cache_path
+        quantize_qdq(paths["fp32"], paths["int8"], cal.scales, target="trt")
+        quantize_qdq(paths["fp32"], paths["int8-cpu"], cal.scales, target="cpu")
+        log(f"int8 Q/DQ -> {paths['int8']} (TensorRT: symmetric int8) and {paths['int8-cpu']} (CPU: uint8 activations)")
+        res.artefacts["int8"] = onnx_for_engine = paths["int8"]
+        res.artefacts["int8-cpu"] = paths["int8-cpu"]
+    if opts.to == "trt":
+        from .engine import build_engine
+
+        log(f"building TensorRT engine -> {paths['engine']}")
+        res.engine = build_engine(onnx_for_engine, paths["engine"], precision=opts.precision, calib_cache=cache_path,
+                                  batch=opts.batch, max_batch=opts.max_batch, workspace_mb=opts.workspace_mb,
+                                  timing_cache=opts.timing_cache)
+        res.artefacts["engine"] = paths["engine"]
+    return res

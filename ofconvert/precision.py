@@ -1,0 +1,406 @@
+"""Precision transforms of an fp32 ONNX: fp16, and int8 Q/DQ from calibration scales.
+
+* :func:`to_fp16` -- float16 weights and activations (ONNX Runtime's copy of
+  onnxconverter-common's converter, so no extra dependency); the model's I/O can
+  stay float32 (``keep_io_types``); ops without a float16 kernel stay float32.
+* :func:`quantize_qdq` -- explicit quantization (QuantizeLinear/DequantizeLinear
+  pairs), our own graph rewrite (see docs/precision.md for why):
+
+  - weights of Conv (axis 0), Gemm and MatMul: per-channel symmetric int8 in
+    [-127, 127] stored as int8 initializers behind a DequantizeLinear;
+  - activations: per-tensor, one Q/DQ pair per tensor shared by all its consumers,
+    scale from the calibration cache; on the inputs of Conv/Gemm/MatMul and on *both*
+    inputs of residual Adds (so TensorRT can fuse the add into the conv epilogue);
+  - BatchNormalization after a Conv is folded into the Conv first (a Q/DQ'd weight
+    cannot be folded by TensorRT or ONNX Runtime afterwards).
+
+  ``target="trt"``: int8 activations, zero point 0, float biases: what TensorRT's
+  explicit-quantization mode takes. ``target="cpu"``: uint8 activations (zero point
+  0 with scale amax/255 on non-negative tensors such as Relu/Clip outputs, 128
+  otherwise), int8 weights, int32 biases, plus Q/DQ on pooling inputs: the pattern
+  ONNX Runtime's CPU provider fuses into QLinearConv / QLinearAdd / QGemm.
+"""
+import os
+
+import numpy as np
+
+from .errors import OfconvertError
+
+PRECISION_KEY = "ofconvert.precision"
+TARGETS = ("trt", "cpu")
+INT8_MAX = 127.0
+_MIN_SCALE = 1e-6 / 127.0
+_WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+_POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+#: ops whose input also gets a Q/DQ pair on the CPU target (so that ORT can keep int8 across them)
+_CPU_EXTRA_OPS = _POOL_OPS + ("Pad",)
+#: ops whose output keeps the input's quantization scale (ORT drops their Q/DQ pair)
+_SCALE_PRESERVING = ("MaxPool", "Pad", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
+#: ops whose output is non-negative when their input is
+_NONNEG_PASSTHROUGH = ("MaxPool", "Pad", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose",
+                       "Squeeze", "Unsqueeze")
+MIN_OPSET = 13
+
+
+def _load(src):
+    import onnx
+
+    src = os.fspath(src)
+    if not os.path.isfile(src):
+        raise OfconvertError(f"ONNX file not found: {src}")
+    try:
+        return onnx.load(src)
+    except Exception as e:
+        raise OfconvertError(f"cannot load ONNX {src}: {str(e).splitlines()[0] if str(e) else e}") from None
+
+
+def _save(model, dst):
+    import onnx
+
+    from .fileio import atomic_path
+
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # our own rewrite produced an invalid model: a bug, not a user error
+        raise RuntimeError(f"internal error: transformed model fails onnx.checker: {e}") from e
+    with atomic_path(dst) as tmp:
+        onnx.save(model, tmp)
+    return os.fspath(dst)
+
+
+def _set_meta(model, key, value):
+    for p in model.metadata_props:
+        if p.key == key:
+            p.value = value
+            return
+    model.metadata_props.add(key=key, value=value)
+
+
+def _onnx_opset(model):
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _toposort(graph):
+    """Re-order ``graph.node`` topologically (stable: original order where possible)."""
+    import onnx
+
+    nodes = []
+    for n in graph.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        nodes.append(c)
+    avail = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered, pending = [], nodes
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in avail for i in n.input):
+                ordered.append(n)
+                avail.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise RuntimeError(f"internal error: graph has a cycle or a dangling input at node {rest[0].name!r}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+# ---------------------------------------------------------------------------
+# fp16
+# ---------------------------------------------------------------------------
+def to_fp16(src, dst, keep_io_types=False):
+    """Write an fp16 copy of ``src`` to ``dst``. ``keep_io_types``: keep float32 input
+    and output (Cast nodes inside) instead of float16 I/O. metadata_props are kept,
+    plus ``ofconvert.precision = fp16``."""
+    model = _load(src)
+    return _save(_to_fp16_impl(model, keep_io_types), dst)
+
+
+def _to_fp16_impl(model, keep_io_types):
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
+        from .errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"fp16 conversion needs onnxruntime ({e})") from None
+    meta = [(p.key, p.value) for p in model.metadata_props]
+    out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types))
+    del out.metadata_props[:]
+    for k, v in meta:
+        out.metadata_props.add(key=k, value=v)
+    _set_meta(out, PRECISION_KEY, "fp16" + ("-fp32io" if keep_io_types else ""))
+    _toposort(out.graph)  # the converter appends its I/O Casts at the end
+    return out
+
+
+# ---------------------------------------------------------------------------
+# int8 Q/DQ
+# ---------------------------------------------------------------------------
+def quantize_qdq(src, dst, scales, target="trt"):
+    """Write a Q/DQ int8 model of the fp32 ``src`` to ``dst`` using the activation
+    ``scales`` ({tensor: scale}, dynamic range = scale*127, e.g.
+    ``calibrate(...).scales``). Raises OfconvertError when a tensor that needs a
+    scale has none (a cache made for another model)."""
+    if target not in TARGETS:
+        raise OfconvertError(f"unknown quantization target {target!r}; known: {', '.join(TARGETS)}")
+    model = _load(src)
+    return _save(_QDQRewriter(model, dict(scales), target).run(), dst)
+
+
+class _QDQRewriter:
+    def __init__(self, model, scales, target):
+        self.model, self.scales, self.target = model, scales, target
+        self.g = model.graph
+        self._dq_of = {}   # fp32 tensor -> its DequantizeLinear output
+
+    # -- helpers -------------------------------------------------------------
+    def _index(self):
+        self.inits = {t.name: t for t in self.g.initializer}
+        self.producer = {o: n for n in self.g.node for o in n.output}
+        self.consumers = {}
+        for n in self.g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in self.g.output}
+
+    def _array(self, name):
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def _add_init(self, name, array):
+        from onnx import numpy_helper
+
+        self.g.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        self.inits[name] = self.g.initializer[-1]
+        return name
+
+    def _unique(self, base):
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def _is_activation(self, name):
+        return bool(name) and name not in self.inits and not (
+            name in self.producer and self.producer[name].op_type == "Constant")
+
+    # -- passes --------------------------------------------------------------
+    def run(self):
+        import onnx
+
+        if _onnx_opset(self.model) < MIN_OPSET:
+            try:
+                self.model = onnx.version_converter.convert_version(self.model, MIN_OPSET)
+            except Exception as e:
+                raise OfconvertError(f"int8 Q/DQ needs opset >= {MIN_OPSET} and the model's opset "
+                                     f"{_onnx_opset(self.model)} cannot be converted: {e}") from None
+            self.g = self.model.graph
+        self._names = {n for node in self.g.node for n in list(node.input) + list(node.output)}
+        self._names |= {t.name for t in self.g.initializer} | {n.name for n in self.g.node}
+        self._index()
+        self._fold_batchnorm()
+        self._index()
+        acts = self._activations_to_quantize()
+        scale_of = self._activation_scales(acts)
+        new_nodes = []
+        for t in acts:
+            new_nodes.extend(self._qdq_activation(t, scale_of[t]))
+        for node in list(self.g.node):
+            if node.op_type in _WEIGHT_OPS:
+                new_nodes.extend(self._quantize_weights(node, scale_of))
+        self._insert_nodes(new_nodes)
+        self._drop_unused_initializers()
+        _set_meta(self.model, PRECISION_KEY, f"int8-qdq-{self.target}")
+        return self.model
+
+    def _fold_batchnorm(self):
+        """Conv -> BatchNormalization (inference) becomes one Conv writing the BN's output."""
+        remove = []
+        for bn in self.g.node:
+            if bn.op_type != "BatchNormalization" or any(bn.output[1:]):
+                continue
+            conv = self.producer.get(bn.input[0])
+            if conv is None or conv.op_type != "Conv" or len(self.consumers.get(conv.output[0], [])) != 1 \
+                    or conv.output[0] in self.graph_outputs:
+                continue
+            params = [self._array(n) for n in bn.input[1:5]]
+            w = self._array(conv.input[1])
+            if w is None or any(p is None for p in params):
+                continue
+            eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+            gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+            s = gamma / np.sqrt(var + eps)
+            b = self._array(conv.input[2]).astype(np.float64) if len(conv.input) > 2 and conv.input[2] else 0.0
+            w2 = (w.astype(np.float64) * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+            b2 = ((b - mean) * s + beta).astype(np.float32)
+            wn = self._add_init(self._unique(conv.input[1] + "_bnfold"), w2)
+            bname = self._add_init(self._unique((conv.name or conv.output[0]) + "_bias_bnfold"), b2)
+            x = conv.input[0]
+            del conv.input[:]
+            conv.input.extend([x, wn, bname])
+            conv.output[0] = bn.output[0]
+            remove.append(bn)
+        for n in remove:
+            self.g.node.remove(n)
+
+    def _activations_to_quantize(self):
+        acts = []
+
+        def add(t):
+            if self._is_activation(t) and t not in acts:
+                acts.append(t)
+
+        for n in self.g.node:
+            if n.op_type in ("Conv", "Gemm"):
+                add(n.input[0])
+            elif n.op_type == "MatMul":
+                add(n.input[0])
+                add(n.input[1])
+            elif n.op_type == "Add" and all(self._is_activation(i) for i in n.input):
+                add(n.input[0])
+                add(n.input[1])
+            elif self.target == "cpu" and n.op_type in _CPU_EXTRA_OPS:
+                add(n.input[0])
+        missing = [t for t in acts if t not in self.scales]
+        if missing:
+            raise OfconvertError(f"the calibration scales do not cover this model: {len(missing)} tensor(s) "
+                                 f"without a scale, e.g. {missing[0]!r} (cache made for another model?)")
+        return acts
+
+    def _activation_scales(self, acts):
+        """(scale, zero point, dtype) per tensor for this target."""
+        import onnx
+
+        nonneg = self._nonnegative_tensors()
+        out = {}
+        for t in acts:
+            src = t
+            p = self.producer.get(t)
+            # MaxPool/Reshape/...: reuse the input's scale so the Q/DQ pairs cancel out
+            while p is not None and p.op_type in _SCALE_PRESERVING and p.input[0] in self.scales:
+                src = p.input[0]
+                p = self.producer.get(src)
+            s = max(float(self.scales[src]), _MIN_SCALE)
+            if self.target == "trt":
+                out[t] = (s, 0, onnx.TensorProto.INT8)
+            elif t in nonneg:
+                out[t] = (s * INT8_MAX / 255.0, 0, onnx.TensorProto.UINT8)
+            else:
+                out[t] = (s, 128, onnx.TensorProto.UINT8)
+        return out
+
+    def _nonnegative_tensors(self):
+        nonneg = set()
+        for n in self.g.node:  # topological order
+            if n.op_type in ("Relu", "Sigmoid"):
+                nonneg.add(n.output[0])
+            elif n.op_type == "Clip":
+                lo = None
+                if len(n.input) > 1 and n.input[1]:
+                    a = self._array(n.input[1])
+                    if a is None and n.input[1] in self.producer and self.producer[n.input[1]].op_type == "Constant":
+                        from onnx import numpy_helper
+
+                        a = numpy_helper.to_array(self.producer[n.input[1]].attribute[0].t)
+                    lo = None if a is None else float(np.asarray(a).ravel()[0])
+                else:
+                    lo = next((a.f for a in n.attribute if a.name == "min"), None)
+                if lo is not None and lo >= 0:
+                    nonneg.add(n.output[0])
+            elif n.op_type in _NONNEG_PASSTHROUGH and n.input[0] in nonneg:
+                nonneg.add(n.output[0])
+        return nonneg
+
+    def _qdq_activation(self, t, qparams):
+        import onnx
+        from onnx import helper
+
+        scale, zp, dtype = qparams
+        base = t.replace(":", "_")
+        sname = self._add_init(self._unique(base + "_scale"), np.float32(scale))
+        zdtype = np.uint8 if dtype == onnx.TensorProto.UINT8 else np.int8
+        zname = self._add_init(self._unique(base + "_zero_point"), zdtype(zp))
+        q_out, dq_out = self._unique(base + "_quantized"), self._unique(base + "_dequantized")
+        q = helper.make_node("QuantizeLinear", [t, sname, zname], [q_out], name=self._unique(base + "_QuantizeLinear"))
+        dq = helper.make_node("DequantizeLinear", [q_out, sname, zname], [dq_out],
+                              name=self._unique(base + "_DequantizeLinear"))
+        for c in self.consumers.get(t, []):
+            for k, i in enumerate(c.input):
+                if i == t:
+                    c.input[k] = dq_out
+        self._dq_of[t] = dq_out
+        return [q, dq]
+
+    def _quantize_weights(self, node, scale_of):
+        from onnx import helper
+
+        widx = 1
+        wname = node.input[widx] if len(node.input) > widx else ""
+        w = self._array(wname)
+        if w is None or w.dtype != np.float32:
+            return []
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            if w.ndim != 2:
+                return []
+            axis = 0 if trans_b else 1
+        else:  # MatMul: [K, N]
+            if w.ndim != 2:
+                return []
+            axis = 1
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.abs(w).max(axis=red).astype(np.float64)
+        ws = np.maximum(amax / INT8_MAX, _MIN_SCALE)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        wq = np.clip(np.round(w / ws.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+        base = wname.replace(":", "_")
+        qn = self._add_init(self._unique(base + "_quantized"), wq)
+        sn = self._add_init(self._unique(base + "_scale"), ws.astype(np.float32))
+        zn = self._add_init(self._unique(base + "_zero_point"), np.zeros(len(ws), np.int8))
+        out = self._unique(base + "_dequantized")
+        nodes = [helper.make_node("DequantizeLinear", [qn, sn, zn], [out], name=self._unique(base + "_DequantizeLinear"),
+                                  axis=axis)]
+        node.input[widx] = out
+        # int32 bias (ONNX Runtime CPU fuses DQ(x), DQ(w), DQ(bias) -> QLinearConv); TensorRT keeps float biases
+        bias_idx = 2
+        if self.target == "cpu" and len(node.input) > bias_idx and node.input[bias_idx]:
+            b = self._array(node.input[bias_idx])
+            xin = self._data_input(node)
+            if b is not None and b.ndim == 1 and len(b) == len(ws) and xin in scale_of:
+                bs = (scale_of[xin][0] * ws).astype(np.float32)
+                bq = np.clip(np.round(b.astype(np.float64) / bs), -2**31 + 1, 2**31 - 1).astype(np.int32)
+                bbase = node.input[bias_idx].replace(":", "_")
+                bqn = self._add_init(self._unique(bbase + "_quantized"), bq)
+                bsn = self._add_init(self._unique(bbase + "_scale"), bs)
+                bzn = self._add_init(self._unique(bbase + "_zero_point"), np.zeros(len(bs), np.int32))
+                bout = self._unique(bbase + "_dequantized")
+                nodes.append(helper.make_node("DequantizeLinear", [bqn, bsn, bzn], [bout],
+                                              name=self._unique(bbase + "_DequantizeLinear"), axis=0))
+                node.input[bias_idx] = bout
+        return nodes
+
+    def _data_input(self, node):
+        """The fp32 tensor feeding ``node``'s input 0 (before its Q/DQ pair)."""
+        name = node.input[0]
+        return next((t for t, dq in self._dq_of.items() if dq == name), name)
+
+    def _insert_nodes(self, new_nodes):
+        self.g.node.extend(new_nodes)
+        _toposort(self.g)
+
+    def _drop_unused_initializers(self):
+        used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
+        keep = [t for t in self.g.initializer if t.name in used]
+        del self.g.initializer[:]
+        self.g.initializer.extend(keep)
+        ginit = {t.name for t in keep}
+        inputs = [i for i in self.g.input if i.name not in self.inits or i.name in ginit]
+        if len(inputs) != len(self.g.input):
+            del self.g.input[:]
+            self.g.input.extend(inputs)

@@ -1,0 +1,65 @@
+"""OneFlow runner: a zoo model (by name) or a user's ``oneflow.nn.Module``.
+
+mode="eager" runs the module directly; mode="graph" compiles an ``nn.Graph``
+per batch size (OneFlow's static-graph mode, usually faster).
+"""
+import numpy as np
+
+from ..errors import OfconvertError
+from .base import BaseRunner
+
+
+class OneFlowRunner(BaseRunner):
+    backend = "oneflow"
+
+    def __init__(self, model, weights=None, device="cpu", mode="eager", name=None):
+        super().__init__(name or "oneflow")
+        if mode not in ("eager", "graph"):
+            raise OfconvertError(f"OneFlow mode must be 'eager' or 'graph', got {mode!r}")
+        self.model, self.weights, self.device, self.mode = model, weights, device, mode
+        self.module = None
+        self.config = None
+        self._graphs = {}
+
+    def activate_impl(self):
+        from ..zoo import get_model, import_oneflow
+
+        self.flow = import_oneflow()
+        if isinstance(self.model, str):
+            self.module, self.config = get_model(self.model, weights=self.weights)
+        else:
+            self.module = self.model
+        self.module.eval()
+        if self.device != "cpu":
+            self.module.to(self.device)
+
+    def _graph(self, batch):
+        g = self._graphs.get(batch)
+        if g is None:
+            flow = self.flow
+
+            class _InferGraph(flow.nn.Graph):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def build(self, x):
+                    return self.m(x)
+
+            g = self._graphs[batch] = _InferGraph(self.module)
+        return g
+
+    def infer_impl(self, x):
+        flow = self.flow
+        t = flow.tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.device)
+        with flow.no_grad():
+            y = self._graph(x.shape[0])(t) if self.mode == "graph" else self.module(t)
+        return y.numpy().astype(np.float32, copy=False)
+
+    def synchronize(self):
+        if self.device != "cpu":
+            self.flow.cuda.synchronize()
+
+    def deactivate_impl(self):
+        self.module = None
+        self._graphs.clear()
