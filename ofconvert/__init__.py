@@ -1,10 +1,39 @@
-"""ofconvert: OneFlow image models to ONNX, ONNX Runtime and TensorRT."""
+"""ofconvert: OneFlow image models to ONNX, ONNX Runtime and TensorRT.
+
+Public API (heavy modules load on first use):
+    ofconvert.list_models(), ofconvert.get_config(name), ofconvert.get_model(name)
+    ofconvert.export(model_or_name, "out.onnx", ...)      -> ExportReport
+    ofconvert.validate(module, "out.onnx", config)        -> ValidationReport
+    ofconvert.convert(ConvertOptions(...))                -> ConvertResult
+    ofconvert.build_engine(onnx_path, engine_path, ...)   -> sidecar dict
+    ofconvert.make_runner(backend, model)                 -> runner
+    ofconvert.benchmark(...), ofconvert.evaluate(...)     -> result rows
+"""
+import importlib
+
 __version__ = "0.1.0"
 
+_LAZY = {
+    "list_models": "config", "get_config": "config", "PreprocessConfig": "config", "ModelConfig": "config",
+    "get_model": "zoo",
+    "export": "export", "ExportReport": "export",
+    "validate": "validate", "ValidationReport": "validate",
+    "convert": "convert", "ConvertOptions": "convert",
+    "build_engine": "engine",
+    "make_runner": "runners",
+    "benchmark": "bench",
+    "evaluate": "evaluate",
+    "calibrate": "calibration",
+    "to_fp16": "precision", "quantize_qdq": "precision",
+}
 
-def __getattr__(name):  # lazy: ``ofconvert.benchmark`` without importing the benchmark module up front
-    if name == "benchmark":
-        from .bench import benchmark
+__all__ = sorted(_LAZY) + ["__version__"]
 
-        return benchmark
-    raise AttributeError(f"module 'ofconvert' has no attribute {name!r}")
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'ofconvert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value

@@ -220,6 +220,35 @@ def calibration_tensors(model):
     return names
 
 
+def model_fingerprint(model):
+    """sha256 of what the calibration depends on: the graph's structure, attributes,
+    activation names and weight *values*, not the names of initializers, node names,
+    doc strings or metadata. (Two exports of the same model name their shared
+    constants differently, e.g. ``const390`` vs ``const397``, so the file hash alone
+    would never let a re-exported model reuse its cache.)"""
+    h = hashlib.sha256()
+    g = model.graph
+    inits = {}
+    for t in g.initializer:
+        d = hashlib.sha256()
+        d.update(f"{t.data_type}:{list(t.dims)}:".encode())
+        t2 = type(t)()
+        t2.CopyFrom(t)
+        t2.name, t2.doc_string = "", ""
+        d.update(t2.SerializeToString())
+        inits[t.name] = "init:" + d.hexdigest()
+    for vi in list(g.input) + list(g.output):
+        if vi.name not in inits:
+            h.update(("io:" + vi.name + ":" + vi.type.SerializeToString().hex() + "\n").encode())
+    for n in g.node:
+        attrs = sorted((a.name, a.SerializeToString().hex()) for a in n.attribute)
+        ins = [inits.get(i, i) for i in n.input]
+        h.update(repr((n.op_type, n.domain, ins, list(n.output), attrs)).encode())
+    for o in model.opset_import:
+        h.update(f"opset:{o.domain}:{o.version}".encode())
+    return h.hexdigest()
+
+
 def model_input_name(model):
     init = {t.name for t in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in init]
@@ -484,8 +513,8 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     """Calibrate ``onnx_path`` (fp32) on ``data`` and write/reuse the cache.
 
     A cache at ``cache_path`` (default ``<stem>.<method>.calib.cache`` beside the ONNX)
-    whose sidecar matches the model hash, calibration-set hash, method, preprocessing
-    and options, and whose tensors are exactly the model's, is reused without decoding
+    whose sidecar matches the model (fingerprint: graph + weight values, see
+    :func:`model_fingerprint`), calibration-set hash, method, preprocessing and options, and whose tensors are exactly the model's, is reused without decoding
     any image. Any mismatch raises CalibrationCacheError, or recalibrates when
     ``regenerate`` is true.
     """
@@ -513,7 +542,7 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     paths = list_calibration_images(data, num_images)
     expect = {
         "method": method,
-        "model_sha256": sha256_file(onnx_path),
+        "model_fingerprint": model_fingerprint(model),
         "calib_set_sha256": calibration_set_hash(paths),
         "num_listed": len(paths),
         "preprocess": preprocess.key(),
@@ -536,7 +565,7 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
                                         "(sha256 differs from its sidecar); recalibrate (--recalibrate)")
         diffs = [k for k, v in expect.items() if meta.get(k) != v]
         if diffs:
-            what = {"model_sha256": "model hash", "calib_set_sha256": "calibration images",
+            what = {"model_fingerprint": "model (graph or weights; model hash differs)", "calib_set_sha256": "calibration images",
                     "num_listed": "number of images", "preprocess": "preprocessing", "method": "method",
                     "options": "calibration options"}
             raise CalibrationCacheError(
@@ -553,7 +582,7 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     write_cache(cache_path, scales)
     elapsed = time.perf_counter() - t0
     meta = dict(format=SIDECAR_FORMAT, cache=os.path.basename(cache_path), model=os.path.basename(onnx_path),
-                header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", **expect,
+                header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", model_sha256=sha256_file(onnx_path), **expect,
                 preprocess_config=preprocess.to_dict(), calib_source=os.path.abspath(os.fspath(data)),
                 num_images=reader.num_used, skipped=len(reader.skipped),
                 skipped_files=[os.path.basename(p) for p in reader.skipped[:20]],

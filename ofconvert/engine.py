@@ -502,6 +502,14 @@ def _positive_mb(value):
     return mb
 
 
+def require_tensorrt() -> str:
+    """The installed TensorRT version, or BackendUnavailableError (one line naming what
+    to install). Lets a pipeline fail before its slow steps (export, calibration)."""
+    from . import engine_trt
+
+    return engine_trt.tensorrt_version(engine_trt.load_tensorrt())
+
+
 def build_engine(onnx_path, engine_path, precision="fp32", calib_cache=None, batch=8, max_batch=None,
                  workspace_mb=None, timing_cache=None, strongly_typed=None) -> dict:
     """Build a TensorRT engine from ``onnx_path`` into ``engine_path`` (+ ``.json``

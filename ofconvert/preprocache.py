@@ -60,6 +60,7 @@ class CachedImages:
     fast_decode: bool
     hit: bool                           # True when reused, False when built now
     build_seconds: float = 0.0
+    workers: int = 0                    # decode processes used to build it (1: in-process; 0: reused)
 
     @property
     def array(self):
@@ -102,7 +103,7 @@ def get_cached_images(paths: Sequence[str], cfg: PreprocessConfig, options: Cach
                 progress(len(paths))
             return entry
     t0 = time.perf_counter()
-    skipped = _build(npy, paths, cfg, options, progress)
+    skipped, workers = _build(npy, paths, cfg, options, progress)
     fileio.write_json(index, {
         "version": CACHE_VERSION, "key": key, "preprocess": cfg.to_dict(), "fast_decode": options.fast_decode,
         "shape": [len(paths), cfg.input_size, cfg.input_size, 3], "paths": paths,
@@ -110,7 +111,7 @@ def get_cached_images(paths: Sequence[str], cfg: PreprocessConfig, options: Cach
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     return CachedImages(npy, index, paths, skipped, cfg, options.fast_decode, hit=False,
-                        build_seconds=time.perf_counter() - t0)
+                        build_seconds=time.perf_counter() - t0, workers=workers)
 
 
 def _load_entry(npy, index, paths, cfg):
@@ -129,20 +130,22 @@ def _load_entry(npy, index, paths, cfg):
     return CachedImages(npy, index, paths, skipped, cfg, bool(meta.get("fast_decode")), hit=True)
 
 
-def _workers(options, n):
-    w = options.workers or min(os.cpu_count() or 1, 8)
-    return max(1, min(int(w), (n + _CHUNK - 1) // _CHUNK))
+def _plan(options, n):
+    """(worker processes, images per chunk): about 4 chunks per worker, at most _CHUNK."""
+    w = max(1, min(int(options.workers or min(os.cpu_count() or 1, 8)), n))
+    chunk = max(1, min(_CHUNK, -(-n // (4 * w))))
+    return w, chunk
 
 
 def _build(npy, paths, cfg, options, progress):
     shape = (len(paths), cfg.input_size, cfg.input_size, 3)
-    chunks = [list(range(i, min(i + _CHUNK, len(paths)))) for i in range(0, len(paths), _CHUNK)]
+    nw, size = _plan(options, len(paths))
+    chunks = [list(range(i, min(i + size, len(paths)))) for i in range(0, len(paths), size)]
     skipped = {}
     with fileio.atomic_path(npy) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         del mm  # workers reopen it; the header is on disk
         jobs = [(tmp, [(i, paths[i]) for i in c], cfg.to_json(), options.fast_decode) for c in chunks]
-        nw = _workers(options, len(paths))
         if nw == 1:
             results = map(_decode_chunk, jobs)
             _collect(results, skipped, progress)
@@ -151,7 +154,7 @@ def _build(npy, paths, cfg, options, progress):
 
             with mp.get_context("spawn").Pool(nw) as pool:
                 _collect(pool.imap_unordered(_decode_chunk, jobs), skipped, progress)
-    return {p: skipped[p] for p in paths if p in skipped}
+    return {p: skipped[p] for p in paths if p in skipped}, nw
 
 
 def _collect(results, skipped, progress):

@@ -56,7 +56,9 @@ def _build(name):
     import flowvision.models as fvm
 
     if name == "inception_v3":
-        return fvm.inception_v3(pretrained=False, aux_logits=False)
+        from .models.wrappers import LogitsOnly
+
+        return LogitsOnly(fvm.inception_v3(pretrained=False, aux_logits=False, transform_input=False))
     del flow
     return getattr(fvm, name)(pretrained=False)
 
@@ -99,11 +101,35 @@ def load_state(module, state, source="weights"):
     return module
 
 
+def recalibrate_batchnorm(module, input_shape, seed=DEFAULT_SEED, batch=8):
+    """Random weights leave BatchNorm at mean 0 / var 1, so activations grow layer
+    after layer (random-weight inception_v3 reaches logits of ~1e12, which
+    overflow fp16 and make precision comparisons meaningless). Set every BN's
+    running statistics to those of one seeded random batch, layer by layer
+    (momentum 1), as a freshly trained network would have. Deterministic."""
+    flow = import_oneflow()
+    bns = [m for m in module.modules() if isinstance(m, flow.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return module
+    x = np.random.default_rng(seed).standard_normal((batch,) + tuple(input_shape)).astype(np.float32)
+    module.eval()
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.train()
+        m.momentum = 1.0
+    with flow.no_grad():
+        module(flow.tensor(x))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    module.eval()
+    return module
+
+
 def get_model(name, weights=None, seed=DEFAULT_SEED):
     """Build zoo model ``name`` in eval mode -> ``(module, ModelConfig)``.
 
     weights: None = the zoo's default (real weights where they exist, else seeded
-    random); a path to ``.npz``/``.safetensors`` = the user's weights; "random" =
+    random weights with BatchNorm statistics recalibrated: ``recalibrate_batchnorm``); a path to ``.npz``/``.safetensors`` = the user's weights; "random" =
     force seeded random weights.
     """
     cfg = get_config(name)
@@ -120,8 +146,11 @@ def get_model(name, weights=None, seed=DEFAULT_SEED):
     elif weights != "random":
         from .weights import load_user_weights
 
-        load_state(module, load_user_weights(weights), source=os.path.basename(str(weights)))
+        target = getattr(module, "model", module)   # LogitsOnly wrapper: weights use the inner names
+        load_state(target, load_user_weights(weights), source=os.path.basename(str(weights)))
         pretrained = True
+    if not pretrained:
+        recalibrate_batchnorm(module, cfg.input_shape, seed)
     module.eval()
     if pretrained != cfg.pretrained or weights not in (None, "random"):
         import dataclasses

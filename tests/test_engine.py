@@ -400,6 +400,9 @@ def test_build_engine_without_tensorrt_names_what_to_install(tiny_onnx, tmp_path
     assert "\n" not in msg and "pip install" in msg and "tensorrt" in msg and "cuda-python" in msg
     assert ei.value.exit_code == 2
     assert list(tmp_path.iterdir()) == [tmp_path / "tiny.onnx"]  # nothing half-written
+    with pytest.raises(BackendUnavailableError) as ei2:
+        eng.require_tensorrt()  # the same line, for pipelines that check before exporting
+    assert str(ei2.value) == msg
 
 
 @needs_no_trt
@@ -529,6 +532,7 @@ THRESHOLDS = {"fp32": (1.0, 0.999), "fp16": (0.9, 0.99), "int8": (0.75, 0.95)}
 
 @needs_trt
 @pytest.mark.tensorrt
+@pytest.mark.slow  # engine builds take ~0.5-2 min each
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_trt_engine_matches_onnxruntime_cpu(precision, zoo_onnx, datasets, real_batch, tmp_path):
     from ofconvert.runners import make_runner
@@ -554,6 +558,7 @@ def test_trt_engine_matches_onnxruntime_cpu(precision, zoo_onnx, datasets, real_
 
 @needs_trt
 @pytest.mark.tensorrt
+@pytest.mark.slow  # engine builds take ~0.5-2 min each
 def test_trt_runner_refuses_an_engine_from_another_tensorrt(zoo_onnx, tmp_path):
     from ofconvert.runners.tensorrt import TensorRTRunner
 
@@ -570,6 +575,7 @@ def test_trt_runner_refuses_an_engine_from_another_tensorrt(zoo_onnx, tmp_path):
 
 @needs_trt
 @pytest.mark.tensorrt
+@pytest.mark.slow  # engine builds take ~0.5-2 min each
 @pytest.mark.skipif(TRT is not None and eng.parse_version(TRT.__version__)[0] != 10, reason="TensorRT 10 only")
 def test_trt10_weak_typing_fp16_and_calibrator_int8(zoo_onnx, datasets, real_batch, tmp_path):
     from ofconvert.calibration import calibrate
@@ -596,6 +602,7 @@ def _ort_has_trt():
 
 
 @pytest.mark.tensorrt
+@pytest.mark.slow  # engine builds take ~0.5-2 min each
 @pytest.mark.skipif(not _ort_has_trt(), reason="onnxruntime here has no TensorrtExecutionProvider "
                                                "(needs onnxruntime-gpu + TensorRT)")
 def test_ort_tensorrt_provider_fp16_matches_cpu(zoo_onnx, real_batch, tmp_path):

@@ -148,7 +148,7 @@ def test_cache_matches_reference_preprocessing_in_parallel_and_is_reused(stubs, 
     paths = load_dataset(stubs).paths[:10]
     opts = CacheOptions(cache_dir=str(tmp_path), workers=2)      # spawn-started worker processes
     c = get_cached_images(paths, TINY_PRE, opts)
-    assert not c.hit and c.skipped == {}
+    assert not c.hit and c.skipped == {} and c.workers == 2
     arr = c.array
     assert arr.dtype == np.uint8 and arr.shape == (10, 32, 32, 3)
     for i, p in enumerate(paths):
@@ -178,7 +178,7 @@ def test_cache_key_follows_file_changes(tmp_path):
 def test_odd_images_are_converted_or_skipped_and_counted(tmp_path):
     paths, bad = _odd_images(str(tmp_path / "img"))
     c = get_cached_images(paths, TINY_PRE, CacheOptions(cache_dir=str(tmp_path / "c"), workers=2))
-    assert {os.path.basename(p) for p in c.skipped} == bad
+    assert c.workers == 2 and {os.path.basename(p) for p in c.skipped} == bad
     assert all(c.skipped.values())                                        # a reason for each
     valid = c.valid
     assert [os.path.basename(paths[i]) for i in valid] == sorted(set(map(os.path.basename, paths)) - bad)

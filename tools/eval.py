@@ -62,28 +62,30 @@ def main(argv=None):
 
 
 def run(args):
-    from ofconvert import evaluate as E
+    # (not `from ofconvert import evaluate`: that lazy attribute is the function, not the module)
+    from ofconvert.evaluate import (EvalOptions, Evaluator, Variant, expand_variants, format_markdown,
+                                    report_context, write_reports)
     from ofconvert.preprocache import CacheOptions
 
-    variants = ([E.Variant.parse(v) for v in args.variants] if args.variants
-                else E.expand_variants(args.backends, args.precisions))
-    options = E.EvalOptions(
+    variants = ([Variant.parse(v) for v in args.variants] if args.variants
+                else expand_variants(args.backends, args.precisions))
+    options = EvalOptions(
         models_dir=args.models_dir, labels=args.labels, meta=args.meta, limit=args.limit, batch_size=args.batch,
         threads=args.threads, isolate=not args.no_isolate, produce_missing=not args.no_produce,
         calib_data=args.calib_data, progress=not args.no_progress,
         cache=CacheOptions(cache_dir=args.cache_dir, workers=args.workers, fast_decode=args.fast_decode,
                            rebuild=args.rebuild_cache))
-    ev = E.Evaluator(args.data, args.models, variants, reference=args.reference, options=options)
+    ev = Evaluator(args.data, args.models, variants, reference=args.reference, options=options)
     print(f"dataset: {ev.dataset.describe()}", file=sys.stderr)
     rows = ev.run()
     skipped = sum(len(c.skipped) for c in ev.caches.values())
-    print(E.format_markdown(rows))
+    print(format_markdown(rows))
     print("\nTop-5:\n")
-    print(E.format_markdown(rows, metric="top5"))
+    print(format_markdown(rows, metric="top5"))
     print(f"\n{len(ev.dataset)} images, {skipped} unreadable skipped; "
           + ", ".join(f"{k}: {v:.1f}s" for k, v in ev.timings.items()))
     if args.out_dir:
-        paths = E.write_reports(rows, args.out_dir, E.report_context(ev), png=not args.no_png)
+        paths = write_reports(rows, args.out_dir, report_context(ev), png=not args.no_png)
         print("wrote " + ", ".join(paths.values()), file=sys.stderr)
     return 0
 

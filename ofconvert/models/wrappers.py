@@ -1,0 +1,15 @@
+"""Small OneFlow wrappers for zoo models (imports oneflow: load lazily)."""
+import oneflow.nn as nn
+
+
+class LogitsOnly(nn.Module):
+    """Return only the logits of a model whose forward returns a tuple
+    (flowvision's Inception3 returns ``(logits, aux_logits)``)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        y = self.model(x)
+        return y[0] if isinstance(y, (tuple, list)) else y
