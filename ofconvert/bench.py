@@ -39,6 +39,7 @@ INPUTS = ("host", "device")
 DEFAULT_MODELS = ("alexnet", "vgg16", "resnet50", "inception_v3")
 GPU_BACKENDS = ("ort-cuda", "trt")
 CUDNN_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+CALIB_IMAGES = 64  # images calibrating an int8 model the benchmark has to create (without --calib-data)
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -117,7 +118,7 @@ PRESETS = {
     # ONNX Runtime's CUDA provider as a user gets it: session.run() on numpy arrays.
     "default": OrtCudaSettings(),
     # The fastest valid combination measured on an H200 (docs/gpu.md, docs/results/).
-    "fastest": OrtCudaSettings(io_binding=True, prefer_nhwc=True, cuda_graph=True),
+    "fastest": OrtCudaSettings(io_binding=True, prefer_nhwc=True, cuda_graph=True, cudnn_conv_algo_search="HEURISTIC"),
 }
 
 
@@ -176,6 +177,7 @@ class BenchResult:
     iters: Optional[int] = None
     model_file: str = ""
     providers: str = ""
+    pid: Optional[int] = None  # the worker process that measured it
 
     @property
     def column(self):
@@ -210,7 +212,10 @@ def _onnx_input_size(path):
 
     from .config import METADATA_KEY, PreprocessConfig
 
-    m = onnx.load(path, load_external_data=False)
+    try:
+        m = onnx.load(path, load_external_data=False)
+    except Exception as e:
+        raise OfconvertError(f"cannot read ONNX file {path}: {type(e).__name__}") from None
     meta = {p.key: p.value for p in m.metadata_props}
     if METADATA_KEY in meta:
         return PreprocessConfig.from_json(meta[METADATA_KEY]).input_size
@@ -274,10 +279,11 @@ def _create_onnx_impl(model, precision, backend, folder, calib_data=None):
             import onnx
 
             data = calib_data or os.path.join(datasets_root(), "imagenet-val-1300")
+            n = None if calib_data else CALIB_IMAGES  # throughput needs valid ranges, not the best ones
             meta = {p.key: p.value for p in onnx.load(fp32, load_external_data=False).metadata_props}
             pre = (PreprocessConfig.from_json(meta[METADATA_KEY]) if METADATA_KEY in meta
                    else get_config(model).preprocess)
-            cal = calibration.calibrate(fp32, data, pre)
+            cal = calibration.calibrate(fp32, data, pre, num_images=n)
             prec.quantize_qdq(fp32, path, cal.scales, target="cpu" if backend == "ort-cpu" else "trt")
     except ImportError as e:
         raise BackendUnavailableError(f"cannot create {os.path.basename(path)} here ({e})") from None
@@ -348,7 +354,7 @@ def run_job(job):
     import numpy as np
 
     rows = []
-    base = _job_base(job)
+    base = dict(_job_base(job), pid=os.getpid())
     rng = np.random.default_rng(job.get("seed", 0))
     for batch in job["batches"]:
         runner, reason = _activate(job)
@@ -460,11 +466,12 @@ def _plan(models, backends, precisions, batches, options):
                                inputs=list(inputs), warmup=options.warmup, iters=options.iters, input_size=size,
                                threads=options.threads, seed=options.seed,
                                settings=st.spec if st else "", settings_label=st.label if st else "")
-                    reason = reasons[backend]
-                    if reason is None and backend == "oneflow" and precision != "fp32":
-                        reason = "the OneFlow backend runs fp32 only (fp16/int8 are ONNX/TensorRT precisions)"
-                    if reason is None and backend == "oneflow" and _is_onnx_file(entry):
+                    reason = None
+                    if backend == "oneflow" and _is_onnx_file(entry):
                         reason = "the OneFlow backend needs a zoo model name, not an ONNX file"
+                    elif backend == "oneflow" and precision != "fp32":
+                        reason = "the OneFlow backend runs fp32 only (fp16/int8 are ONNX/TensorRT precisions)"
+                    reason = reason or reasons[backend]
                     if reason is None and backend != "oneflow":
                         try:
                             job["path"] = (_find_engine_impl(folder, stem, precision, batches, options)
@@ -491,7 +498,7 @@ def _progress(total, enabled):
 
 
 def _parse_list(value, name):
-    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
+    items = [str(v).strip() for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
     if not items:
         raise OfconvertError(f"{name} is empty")
     return items

@@ -46,6 +46,7 @@ TRT_CACHE_VERSION = 8601
 #: calibrator TensorRT consumers replay caches with); the real method is in the sidecar.
 TRT_CALIBRATOR_NAME = "EntropyCalibration2"
 SIDECAR_FORMAT = "ofconvert-calibration/1"
+MANIFEST_NAME = "manifest.txt"
 INT8_MAX = 127.0
 #: smallest dynamic range written (a tensor that is always 0 still needs a usable scale)
 MIN_AMAX = 1e-6
@@ -87,12 +88,15 @@ class CalibrationResult:
 # calibration images and the data reader
 # ---------------------------------------------------------------------------
 def list_calibration_images(data, num_images=None):
-    """Image paths of a calibration set: ``data`` is a folder (recursive, sorted) or a
-    manifest file (one path per line, relative to the manifest's folder; ``#`` comments
-    and blank lines ignored). ``num_images``: an evenly spread, deterministic subset."""
+    """Image paths of a calibration set: ``data`` is a manifest file (one path per
+    line, relative to the manifest's folder; ``#`` comments and blank lines ignored),
+    a folder holding ``manifest.txt`` (e.g. ``calib/imagenet1k``), or an image folder
+    (recursive, sorted). ``num_images``: an evenly spread, deterministic subset."""
     from .data import list_images
 
     data = os.fspath(data)
+    if os.path.isdir(data) and os.path.isfile(os.path.join(data, MANIFEST_NAME)):
+        data = os.path.join(data, MANIFEST_NAME)   # a calibration-set folder (build_calib_set)
     if os.path.isdir(data):
         paths = list_images(data)
     elif os.path.isfile(data):
@@ -182,42 +186,31 @@ class ImageCalibrationDataReader:
 # ---------------------------------------------------------------------------
 # which tensors get a range
 # ---------------------------------------------------------------------------
-def calibration_tensors(model):
-    """Names of the float activation tensors that get a range, in graph order: the
-    graph's float inputs and every float tensor computed from them (tensors computed
-    only from initializers/constants, and non-float tensors, are left out). This is
-    the set TensorRT's own calibrator writes, and a superset of what the Q/DQ graph
-    of :mod:`ofconvert.precision` needs (Conv/Gemm/MatMul inputs, Add inputs, pool
-    inputs, and the Relu/Clip outputs that ONNX Runtime folds into QLinearConv)."""
-    import onnx
+def calibration_plan(model):
+    """(tensors, sources): the tensors that get a range, in graph order, and for
+    each the tensor whose statistics give it. Tensors = every activation that
+    :func:`ofconvert.precision.quantize_qdq` puts a Q/DQ pair on, for either target
+    (inputs of Conv/Gemm/MatMul, both inputs of residual Adds, pooling and Pad
+    inputs), plus the tensors they take their scale from. Outputs of MaxPool / Pad /
+    Reshape / Flatten / ... are not measured: they reuse their input's range (so
+    ONNX Runtime can drop the Q/DQ pairs around them)."""
+    from .precision import TARGETS, qdq_activations, scale_sources
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # a model shape inference chokes on: fall back to declared types
-        inferred = model
-    g = inferred.graph
-    elem = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        if vi.type.HasField("tensor_type"):
-            elem[vi.name] = vi.type.tensor_type.elem_type
-    init = {t.name for t in g.initializer}
-    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-    live, names = set(), []
-    for vi in g.input:
-        if vi.name not in init:
-            live.add(vi.name)
-            if elem.get(vi.name) in float_types:
-                names.append(vi.name)
-    for node in g.node:
-        if not any(i in live for i in node.input if i):
-            continue
-        for o in node.output:
-            if not o:
-                continue
-            live.add(o)
-            if elem.get(o) in float_types and o not in names:
-                names.append(o)
-    return names
+    acts = []
+    for target in TARGETS:
+        acts += [t for t in qdq_activations(model, target) if t not in acts]
+    sources = scale_sources(model, acts)
+    wanted = set(acts) | set(sources.values())
+    order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
+    tensors = [t for t in dict.fromkeys(order) if t in wanted]
+    sources.update({s: s for s in sources.values()})
+    return tensors, sources
+
+
+def calibration_tensors(model):
+    """Names of the tensors a calibration cache for ``model`` lists (see
+    :func:`calibration_plan`)."""
+    return calibration_plan(model)[0]
 
 
 def model_fingerprint(model):
@@ -273,38 +266,36 @@ class RangeCollector:
         self.amax = {}       # tensor -> max |x| seen
         self.hist = {}       # tensor -> counts of |x| over [0, hist_max[tensor]]
         self.hist_max = {}
+        self.zeros = {}      # tensor -> number of exact zeros (kept out of the histogram)
 
     def collect(self, name, x):
-        x = np.abs(np.asarray(x, dtype=np.float32).ravel())
-        if x.size == 0:
+        a = np.abs(np.asarray(x, dtype=np.float32).ravel())    # our own copy, modified in place below
+        if a.size == 0:
             return
-        m = float(x.max())
+        m = float(a.max())
         if not math.isfinite(m):
             raise OfconvertError(f"calibration: tensor {name!r} has non-finite values (inf/NaN) on real images")
         self.amax[name] = max(self.amax.get(name, 0.0), m)
         if self.method == "minmax":
             return
-        if self.method == "entropy":
-            # exact zeros (ReLU/ReLU6 outputs, padding) are represented exactly at any scale:
-            # they say nothing about the best threshold, and their spike in bin 0 drags the
-            # KL optimum towards tiny thresholds (see docs/precision.md)
-            x = x[x > 0]
-            if x.size == 0:
-                return
         n = self.options.num_bins
-        top = self.hist_max.get(name, 0.0)
         if name not in self.hist:
-            top = m if m > 0 else MIN_AMAX
-            self.hist[name], self.hist_max[name] = np.zeros(n, np.float64), top
-        elif m > top:
+            self.hist[name], self.zeros[name] = np.zeros(n, np.float64), 0
+            self.hist_max[name] = m if m > 0 else MIN_AMAX
+        elif m > self.hist_max[name]:
             # grow the range: re-bin the old counts onto the wider grid (linear within bins)
-            old_edges = np.linspace(0.0, top, n + 1)
+            top = self.hist_max[name]
             cum = np.concatenate([[0.0], np.cumsum(self.hist[name])])
-            new_edges = np.linspace(0.0, m, n + 1)
-            self.hist[name] = np.diff(np.interp(new_edges, old_edges, cum))
-            self.hist_max[name] = top = m
-        idx = np.minimum((x * (n / top)).astype(np.int64), n - 1)
-        self.hist[name] += np.bincount(idx, minlength=n)
+            self.hist[name] = np.diff(np.interp(np.linspace(0.0, m, n + 1), np.linspace(0.0, top, n + 1), cum))
+            self.hist_max[name] = m
+        # index 0: exact zeros; j = 1..n: |x| in ((j-1)w, jw]  (ceil keeps zeros apart at no extra pass)
+        np.multiply(a, np.float32(n / self.hist_max[name]), out=a)
+        np.ceil(a, out=a)
+        idx = a.astype(np.int64)
+        np.minimum(idx, n, out=idx)
+        counts = np.bincount(idx, minlength=n + 1)
+        self.zeros[name] += int(counts[0])
+        self.hist[name] += counts[1:]
 
     def compute(self, name):
         """amax (dynamic range) of one tensor."""
@@ -313,9 +304,12 @@ class RangeCollector:
             return max(m, MIN_AMAX)
         hist, width = self.hist[name], self.hist_max[name] / self.options.num_bins
         if self.method == "percentile":
-            cdf = np.cumsum(hist) / hist.sum()
-            i = int(np.searchsorted(cdf, self.options.percentile / 100.0))
+            cum = self.zeros[name] + np.cumsum(hist)
+            i = int(np.searchsorted(cum, cum[-1] * self.options.percentile / 100.0))
             return max(min((i + 1) * width, m), MIN_AMAX)
+        # exact zeros are exact at every scale: they say nothing about the best threshold,
+        # and their spike (ReLU/ReLU6 outputs, padding) drags the KL optimum towards
+        # tiny thresholds (see docs/precision.md)
         return max(entropy_amax(hist, width, self.options.num_quant_bins), MIN_AMAX)
 
 
@@ -473,14 +467,15 @@ def _preprocess_from_model(model):
     return PreprocessConfig.from_json(meta[METADATA_KEY])
 
 
-def collect_ranges(model, reader, method, options: CalibrationOptions, tensors=None):
+def collect_ranges(model, reader, method, options: CalibrationOptions):
     """Run the fp32 ``model`` (ModelProto) in ONNX Runtime over ``reader`` with the
-    calibration tensors exposed as outputs; returns ``{tensor: amax}``. Only one
-    batch of activations is alive at a time."""
+    measured tensors exposed as outputs; returns ``{tensor: amax}`` for every tensor
+    of :func:`calibration_plan`. Only one batch of activations is alive at a time."""
     import onnx
     import onnxruntime as ort
 
-    tensors = list(tensors or calibration_tensors(model))
+    plan, sources = calibration_plan(model)
+    tensors = [t for t in plan if sources[t] == t]
     aug = onnx.ModelProto()
     aug.CopyFrom(model)
     outs = {o.name for o in aug.graph.output}
@@ -505,7 +500,43 @@ def collect_ranges(model, reader, method, options: CalibrationOptions, tensors=N
     if reader.num_used == 0:
         raise DataError(f"no readable calibration images ({len(reader.skipped)} unreadable file(s), "
                         f"e.g. {reader.skipped[0] if reader.skipped else '-'})")
-    return {t: collector.compute(t) for t in tensors}
+    amax = {t: collector.compute(t) for t in tensors}
+    return {t: amax[sources[t]] for t in plan}
+
+
+_SIDECAR_FIELDS = {"model_fingerprint": "model (graph or weights differ)", "calib_set_sha256": "calibration images",
+                   "num_listed": "number of images", "preprocess": "preprocessing", "method": "method",
+                   "options": "calibration options"}
+
+
+def check_cache(cache_path, tensors, expect):
+    """Validate an existing cache + sidecar against the model's ``tensors`` and the
+    ``expect``-ed sidecar fields -> (scales, sidecar dict); CalibrationCacheError
+    naming what differs."""
+    import json
+
+    from .fileio import sha256_file
+
+    scales = read_cache(cache_path)
+    validate_scales(scales, tensors, cache_path)
+    sidecar = sidecar_path_for(cache_path)
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise CalibrationCacheError(f"calibration cache {cache_path} has no sidecar {sidecar}: cannot tell which "
+                                    "model and images made it; recalibrate (--recalibrate)") from None
+    except (OSError, ValueError) as e:
+        raise CalibrationCacheError(f"unreadable calibration sidecar {sidecar}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("cache_sha256") != sha256_file(cache_path):
+        raise CalibrationCacheError(f"calibration cache {cache_path} was modified after it was written "
+                                    "(sha256 differs from its sidecar); recalibrate (--recalibrate)")
+    diffs = [k for k, v in expect.items() if meta.get(k) != v]
+    if diffs:
+        raise CalibrationCacheError(
+            f"calibration cache {cache_path} was made for another {', '.join(_SIDECAR_FIELDS[k] for k in diffs)}; "
+            "recalibrate (--recalibrate) or pick another cache path")
+    return scales, meta
 
 
 def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, cache_path=None,
@@ -514,12 +545,11 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
 
     A cache at ``cache_path`` (default ``<stem>.<method>.calib.cache`` beside the ONNX)
     whose sidecar matches the model (fingerprint: graph + weight values, see
-    :func:`model_fingerprint`), calibration-set hash, method, preprocessing and options, and whose tensors are exactly the model's, is reused without decoding
-    any image. Any mismatch raises CalibrationCacheError, or recalibrates when
-    ``regenerate`` is true.
+    :func:`model_fingerprint`), calibration-set hash, method, preprocessing and
+    options, and whose tensors are exactly the model's, is reused without decoding
+    any image (:func:`check_cache`). Any mismatch raises CalibrationCacheError, or
+    recalibrates when ``regenerate`` is true.
     """
-    import json
-
     import onnx
 
     from .fileio import sha256_file, write_json
@@ -550,39 +580,20 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     }
 
     if os.path.exists(cache_path) and not regenerate:
-        scales = read_cache(cache_path)
-        validate_scales(scales, tensors, cache_path)
-        try:
-            with open(sidecar, encoding="utf-8") as f:
-                meta = json.load(f)
-        except FileNotFoundError:
-            raise CalibrationCacheError(f"calibration cache {cache_path} has no sidecar {sidecar}: cannot tell which "
-                                        "model and images made it; recalibrate (--recalibrate)") from None
-        except (OSError, ValueError) as e:
-            raise CalibrationCacheError(f"unreadable calibration sidecar {sidecar}: {e}") from None
-        if meta.get("cache_sha256") != sha256_file(cache_path):
-            raise CalibrationCacheError(f"calibration cache {cache_path} was modified after it was written "
-                                        "(sha256 differs from its sidecar); recalibrate (--recalibrate)")
-        diffs = [k for k, v in expect.items() if meta.get(k) != v]
-        if diffs:
-            what = {"model_fingerprint": "model (graph or weights; model hash differs)", "calib_set_sha256": "calibration images",
-                    "num_listed": "number of images", "preprocess": "preprocessing", "method": "method",
-                    "options": "calibration options"}
-            raise CalibrationCacheError(
-                f"calibration cache {cache_path} was made for another "
-                f"{', '.join(what[k] for k in diffs)}; recalibrate (--recalibrate) or pick another cache path")
+        scales, meta = check_cache(cache_path, tensors, expect)
         return CalibrationResult(cache_path, sidecar, scales, True, method, int(meta.get("num_images", 0)),
                                  int(meta.get("skipped", 0)), time.perf_counter() - t0)
 
     reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size)
-    amax = collect_ranges(model, reader, method, options, tensors)
+    amax = collect_ranges(model, reader, method, options)
     del model
     # round-trip through float32 so the returned scales equal what a reader of the cache gets
     scales = {t: float(np.float32(a / INT8_MAX)) for t, a in amax.items()}
     write_cache(cache_path, scales)
     elapsed = time.perf_counter() - t0
     meta = dict(format=SIDECAR_FORMAT, cache=os.path.basename(cache_path), model=os.path.basename(onnx_path),
-                header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", model_sha256=sha256_file(onnx_path), **expect,
+                header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", model_sha256=sha256_file(onnx_path),
+                **expect,
                 preprocess_config=preprocess.to_dict(), calib_source=os.path.abspath(os.fspath(data)),
                 num_images=reader.num_used, skipped=len(reader.skipped),
                 skipped_files=[os.path.basename(p) for p in reader.skipped[:20]],
@@ -625,7 +636,7 @@ def build_calib_set(src_dir, dst_dir, per_class=1):
         chosen.extend(files[:per_class])
     if not chosen:
         raise DataError(f"{src_dir} is not an ImageFolder tree (no class sub-folders with images)")
-    manifest = os.path.join(dst_dir, "manifest.txt")
+    manifest = os.path.join(dst_dir, MANIFEST_NAME)
     rel = [os.path.relpath(p, dst_dir) for p in chosen]
     write_text(manifest, "\n".join(rel) + "\n")
     write_json(os.path.join(dst_dir, "manifest.json"), {

@@ -31,6 +31,8 @@ def _convert_parser():
     p.add_argument("--weights", help="your weights (.npz or .safetensors state dict)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the OneFlow vs ONNX Runtime check")
+    p.add_argument("--simplify", action="store_true",
+                   help="run onnxsim after export; kept only if outputs stay equal")
     p.add_argument("--force-export", action="store_true", help="re-export even if an identical ONNX exists")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", dest="precision", action="store_const", const="fp16")
@@ -43,7 +45,10 @@ def _convert_parser():
     p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
     p.add_argument("--max-batch", type=int, help="TensorRT profile: max batch (default: --batch)")
     p.add_argument("--workspace", dest="workspace_mb", type=int, help="TensorRT workspace limit (MiB)")
-    p.add_argument("--timing-cache", help="TensorRT timing cache file (read and updated)")
+    tc = p.add_mutually_exclusive_group()
+    tc.add_argument("--timing-cache", help="TensorRT timing cache file or folder (read and updated; "
+                                           "default: one per TensorRT version and GPU under ~/.cache/ofconvert)")
+    tc.add_argument("--no-timing-cache", dest="timing_cache", action="store_const", const=False)
     return p
 
 

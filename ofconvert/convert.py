@@ -26,6 +26,7 @@ class ConvertOptions:
     weights: Optional[str] = None
     validate: bool = True
     force_export: bool = False
+    simplify: bool = False
     calib: Optional[str] = None            # image folder or manifest (int8)
     calib_method: str = "entropy"
     calib_images: Optional[int] = None
@@ -48,14 +49,18 @@ class ConvertOptions:
             raise OfconvertError(f"--calib: no such folder or manifest: {self.calib}")
         if self.calib_images is not None and self.calib_images < 1:
             raise OfconvertError("--calib-images must be >= 1")
-        if self.batch < 1 or (self.max_batch is not None and self.max_batch < self.batch):
-            raise OfconvertError(f"need 1 <= --batch ({self.batch}) <= --max-batch ({self.max_batch})")
         if self.weights and not os.path.isfile(self.weights):
             raise OfconvertError(f"--weights: file not found: {self.weights}")
         get_config(self.model)   # unknown model -> ModelNotFoundError
         from .fileio import check_writable_dir
 
         check_writable_dir(self.output or os.path.join(".", self.model))
+        if self.to == "trt":   # fail before the slow steps (export, calibration)
+            from .engine import EngineOptions, require_tensorrt
+
+            EngineOptions(precision=self.precision, batch=self.batch, max_batch=self.max_batch,
+                          workspace_mb=self.workspace_mb, timing_cache=self.timing_cache).validate()
+            require_tensorrt()
 
 
 @dataclasses.dataclass
@@ -110,6 +115,7 @@ def _reusable_export(onnx_path, opts):
     same = (rep.get("model") == opts.model and rep.get("opset") == opts.opset
             and rep.get("weights_sha256") == want_weights
             and (rep.get("validation") or not opts.validate)
+            and (rep.get("simplified") or not opts.simplify)
             and rep.get("onnx_sha256") == sha256_file(onnx_path))
     return rep if same else None
 
@@ -125,7 +131,8 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
         from .export import export
 
         log(f"exporting {opts.model} -> {paths['fp32']} (opset {opts.opset})")
-        r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate)
+        r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate,
+                   simplify=opts.simplify)
         rep = r.to_dict()
     res.export = rep
     res.artefacts["fp32"] = paths["fp32"]

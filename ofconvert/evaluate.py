@@ -197,6 +197,8 @@ def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing)
         return f"{reason_missing}; pass --calib-data (calibration images) to produce it"
     if importlib.util.find_spec("ofconvert.convert") is None:
         return f"{reason_missing} (ofconvert.convert is not available to produce it)"
+    if options.progress:
+        print(f"producing {path} (ofconvert.convert, {variant.precision}) ...", file=sys.stderr, flush=True)
     opts = {"model": name, "to": "trt" if variant.backend == "trt" else "onnx",
             # int8 ONNX: convert writes <stem>.int8.onnx and <stem>.int8-cpu.onnx from the first
             "output": path if variant.backend == "trt" or variant.precision != "int8"
@@ -246,6 +248,8 @@ class Evaluator:
         self.reference = Variant.parse(reference)
         if self.reference not in self.variants:
             self.variants.insert(0, self.reference)
+        if self.options.limit is not None and int(self.options.limit) < 1:
+            raise OfconvertError(f"--limit must be >= 1, got {self.options.limit}")
         if int(self.options.batch_size) < 1:
             raise OfconvertError(f"batch size must be >= 1, got {self.options.batch_size}")
         self.dataset = load_dataset(data, labels=self.options.labels, meta=self.options.meta)
@@ -276,7 +280,7 @@ class Evaluator:
             pre, pretrained = self.infos[name]
             cache = self.caches[pre.key()]
             valid = cache.valid
-            valid_path = os.path.join(work, f"valid-{pre.key()[:40]}.npy".replace(",", "_"))
+            valid_path = os.path.join(work, "valid-" + os.path.basename(cache.npy_path))
             if not os.path.exists(valid_path):
                 np.save(valid_path, valid)
             for v in self.variants:
@@ -570,7 +574,7 @@ def plot_png(rows: Sequence[EvalRow], path, title="ImageNet top-1 / mismatches v
     cols = _columns(rows)
     models = list(dict.fromkeys(r.model for r in rows))
     cell = {(r.model, r.backend, r.precision): r for r in rows}
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models) * max(1, len(cols)) * 0.6 + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(models) * max(1, len(cols)) + 3), 4.5))
     width = 0.8 / max(1, len(cols))
     for k, (b, p) in enumerate(cols):
         xs, ys, labels = [], [], []
@@ -591,7 +595,7 @@ def plot_png(rows: Sequence[EvalRow], path, title="ImageNet top-1 / mismatches v
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title + "\n(number on a bar: mismatches vs reference; † random weights)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -628,7 +632,7 @@ def report_context(ev: "Evaluator") -> dict:
                     "images": len(ev.dataset)},
         "reference": str(ev.reference),
         "caches": [{"preprocess": c.preprocess.to_dict(), "npy": c.npy_path, "hit": c.hit,
-                    "fast_decode": c.fast_decode, "build_seconds": round(c.build_seconds, 3),
+                    "fast_decode": c.fast_decode, "build_seconds": round(c.build_seconds, 3), "workers": c.workers,
                     "skipped": [{"path": p, "reason": r} for p, r in c.skipped.items()]}
                    for c in ev.caches.values()],
         "timings": {k: round(v, 3) for k, v in ev.timings.items()},

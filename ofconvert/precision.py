@@ -107,6 +107,73 @@ def _toposort(graph):
 
 
 # ---------------------------------------------------------------------------
+# which activations get a Q/DQ pair (shared with the calibration)
+# ---------------------------------------------------------------------------
+def _graph_index(model):
+    g = model.graph
+    const = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in g.node for o in n.output}
+    return const, producer
+
+
+def qdq_activations(model, target="trt"):
+    """Activation tensors (ONNX names, graph order) that :func:`quantize_qdq` puts a
+    Q/DQ pair on for ``target``: inputs of Conv/Gemm/MatMul, both inputs of Adds of
+    two activations (residual adds), and on "cpu" the inputs of pooling and Pad."""
+    const, _ = _graph_index(model)
+    acts = []
+
+    def add(t):
+        if t and t not in const and t not in acts:
+            acts.append(t)
+
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "Gemm"):
+            add(n.input[0])
+        elif n.op_type == "MatMul":
+            add(n.input[0])
+            add(n.input[1])
+        elif n.op_type == "Add" and len(n.input) == 2 and all(i and i not in const for i in n.input):
+            add(n.input[0])
+            add(n.input[1])
+        elif target == "cpu" and n.op_type in _CPU_EXTRA_OPS:
+            add(n.input[0])
+    return acts
+
+
+def scale_sources(model, tensors):
+    """{tensor: the tensor whose range it reuses}: through MaxPool / Pad (zero) /
+    Reshape / Flatten / Transpose / Squeeze / Unsqueeze back to the first tensor
+    computed otherwise (itself when it is not such an output)."""
+    const, producer = _graph_index(model)
+    zero = _zero_constants(model)
+    out = {}
+    for t in tensors:
+        src, p = t, producer.get(t)
+        while p is not None and p.op_type in _SCALE_PRESERVING and p.input and p.input[0] not in const and (
+                p.op_type != "Pad" or len(p.input) < 3 or not p.input[2] or p.input[2] in zero):
+            src = p.input[0]
+            p = producer.get(src)
+        out[t] = src
+    return out
+
+
+def _zero_constants(model):
+    from onnx import numpy_helper
+
+    pad_values = {n.input[2] for n in model.graph.node if n.op_type == "Pad" and len(n.input) > 2}
+    zero = set()
+    for t in model.graph.initializer:
+        if t.name in pad_values and not np.any(numpy_helper.to_array(t)):
+            zero.add(t.name)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] in pad_values and n.attribute and \
+                n.attribute[0].name == "value" and not np.any(numpy_helper.to_array(n.attribute[0].t)):
+            zero.add(n.output[0])
+    return zero
+
+
+# ---------------------------------------------------------------------------
 # fp16
 # ---------------------------------------------------------------------------
 def to_fp16(src, dst, keep_io_types=False):
@@ -183,11 +250,6 @@ class _QDQRewriter:
         self._names.add(name)
         return name
 
-    def _is_activation(self, name):
-        return bool(name) and name not in self.inits and not (
-            name in self.producer and self.producer[name].op_type == "Constant")
-
-    # -- passes --------------------------------------------------------------
     def run(self):
         import onnx
 
@@ -211,6 +273,8 @@ class _QDQRewriter:
         for node in list(self.g.node):
             if node.op_type in _WEIGHT_OPS:
                 new_nodes.extend(self._quantize_weights(node, scale_of))
+        if self.target == "cpu":
+            new_nodes = self._pads_on_uint8(new_nodes, scale_of)
         self._insert_nodes(new_nodes)
         self._drop_unused_initializers()
         _set_meta(self.model, PRECISION_KEY, f"int8-qdq-{self.target}")
@@ -247,23 +311,7 @@ class _QDQRewriter:
             self.g.node.remove(n)
 
     def _activations_to_quantize(self):
-        acts = []
-
-        def add(t):
-            if self._is_activation(t) and t not in acts:
-                acts.append(t)
-
-        for n in self.g.node:
-            if n.op_type in ("Conv", "Gemm"):
-                add(n.input[0])
-            elif n.op_type == "MatMul":
-                add(n.input[0])
-                add(n.input[1])
-            elif n.op_type == "Add" and all(self._is_activation(i) for i in n.input):
-                add(n.input[0])
-                add(n.input[1])
-            elif self.target == "cpu" and n.op_type in _CPU_EXTRA_OPS:
-                add(n.input[0])
+        acts = qdq_activations(self.model, self.target)
         missing = [t for t in acts if t not in self.scales]
         if missing:
             raise OfconvertError(f"the calibration scales do not cover this model: {len(missing)} tensor(s) "
@@ -276,13 +324,10 @@ class _QDQRewriter:
 
         nonneg = self._nonnegative_tensors()
         out = {}
+        sources = scale_sources(self.model, acts)
         for t in acts:
-            src = t
-            p = self.producer.get(t)
-            # MaxPool/Reshape/...: reuse the input's scale so the Q/DQ pairs cancel out
-            while p is not None and p.op_type in _SCALE_PRESERVING and p.input[0] in self.scales:
-                src = p.input[0]
-                p = self.producer.get(src)
+            # MaxPool/Pad/Reshape/...: the input's scale, so the Q/DQ pairs around them cancel out
+            src = sources[t] if sources[t] in self.scales else t
             s = max(float(self.scales[src]), _MIN_SCALE)
             if self.target == "trt":
                 out[t] = (s, 0, onnx.TensorProto.INT8)
@@ -364,8 +409,8 @@ class _QDQRewriter:
         sn = self._add_init(self._unique(base + "_scale"), ws.astype(np.float32))
         zn = self._add_init(self._unique(base + "_zero_point"), np.zeros(len(ws), np.int8))
         out = self._unique(base + "_dequantized")
-        nodes = [helper.make_node("DequantizeLinear", [qn, sn, zn], [out], name=self._unique(base + "_DequantizeLinear"),
-                                  axis=axis)]
+        nodes = [helper.make_node("DequantizeLinear", [qn, sn, zn], [out],
+                                  name=self._unique(base + "_DequantizeLinear"), axis=axis)]
         node.input[widx] = out
         # int32 bias (ONNX Runtime CPU fuses DQ(x), DQ(w), DQ(bias) -> QLinearConv); TensorRT keeps float biases
         bias_idx = 2
@@ -384,6 +429,34 @@ class _QDQRewriter:
                                               name=self._unique(bbase + "_DequantizeLinear"), axis=0))
                 node.input[bias_idx] = bout
         return nodes
+
+    def _pads_on_uint8(self, new_nodes, scale_of):
+        """Q -> DQ -> Pad -> Q -> DQ  becomes  Q -> Pad(uint8, pad value = zero point) -> DQ
+        when both sides share one scale: ONNX Runtime keeps no float Pad between two
+        QLinearConv (it has a uint8 Pad kernel but no rule dropping Q/DQ around Pad)."""
+        by_output = {o: n for n in new_nodes for o in n.output}
+        dq_of = self._dq_of
+        for pad in self.g.node:
+            if pad.op_type != "Pad" or len(pad.input) < 2:
+                continue
+            t = next((k for k, v in dq_of.items() if v == pad.input[0]), None)
+            u = pad.output[0]
+            if t is None or u not in dq_of or u in self.graph_outputs or scale_of[t] != scale_of[u]:
+                continue
+            if next((a.s for a in pad.attribute if a.name == "mode"), b"constant") != b"constant":
+                continue
+            dq_t, dq_u = by_output[dq_of[t]], by_output[dq_of[u]]
+            q_u = by_output[dq_u.input[0]]
+            pad.input[0] = dq_t.input[0]                    # the uint8 tensor
+            while len(pad.input) < 3:
+                pad.input.append("")
+            pad.input[2] = dq_t.input[2]                    # pad with the zero point (= 0.0)
+            pad.output[0] = q_u.output[0]                   # feeds u's DequantizeLinear directly
+            new_nodes = [n for n in new_nodes if n is not q_u]
+            still_used = any(dq_of[t] in n.input for n in list(self.g.node) + new_nodes)
+            if not still_used:
+                new_nodes = [n for n in new_nodes if n is not dq_t]
+        return new_nodes
 
     def _data_input(self, node):
         """The fp32 tensor feeding ``node``'s input 0 (before its Q/DQ pair)."""

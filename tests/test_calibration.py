@@ -19,7 +19,7 @@ CFG = PreprocessConfig(32, crop_pct=0.875)
 # ---------------------------------------------------------------------------
 # a small real CNN (Conv-BN-Relu, residual Add, GAP, Gemm)
 # ---------------------------------------------------------------------------
-def tiny_cnn(path, size=32, seed=0, bn=True, classes=10):
+def tiny_cnn(path, size=32, seed=0, bn=True, classes=10, explicit_pad=False):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -33,7 +33,13 @@ def tiny_cnn(path, size=32, seed=0, bn=True, classes=10):
     def conv(x, cin, cout, name, relu=True):
         w = init(name + ".w", rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2 / (cin * 9)))
         out = name + ".conv"
-        nodes.append(helper.make_node("Conv", [x, w], [out], name=name, pads=[1, 1, 1, 1]))
+        if explicit_pad and x != "input":   # TF-style "same" padding as its own op (efficientnet export)
+            pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), name + ".pads")
+            inits.append(pads)
+            nodes.append(helper.make_node("Pad", [x, pads.name], [name + ".pad"], name=name + "_pad"))
+            x = name + ".pad"
+        nodes.append(helper.make_node("Conv", [x, w], [out], name=name, pads=[0, 0, 0, 0] if explicit_pad and
+                                      x.endswith(".pad") else [1, 1, 1, 1]))
         if bn:
             p = [init(name + s, v) for s, v in ((".g", rng.uniform(0.5, 1.5, cout)), (".b", rng.normal(0, .1, cout)),
                                                 (".m", rng.normal(0, .1, cout)), (".v", rng.uniform(0.5, 2, cout)))]
@@ -52,7 +58,8 @@ def tiny_cnn(path, size=32, seed=0, bn=True, classes=10):
               helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
               helper.make_node("Gemm", ["flat", init("fc.w", rng.standard_normal((classes, 8)) * 0.5),
                                         init("fc.b", rng.normal(0, .1, classes))], ["logits"], name="fc", transB=1)]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])
+    g = helper.make_graph(nodes, "tiny", [inp],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     m.metadata_props.add(key="ofconvert.preprocess", value=PreprocessConfig(size).to_json())
@@ -112,7 +119,8 @@ def test_reads_a_cache_written_by_tensorrt():
     # the example documented in ONNX Runtime's TensorRT provider (ReadDynamicRange):
     # "TRT-7103-EntropyCalibration2 / data_0: 4000889d" is data_0's scale 2.008338;
     # TensorRT drops leading zeros ("0" for a zero scale)
-    header, scales = C.parse_cache("TRT-7103-EntropyCalibration2\ndata_0: 4000889d\n(Unnamed Layer* 64) [Shuffle]_output: 0\n")
+    header, scales = C.parse_cache(
+        "TRT-7103-EntropyCalibration2\ndata_0: 4000889d\n(Unnamed Layer* 64) [Shuffle]_output: 0\n")
     assert header == {"version": 7103, "calibrator": "EntropyCalibration2"}
     assert scales["data_0"] == pytest.approx(2.008338, abs=1e-6)
     assert scales["(Unnamed Layer* 64) [Shuffle]_output"] == 0.0
@@ -277,10 +285,12 @@ def test_num_images_is_an_even_deterministic_subset(images):
 def test_calibration_tensors_of_tiny_model(tiny):
     import onnx
 
-    names = C.calibration_tensors(onnx.load(tiny))
-    assert names[0] == "input"
-    assert {"stem.relu", "c2.bn", "res", "gap", "flat", "logits"} <= set(names)
-    assert not any(n.endswith((".w", ".g", ".b", ".m", ".v")) for n in names)  # no initializers
+    tensors, sources = C.calibration_plan(onnx.load(tiny))
+    # conv/gemm inputs, both residual-add inputs, the pooling input (cpu flavour), and
+    # the GAP output whose range the Flatten output reuses
+    assert tensors == ["input", "stem.relu", "c1.relu", "c2.bn", "res.relu", "gap", "flat"]
+    assert sources["flat"] == "gap" and sources["c2.bn"] == "c2.bn"
+    assert C.calibration_tensors(onnx.load(tiny)) == tensors
 
 
 def test_calibrate_writes_cache_and_sidecar_then_reuses_without_decoding(tiny, images, monkeypatch):
@@ -428,6 +438,7 @@ def test_build_calib_set_from_image_folder(tmp_path, tiny):
     # the manifest drives calibration; same images from the folder hash the same
     paths = C.list_calibration_images(manifest)
     assert all(os.path.isfile(p) for p in paths)
+    assert C.list_calibration_images(dst) == paths    # --calib calib/imagenet1k: the folder's manifest
     res = C.calibrate(tiny, manifest, CFG, method="minmax")
     assert res.num_images == 6
 

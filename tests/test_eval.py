@@ -250,6 +250,9 @@ def test_unavailable_and_failing_variants_become_rows_not_crashes(stubs, tmp_pat
     assert by["badout", "ort-cpu:int8"].mismatches is None
     table = format_markdown(rows)
     assert "n/a [" in table and "error [" in table and "tiny.int8-cpu.onnx not found" in table
+    produced = evaluate(stubs, ["tiny"], ["ort-cpu:fp32", "ort-cpu:int8"], reference="ort-cpu:fp32",
+                        options=_opts(tmp_path, tiny_dir, limit=6, produce_missing=True))
+    assert produced[1].status == "n/a" and "not a zoo model" in produced[1].reason
 
 
 def test_random_weight_models_are_marked_and_reports_written(stubs, tmp_path, tiny_dir):
@@ -280,6 +283,8 @@ def test_unknown_model_and_bad_data_are_user_errors(stubs, tmp_path, tiny_dir):
         evaluate(stubs, ["nosuchmodel"], ["ort-cpu:fp32"], options=_opts(tmp_path, tiny_dir))
     with pytest.raises(OfconvertError, match="not found"):
         evaluate(str(tmp_path / "nope"), ["tiny"], ["ort-cpu:fp32"], options=_opts(tmp_path, tiny_dir))
+    with pytest.raises(OfconvertError, match="limit"):
+        evaluate(stubs, ["tiny"], ["ort-cpu:fp32"], options=_opts(tmp_path, tiny_dir, limit=-3))
 
 
 def test_cli_prints_table_and_exits_2_on_user_errors(stubs, tmp_path, tiny_dir):
