@@ -258,33 +258,19 @@ def _find_onnx_impl(folder, stem, precision, backend, options):
 
 
 def _create_onnx_impl(model, precision, backend, folder, calib_data=None):
-    """Create ``<model><suffix>.onnx`` in folder (fp32 export through OneFlow, then
-    fp16 / int8 through ofconvert.precision and ofconvert.calibration)."""
+    """Create ``<model><suffix>.onnx`` in folder through the conversion pipeline
+    (``ofconvert.convert``: OneFlow export, then fp16 / calibration + Q/DQ)."""
+    from .convert import ConvertOptions, convert
+    from .data import datasets_root
+
     path = os.path.join(folder, f"{model}{onnx_suffix(precision, backend)}.onnx")
-    fp32 = os.path.join(folder, f"{model}.onnx")
+    opts = ConvertOptions(model=model, output=path, precision=precision, validate=False)
+    if precision == "int8":
+        # throughput needs valid ranges, not the best ones: a few images suffice
+        opts.calib = calib_data or os.path.join(datasets_root(), "imagenet-val-1300")
+        opts.calib_images = None if calib_data else CALIB_IMAGES
     try:
-        if not os.path.isfile(fp32):
-            from .export import export  # needs OneFlow
-
-            export(model, fp32, validate=False, verbose=False)
-        if precision == "fp16":
-            from . import precision as prec
-
-            prec.to_fp16(fp32, path)
-        elif precision == "int8":
-            from . import calibration, precision as prec
-            from .data import datasets_root
-
-            from .config import METADATA_KEY, PreprocessConfig
-            import onnx
-
-            data = calib_data or os.path.join(datasets_root(), "imagenet-val-1300")
-            n = None if calib_data else CALIB_IMAGES  # throughput needs valid ranges, not the best ones
-            meta = {p.key: p.value for p in onnx.load(fp32, load_external_data=False).metadata_props}
-            pre = (PreprocessConfig.from_json(meta[METADATA_KEY]) if METADATA_KEY in meta
-                   else get_config(model).preprocess)
-            cal = calibration.calibrate(fp32, data, pre, num_images=n)
-            prec.quantize_qdq(fp32, path, cal.scales, target="cpu" if backend == "ort-cpu" else "trt")
+        convert(opts, log=lambda *a: None)
     except ImportError as e:
         raise BackendUnavailableError(f"cannot create {os.path.basename(path)} here ({e})") from None
     return path

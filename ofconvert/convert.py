@@ -83,9 +83,11 @@ def _paths(opts: ConvertOptions):
         for suffix in (".engine", ".plan", ".onnx"):
             if stem.endswith(suffix):
                 stem = stem[: -len(suffix)]
-        for suffix in (".fp32", ".fp16", ".int8"):
+        role = opts.precision
+        for suffix in (".fp32", ".fp16", ".int8", ".int8-cpu"):
             if stem.endswith(suffix):
                 stem = stem[: -len(suffix)]
+                role = "int8-cpu" if suffix == ".int8-cpu" and opts.precision == "int8" else role
     else:
         base_dir, stem = os.path.abspath("."), opts.model
     p = {"fp32": os.path.join(base_dir, stem + ".onnx"),
@@ -94,8 +96,11 @@ def _paths(opts: ConvertOptions):
          "int8-cpu": os.path.join(base_dir, stem + ".int8-cpu.onnx"),
          "engine": os.path.join(base_dir, f"{stem}.{opts.precision}.engine")}
     if out:
-        key = "engine" if opts.to == "trt" else opts.precision
-        p[key] = os.path.abspath(out)
+        final = "engine" if opts.to == "trt" else role
+        p[final] = os.path.abspath(out)
+        for other in p:   # e.g. `-o r.onnx --fp16`: the fp32 intermediate must not overwrite the output
+            if other != final and p[other] == p[final]:
+                p[other] = os.path.join(base_dir, f"{stem}.{other}.onnx")
     return p
 
 

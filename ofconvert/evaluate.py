@@ -264,35 +264,50 @@ class Evaluator:
             return self.run_impl(work)
 
     def run_impl(self, work) -> List[EvalRow]:
+        self._decode_all()
+        rows, jobs = self._plan(work)
+        results = {}
+        for backend, bjobs in _group(jobs, "backend").items():   # one process per backend
+            if self.options.isolate:
+                results.update(self._run_subprocess(backend, bjobs, work))
+            else:
+                with _Progress(self.options.progress, 0, backend) as bar:
+                    results.update(run_jobs(bjobs, bar.event))
+        self._score(rows, jobs, results)
+        return rows
+
+    def _decode_all(self):
+        """Decode once per preprocessing (cache hit: nothing to do)."""
         opts = self.options
-        # 1. decode once per preprocessing
         for name in self.models:
             pre = self.infos[name][0]
-            if pre.key() not in self.caches:
-                t0 = time.perf_counter()
-                with _Progress(opts.progress, len(self.dataset), f"decode {pre.input_size}px {pre.interpolation}") as bar:
-                    self.caches[pre.key()] = get_cached_images(self.dataset.paths, pre, opts.cache, bar.update)
-                hit = " (cache hit)" if self.caches[pre.key()].hit else ""
-                self.timings[f"decode {pre.input_size}px {pre.interpolation}{hit}"] = time.perf_counter() - t0
-        # 2. resolve model files, produce missing ones
+            if pre.key() in self.caches:
+                continue
+            t0 = time.perf_counter()
+            with _Progress(opts.progress, len(self.dataset), f"decode {pre.input_size}px {pre.interpolation}") as bar:
+                cache = self.caches[pre.key()] = get_cached_images(self.dataset.paths, pre, opts.cache, bar.update)
+            hit = " (cache hit)" if cache.hit else ""
+            self.timings[f"decode {pre.input_size}px {pre.interpolation}{hit}"] = time.perf_counter() - t0
+
+    def _plan(self, work):
+        """One row per model x variant; a job for each row whose model file exists
+        (or could be produced)."""
+        opts = self.options
         rows, jobs = [], []
         for name in self.models:
             pre, pretrained = self.infos[name]
             cache = self.caches[pre.key()]
-            valid = cache.valid
             valid_path = os.path.join(work, "valid-" + os.path.basename(cache.npy_path))
             if not os.path.exists(valid_path):
-                np.save(valid_path, valid)
+                np.save(valid_path, cache.valid)
             for v in self.variants:
-                row = EvalRow(name, v.backend, v.precision, pretrained=pretrained, is_reference=(v == self.reference),
-                              reference=str(self.reference), skipped=len(cache.skipped))
-                rows.append(row)
                 path = model_file(opts.models_dir, name, v)
-                row.model_path = path
+                row = EvalRow(name, v.backend, v.precision, pretrained=pretrained, is_reference=(v == self.reference),
+                              reference=str(self.reference), skipped=len(cache.skipped), model_path=path)
+                rows.append(row)
                 if v.backend != "oneflow" and not os.path.isfile(path):
                     why = f"{os.path.basename(path)} not found in {os.path.abspath(opts.models_dir)}"
-                    if opts.produce_missing or v.backend == "trt":
-                        why = _produce(name, v, path, opts, why)
+                    why = _produce(name, v, path, opts, why) if opts.produce_missing else why
                     if why:
                         row.status, row.reason = "n/a", why
                         continue
@@ -300,20 +315,7 @@ class Evaluator:
                              "model": name, "path": path, "npy": cache.npy_path, "valid": valid_path,
                              "preprocess": pre.to_json(), "batch": int(opts.batch_size),
                              "threads": opts.threads, "out": os.path.join(work, f"pred-{len(rows) - 1}.npy")})
-        # 3. run, one process per backend
-        by_backend: Dict[str, list] = {}
-        for j in jobs:
-            by_backend.setdefault(j["backend"], []).append(j)
-        results = {}
-        for backend, bjobs in by_backend.items():
-            if opts.isolate:
-                results.update(self._run_subprocess(backend, bjobs, work))
-            else:
-                with _Progress(opts.progress, 0, backend) as bar:
-                    results.update(run_jobs(bjobs, bar.event))
-        # 4. metrics
-        self._score(rows, jobs, results)
-        return rows
+        return rows, jobs
 
     def _run_subprocess(self, backend, jobs, work):
         spec = os.path.join(work, f"jobs-{backend}.json")
@@ -374,6 +376,13 @@ class Evaluator:
             if self.options.keep_mismatches:
                 row.mismatched = [{"path": ds.relpath(ds.paths[valid[k]]), "label": int(labels_all[valid[k]]),
                                    "reference": int(ref[k]), "prediction": int(mine[k])} for k in diff]
+
+
+def _group(items, key):
+    out: Dict[str, list] = {}
+    for it in items:
+        out.setdefault(it[key], []).append(it)
+    return out
 
 
 def evaluate(data, models, variants=None, *, backends=None, precisions=None, reference=None,

