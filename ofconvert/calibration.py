@@ -29,7 +29,7 @@ import os
 import re
 import struct
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 

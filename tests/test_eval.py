@@ -315,7 +315,6 @@ def test_efficientnet_lite0_onnx_on_real_images(stubs, tmp_path, zoo_onnx):
     assert rows[0].top1 >= 12 / 16, rows[0]
 
 
-@pytest.mark.slow
 @needs_oneflow
 def test_oneflow_reference_in_its_own_process(stubs, tmp_path, zoo_onnx):
     src = zoo_onnx("efficientnet_lite0")
