@@ -11,18 +11,22 @@ Public API (heavy modules load on first use):
 """
 import importlib
 
+# Function names never equal a submodule's name (export -> exporter.py, validate ->
+# validation.py, convert -> pipeline.py, evaluate -> evaluation.py), so importing a
+# submodule can never shadow a public function.
+
 __version__ = "0.1.0"
 
 _LAZY = {
     "list_models": "config", "get_config": "config", "PreprocessConfig": "config", "ModelConfig": "config",
     "get_model": "zoo",
-    "export": "export", "ExportReport": "export",
-    "validate": "validate", "ValidationReport": "validate",
-    "convert": "convert", "ConvertOptions": "convert",
+    "export": "exporter", "ExportReport": "exporter",
+    "validate": "validation", "ValidationReport": "validation",
+    "convert": "pipeline", "ConvertOptions": "pipeline",
     "build_engine": "engine",
     "make_runner": "runners",
-    "benchmark": "bench",
-    "evaluate": "evaluate",
+    "benchmark": "bench", "BenchOptions": "bench",
+    "evaluate": "evaluation", "EvalOptions": "evaluation",
     "calibrate": "calibration",
     "to_fp16": "precision", "quantize_qdq": "precision",
 }

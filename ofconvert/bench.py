@@ -260,7 +260,7 @@ def _find_onnx_impl(folder, stem, precision, backend, options):
 def _create_onnx_impl(model, precision, backend, folder, calib_data=None):
     """Create ``<model><suffix>.onnx`` in folder through the conversion pipeline
     (``ofconvert.convert``: OneFlow export, then fp16 / calibration + Q/DQ)."""
-    from .convert import ConvertOptions, convert
+    from .pipeline import ConvertOptions, convert
     from .data import datasets_root
 
     path = os.path.join(folder, f"{model}{onnx_suffix(precision, backend)}.onnx")

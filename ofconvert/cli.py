@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _convert_parser():
-    from .convert import CALIB_METHODS
+    from .pipeline import CALIB_METHODS
 
     p = _Parser(prog="ofconvert", description="Convert a zoo model: OneFlow -> ONNX (-> TensorRT).")
     p.add_argument("model", help="zoo model name (see `ofconvert list`)")
@@ -40,7 +40,7 @@ def _convert_parser():
     p.set_defaults(precision="fp32")
     p.add_argument("--calib", help="calibration images (folder or manifest), e.g. calib/imagenet1k")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy")
-    p.add_argument("--calib-images", type=int, help="use the first N calibration images")
+    p.add_argument("--calib-images", type=int, help="use N calibration images, spread evenly over the set (all classes stay represented)")
     p.add_argument("--recalibrate", action="store_true", help="recompute the calibration cache even if one matches")
     p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
     p.add_argument("--max-batch", type=int, help="TensorRT profile: max batch (default: --batch)")
@@ -82,7 +82,7 @@ def _cmd_calib_set(argv):
 
 def _cmd_convert(argv):
     a = _convert_parser().parse_args(argv)
-    from .convert import ConvertOptions, convert
+    from .pipeline import ConvertOptions, convert
 
     opts = ConvertOptions(**vars(a))
     res = convert(opts)

@@ -45,7 +45,7 @@ def zoo_onnx(tmp_path_factory):
 
     def get(name):
         if name not in made:
-            from ofconvert.export import export
+            from ofconvert.exporter import export
 
             path = str(folder / f"{name}.onnx")
             export(name, path, validate=False, verbose=False)

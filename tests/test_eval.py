@@ -16,7 +16,7 @@ from ofconvert.config import METADATA_KEY, PreprocessConfig
 from ofconvert.data import load_and_crop, normalize
 from ofconvert.datasets import load_dataset
 from ofconvert.errors import OfconvertError
-from ofconvert.evaluate import (EvalOptions, Evaluator, Variant, evaluate, expand_variants, format_csv,
+from ofconvert.evaluation import (EvalOptions, Evaluator, Variant, evaluate, expand_variants, format_csv,
                                 format_markdown, model_file, write_reports)
 from ofconvert.preprocache import CacheOptions, get_cached_images
 

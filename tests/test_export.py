@@ -94,7 +94,7 @@ def test_efficientnet_lite0_accuracy_oneflow_vs_onnxruntime(zoo_onnx, datasets):
 
 
 def test_resnet50_validates_on_real_images(tmp_path, datasets):
-    from ofconvert.export import export
+    from ofconvert.exporter import export
 
     r = export("resnet50", tmp_path / "r50.onnx")
     assert r.validation.passed and not r.pretrained
@@ -136,7 +136,7 @@ def _user_module(kind):
 
 @pytest.mark.parametrize("kind", ["view", "flatten"])
 def test_user_module_dynamic_batch_and_clip_bounds(tmp_path, kind, clean_tmp_check):
-    from ofconvert.export import export
+    from ofconvert.exporter import export
 
     module = _user_module(kind)
     cfg = ModelConfig("usernet", PreprocessConfig(input_size=32, crop_pct=1.0))
@@ -153,7 +153,7 @@ def test_user_module_dynamic_batch_and_clip_bounds(tmp_path, kind, clean_tmp_che
 
 
 def test_user_weights_npz_roundtrip(tmp_path):
-    from ofconvert.export import export
+    from ofconvert.exporter import export
     from ofconvert.weights import save_npz
     from ofconvert.zoo import load_state
 
@@ -175,8 +175,8 @@ def test_user_weights_npz_roundtrip(tmp_path):
 
 def test_validation_detects_a_wrong_model(tmp_path):
     """An ONNX that does not match the module fails with AtolError and is not kept."""
-    from ofconvert.export import export_module
-    from ofconvert.validate import validate
+    from ofconvert.exporter import export_module
+    from ofconvert.validation import validate
 
     cfg = ModelConfig("u", PreprocessConfig(32, crop_pct=1.0))
     a = _user_module("view")
@@ -278,7 +278,7 @@ def test_legacy_torch_reader_on_real_weights():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["alexnet", "inception_v3", "vgg16"])
 def test_heavy_zoo_exports_validate(tmp_path, name, datasets):
-    from ofconvert.export import export
+    from ofconvert.exporter import export
 
     r = export(name, tmp_path / f"{name}.onnx", validation_options={"batches": (1, 3)})
     assert r.validation.passed

@@ -63,7 +63,7 @@ def main(argv=None):
 
 def run(args):
     # (not `from ofconvert import evaluate`: that lazy attribute is the function, not the module)
-    from ofconvert.evaluate import (EvalOptions, Evaluator, Variant, expand_variants, format_markdown,
+    from ofconvert.evaluation import (EvalOptions, Evaluator, Variant, expand_variants, format_markdown,
                                     report_context, write_reports)
     from ofconvert.preprocache import CacheOptions
 

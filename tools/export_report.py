@@ -47,7 +47,7 @@ def main(argv=None):
     ap.add_argument("-o", "--output", default="out/export_report.json")
     ap.add_argument("--accuracy-limit", type=int, default=None)
     a = ap.parse_args(argv)
-    from ofconvert.export import export
+    from ofconvert.exporter import export
     from ofconvert.fileio import write_json
 
     os.makedirs(a.out_dir, exist_ok=True)

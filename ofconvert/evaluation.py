@@ -1,6 +1,6 @@
 """ImageNet accuracy and reference-mismatch evaluation of models x backends x precisions.
 
-    from ofconvert.evaluate import evaluate
+    from ofconvert.evaluation import evaluate
     rows = evaluate("imagenet-val/", ["efficientnet_lite0"], backends=["oneflow", "ort-cpu"],
                     precisions=["fp32", "fp16"], options=EvalOptions(models_dir="models/"))
 
@@ -195,7 +195,7 @@ def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing)
         return f"{reason_missing}, and TensorRT is not installed here to build it"
     if variant.precision == "int8" and not options.calib_data:
         return f"{reason_missing}; pass --calib-data (calibration images) to produce it"
-    if importlib.util.find_spec("ofconvert.convert") is None:
+    if importlib.util.find_spec("ofconvert.pipeline") is None:
         return f"{reason_missing} (ofconvert.convert is not available to produce it)"
     if options.progress:
         print(f"producing {path} (ofconvert.convert, {variant.precision}) ...", file=sys.stderr, flush=True)
@@ -205,7 +205,7 @@ def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing)
             else model_file(options.models_dir, name, Variant("ort-cuda", "int8")),
             "precision": variant.precision, "calib": os.path.abspath(options.calib_data)}
     code = ("import json, sys\n"
-            "from ofconvert.convert import ConvertOptions, convert\n"
+            "from ofconvert.pipeline import ConvertOptions, convert\n"
             "from ofconvert.errors import OfconvertError\n"
             "try:\n"
             "    convert(ConvertOptions(**json.loads(sys.argv[1])), log=lambda *a: None)\n"
@@ -322,7 +322,7 @@ class Evaluator:
         with open(spec, "w") as f:
             json.dump(jobs, f)
         errlog = os.path.join(work, f"stderr-{backend}.txt")
-        code = "import sys; from ofconvert.evaluate import _worker_main; _worker_main(sys.argv[1])"
+        code = "import sys; from ofconvert.evaluation import _worker_main; _worker_main(sys.argv[1])"
         env = _child_env()
         if self.options.threads:
             env.setdefault("OMP_NUM_THREADS", str(self.options.threads))

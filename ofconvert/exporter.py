@@ -242,7 +242,7 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
     if isinstance(weights, str) and weights != "random":
         report.weights_file, report.weights_sha256 = os.path.abspath(weights), sha256_file(weights)
     if validate:
-        from .validate import validate as _validate
+        from .validation import validate as _validate
 
         try:
             report.validation = _validate(module, onnx_path, cfg, verbose=verbose, **(validation_options or {}))

@@ -133,7 +133,7 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
     if rep is not None:
         log(f"reusing fp32 ONNX {paths['fp32']} (same model, weights, opset; validated)")
     else:
-        from .export import export
+        from .exporter import export
 
         log(f"exporting {opts.model} -> {paths['fp32']} (opset {opts.opset})")
         r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate,
