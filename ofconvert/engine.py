@@ -53,18 +53,23 @@ class Profile:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
 
-def _batch_value(value, flag):
+def _whole_number(value, flag, lo, hi, unit=""):
+    """``value`` as an int in [lo, hi], else a one-line OfconvertError naming ``flag``."""
     if isinstance(value, bool):
-        raise OfconvertError(f"{flag} must be a whole number, got {value!r}")
+        raise OfconvertError(f"{flag} must be a whole number{unit}, got {value!r}")
     try:
         n = operator.index(value)
     except TypeError:
-        raise OfconvertError(f"{flag} must be a whole number, got {value!r}") from None
-    if n < 1:
-        raise OfconvertError(f"{flag} must be >= 1, got {n}")
-    if n > MAX_BATCH_LIMIT:
-        raise OfconvertError(f"{flag} must be <= {MAX_BATCH_LIMIT}, got {n}")
+        raise OfconvertError(f"{flag} must be a whole number{unit}, got {value!r}") from None
+    if n < lo:
+        raise OfconvertError(f"{flag} must be >= {lo}, got {n}")
+    if n > hi:
+        raise OfconvertError(f"{flag} must be <= {hi}, got {n}")
     return n
+
+
+def _batch_value(value, flag):
+    return _whole_number(value, flag, 1, MAX_BATCH_LIMIT)
 
 
 def compute_profile(batch=8, max_batch=None, fixed_batch=None) -> Profile:
@@ -491,15 +496,7 @@ class EngineOptions:
 
 
 def _positive_mb(value):
-    if isinstance(value, bool):
-        raise OfconvertError(f"--workspace must be a number of MiB, got {value!r}")
-    try:
-        mb = operator.index(value)
-    except TypeError:
-        raise OfconvertError(f"--workspace must be a whole number of MiB, got {value!r}") from None
-    if not 1 <= mb <= 1 << 20:
-        raise OfconvertError(f"--workspace must be between 1 and {1 << 20} MiB, got {mb}")
-    return mb
+    return _whole_number(value, "--workspace", 1, 1 << 20, unit=" of MiB")
 
 
 def require_tensorrt() -> str:

@@ -65,64 +65,33 @@ def _install_converter_fixes():
     from oneflow_onnx.oneflow2onnx.handler import flow_op
     from oneflow_onnx.oneflow2onnx.handlers.math import ClipOps
 
-    def _attr(node, *names):
-        for n in names:
-            v = node.attrs.get(n, None)
-            if v is not None:
-                return v
-        return None
+    from oneflow_onnx import util
 
-    def _bounds(node):
-        op = node.op_type_name if hasattr(node, "op_type_name") else None
-        lo = _attr(node, "min_val")
-        hi = _attr(node, "max_val")
-        if lo is None and hi is None:  # clip_by_scalar family: floating_* or integral_*
-            is_float = node.attrs.get("has_floating_min", None) or node.attrs.get("has_floating_max", None)
-            lo = node.attrs.get("floating_min") if is_float or "floating_min" in node.attrs else None
-            hi = node.attrs.get("floating_max") if is_float or "floating_max" in node.attrs else None
-            if lo is None and "integral_min" in node.attrs:
-                lo = node.attrs["integral_min"]
-            if hi is None and "integral_max" in node.attrs:
-                hi = node.attrs["integral_max"]
-        del op
-        return lo, hi
+    def _bounds(ctx, node):
+        """(min, max) of hardtanh / clip_by_scalar*, read with ``is not None`` (0.0 is a bound)."""
+        if "min_val" in node.attrs or "max_val" in node.attrs:          # hardtanh (ReLU6 = hardtanh(0, 6))
+            return node.attrs.get("min_val"), node.attrs.get("max_val")
+        dtype = util.ONNX_2_NUMPY_DTYPE[ctx.get_dtype(node.input_tensor_names[0])]
+        kind = "floating" if np.dtype(dtype).kind == "f" else "integral"
+        return node.attrs.get(f"{kind}_min"), node.attrs.get(f"{kind}_max")
 
-    class FixedClip(ClipOps):
-        @classmethod
-        def Version_1(cls, ctx, node, **kwargs):
-            lo, hi = _bounds(node)
-            ClipOps.Version_1(ctx, node, lo, hi)
+    def handler(use_lo, use_hi):
+        class FixedClip(ClipOps):
+            @classmethod
+            def Version_1(cls, ctx, node, **kwargs):
+                lo, hi = _bounds(ctx, node)
+                ClipOps.Version_1(ctx, node, lo if use_lo else None, hi if use_hi else None)
 
-        @classmethod
-        def Version_11(cls, ctx, node, **kwargs):
-            lo, hi = _bounds(node)
-            ClipOps.Version_11(ctx, node, lo, hi)
+            @classmethod
+            def Version_11(cls, ctx, node, **kwargs):
+                lo, hi = _bounds(ctx, node)
+                ClipOps.Version_11(ctx, node, lo if use_lo else None, hi if use_hi else None)
 
-    class FixedClipMin(FixedClip):
-        @classmethod
-        def Version_1(cls, ctx, node, **kwargs):
-            lo, _ = _bounds(node)
-            ClipOps.Version_1(ctx, node, lo, None)
+        return FixedClip
 
-        @classmethod
-        def Version_11(cls, ctx, node, **kwargs):
-            lo, _ = _bounds(node)
-            ClipOps.Version_11(ctx, node, lo, None)
-
-    class FixedClipMax(FixedClip):
-        @classmethod
-        def Version_1(cls, ctx, node, **kwargs):
-            _, hi = _bounds(node)
-            ClipOps.Version_1(ctx, node, None, hi)
-
-        @classmethod
-        def Version_11(cls, ctx, node, **kwargs):
-            _, hi = _bounds(node)
-            ClipOps.Version_11(ctx, node, None, hi)
-
-    flow_op(["hardtanh", "clip_by_scalar"], onnx_op="Clip")(FixedClip)
-    flow_op("clip_by_scalar_min", onnx_op="Clip")(FixedClipMin)
-    flow_op("clip_by_scalar_max", onnx_op="Clip")(FixedClipMax)
+    flow_op(["hardtanh", "clip_by_scalar"], onnx_op="Clip")(handler(True, True))
+    flow_op("clip_by_scalar_min", onnx_op="Clip")(handler(True, False))
+    flow_op("clip_by_scalar_max", onnx_op="Clip")(handler(False, True))
     _FIXES_INSTALLED.append(True)
 
 
@@ -132,15 +101,9 @@ def _trace_to_onnx(module, input_shape, batch, opset, weight_dir):
     from oneflow_onnx.oneflow2onnx import flow2onnx
     from oneflow_onnx.oneflow2onnx import optimizer
 
-    class _ExportGraph(flow.nn.Graph):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
+    from .models.wrappers import ModuleGraph
 
-        def build(self, x):
-            return self.m(x)
-
-    graph = _ExportGraph(module)
+    graph = ModuleGraph(module)
     with flow.no_grad():
         graph(flow.zeros(batch, *input_shape, dtype=flow.float32))
     if not os.listdir(weight_dir):

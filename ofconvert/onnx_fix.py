@@ -72,7 +72,7 @@ def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
         new_shape = _add_shape_subgraph(g, node.name or f"reshape{fixed}", sa, pieces, batch_tensor)
         node.input[1] = new_shape
         fixed += 1
-    _topological_sort(g)
+    topological_sort(g)
     remove_unused_initializers(g)
     return model_a, fixed
 
@@ -120,22 +120,28 @@ def _add_shape_subgraph(g, base, static, pieces, batch):
     return out
 
 
-def _topological_sort(g):
-    produced = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    nodes, pending = [], list(g.node)
+def topological_sort(graph):
+    """Re-order ``graph.node`` topologically (stable: original order where possible)."""
+    nodes = []
+    for n in graph.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        nodes.append(c)
+    avail = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered, pending = [], nodes
     while pending:
         rest = []
         for n in pending:
-            if all(i in produced for i in n.input):
-                nodes.append(n)
-                produced.update(n.output)
+            if all(i in avail for i in n.input):
+                ordered.append(n)
+                avail.update(n.output)
             else:
                 rest.append(n)
         if len(rest) == len(pending):
-            raise ExportError("graph has a cycle or a dangling input after surgery")
+            raise RuntimeError(f"internal error: graph has a cycle or a dangling input at node {rest[0].name!r}")
         pending = rest
-    del g.node[:]
-    g.node.extend(nodes)
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _rename_tensor(g, old, new):
@@ -194,23 +200,24 @@ def fold_batchnorm(model):
     graph_outputs = {o.name for o in g.output}
     folded, drop = 0, set()
     for bn in list(g.node):
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+        if bn.op_type != "BatchNormalization" or any(bn.output[1:]):   # training-mode outputs in use
             continue
         conv = producer.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or len(consumers.get(conv.output[0], [])) != 1 \
                 or conv.output[0] in graph_outputs:
             continue
-        names = list(bn.input[1:5]) + list(conv.input[1:])
+        names = list(bn.input[1:5]) + [n for n in conv.input[1:] if n]
         if not all(n in inits for n in names):
             continue
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         scale, bias, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
-        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else np.zeros(w.shape[0])
+        has_bias = len(conv.input) > 2 and conv.input[2]
+        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_bias else np.zeros(w.shape[0])
         f = scale / np.sqrt(var + eps)
         w2 = (w * f.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
         b2 = ((b - mean) * f + bias).astype(np.float32)
-        wname, bname = conv.name + "_ofc_w", conv.name + "_ofc_b"
+        wname, bname = conv.output[0] + "_bnfold_w", conv.output[0] + "_bnfold_b"   # output names are unique
         g.initializer.extend([numpy_helper.from_array(w2, wname), numpy_helper.from_array(b2, bname)])
         del conv.input[1:]
         conv.input.extend([wname, bname])

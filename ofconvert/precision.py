@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from .errors import OfconvertError
+from .onnx_fix import fold_batchnorm, topological_sort
 
 PRECISION_KEY = "ofconvert.precision"
 TARGETS = ("trt", "cpu")
@@ -78,32 +79,6 @@ def _set_meta(model, key, value):
 
 def _onnx_opset(model):
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
-def _toposort(graph):
-    """Re-order ``graph.node`` topologically (stable: original order where possible)."""
-    import onnx
-
-    nodes = []
-    for n in graph.node:
-        c = onnx.NodeProto()
-        c.CopyFrom(n)
-        nodes.append(c)
-    avail = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    ordered, pending = [], nodes
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in avail for i in n.input):
-                ordered.append(n)
-                avail.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise RuntimeError(f"internal error: graph has a cycle or a dangling input at node {rest[0].name!r}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +172,7 @@ def _to_fp16_impl(model, keep_io_types):
     for k, v in meta:
         out.metadata_props.add(key=k, value=v)
     _set_meta(out, PRECISION_KEY, "fp16" + ("-fp32io" if keep_io_types else ""))
-    _toposort(out.graph)  # the converter appends its I/O Casts at the end
+    topological_sort(out.graph)  # the converter appends its I/O Casts at the end
     return out
 
 
@@ -260,10 +235,9 @@ class _QDQRewriter:
                 raise OfconvertError(f"int8 Q/DQ needs opset >= {MIN_OPSET} and the model's opset "
                                      f"{_onnx_opset(self.model)} cannot be converted: {e}") from None
             self.g = self.model.graph
+        fold_batchnorm(self.model)
         self._names = {n for node in self.g.node for n in list(node.input) + list(node.output)}
         self._names |= {t.name for t in self.g.initializer} | {n.name for n in self.g.node}
-        self._index()
-        self._fold_batchnorm()
         self._index()
         acts = self._activations_to_quantize()
         scale_of = self._activation_scales(acts)
@@ -279,36 +253,6 @@ class _QDQRewriter:
         self._drop_unused_initializers()
         _set_meta(self.model, PRECISION_KEY, f"int8-qdq-{self.target}")
         return self.model
-
-    def _fold_batchnorm(self):
-        """Conv -> BatchNormalization (inference) becomes one Conv writing the BN's output."""
-        remove = []
-        for bn in self.g.node:
-            if bn.op_type != "BatchNormalization" or any(bn.output[1:]):
-                continue
-            conv = self.producer.get(bn.input[0])
-            if conv is None or conv.op_type != "Conv" or len(self.consumers.get(conv.output[0], [])) != 1 \
-                    or conv.output[0] in self.graph_outputs:
-                continue
-            params = [self._array(n) for n in bn.input[1:5]]
-            w = self._array(conv.input[1])
-            if w is None or any(p is None for p in params):
-                continue
-            eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-            gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-            s = gamma / np.sqrt(var + eps)
-            b = self._array(conv.input[2]).astype(np.float64) if len(conv.input) > 2 and conv.input[2] else 0.0
-            w2 = (w.astype(np.float64) * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
-            b2 = ((b - mean) * s + beta).astype(np.float32)
-            wn = self._add_init(self._unique(conv.input[1] + "_bnfold"), w2)
-            bname = self._add_init(self._unique((conv.name or conv.output[0]) + "_bias_bnfold"), b2)
-            x = conv.input[0]
-            del conv.input[:]
-            conv.input.extend([x, wn, bname])
-            conv.output[0] = bn.output[0]
-            remove.append(bn)
-        for n in remove:
-            self.g.node.remove(n)
 
     def _activations_to_quantize(self):
         acts = qdq_activations(self.model, self.target)
@@ -465,7 +409,7 @@ class _QDQRewriter:
 
     def _insert_nodes(self, new_nodes):
         self.g.node.extend(new_nodes)
-        _toposort(self.g)
+        topological_sort(self.g)
 
     def _drop_unused_initializers(self):
         used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}

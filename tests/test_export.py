@@ -126,6 +126,8 @@ def _user_module(kind):
                 y = flow.flatten(y, 1)
             y = self.ht(self.fc1(y))
             y = flow.clamp(y, min=0.0)                     # clip_by_scalar_min with a 0.0 bound
+            y = flow.clamp(y, max=2.5)                     # clip_by_scalar_max
+            y = flow.clamp(y, min=0.0, max=2.0) + flow.clamp(y, min=-1.0, max=0.0)   # clip_by_scalar, 0.0 bounds
             y = y.reshape(y.shape[0] * 2, 16)              # batch-proportional reshape
             y = y.reshape(-1, 32)
             return self.fc2(y)

@@ -2,6 +2,18 @@
 import oneflow.nn as nn
 
 
+class ModuleGraph(nn.Graph):
+    """``nn.Graph`` running one module on one input (OneFlow's static-graph mode;
+    what oneflow-onnx converts, and the OneFlow runner's ``mode="graph"``)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.m = module
+
+    def build(self, x):
+        return self.m(x)
+
+
 class LogitsOnly(nn.Module):
     """Return only the logits of a model whose forward returns a tuple
     (flowvision's Inception3 returns ``(logits, aux_logits)``)."""

@@ -36,17 +36,9 @@ class OneFlowRunner(BaseRunner):
     def _graph(self, batch):
         g = self._graphs.get(batch)
         if g is None:
-            flow = self.flow
+            from ..models.wrappers import ModuleGraph
 
-            class _InferGraph(flow.nn.Graph):
-                def __init__(self, m):
-                    super().__init__()
-                    self.m = m
-
-                def build(self, x):
-                    return self.m(x)
-
-            g = self._graphs[batch] = _InferGraph(self.module)
+            g = self._graphs[batch] = ModuleGraph(self.module)
         return g
 
     def infer_impl(self, x):
