@@ -4,7 +4,8 @@ What ``export`` does beyond ``oneflow_onnx.export_onnx_model``:
 * traces the module twice (batch 2 and 3) and makes every batch-dependent
   Reshape shape dynamic (``onnx_fix.make_batch_dynamic``): oneflow-onnx's own
   ``dynamic_batch_size=True`` only relabels the input;
-* inference BatchNormalization folded into Conv weights;
+* inference BatchNormalization folded into Conv weights, bias Adds folded into
+  Conv / Gemm (what ONNX Runtime's and TensorRT's int8 fusions need);
 * opset 13 by default (oneflow-onnx defaults to 10), with the Clip handlers
   fixed: ReLU6/hardtanh at opset >= 11 lost their bounds (identity), and a 0.0
   bound of clip_by_scalar was dropped by a truthiness test;
@@ -27,7 +28,7 @@ import numpy as np
 from .config import METADATA_KEY, ModelConfig, PreprocessConfig
 from .errors import OfconvertError
 from .fileio import atomic_path, sha256_file
-from .onnx_fix import ExportError, fold_batchnorm, make_batch_dynamic, rename_io, set_metadata
+from .onnx_fix import ExportError, fold_batchnorm, fold_bias_add, make_batch_dynamic, rename_io, set_metadata
 from .zoo import get_model, import_oneflow
 
 DEFAULT_OPSET = 13
@@ -165,6 +166,7 @@ def export_module(module, onnx_path, config: ModelConfig, opset=DEFAULT_OPSET, s
     model, n_dyn = make_batch_dynamic(traced[0], TRACE_BATCHES[0], traced[1], TRACE_BATCHES[1])
     fold_batchnorm(model)
     model = rename_io(model)
+    fold_bias_add(model)
     model.producer_name = "ofconvert"
     set_metadata(model, {METADATA_KEY: config.preprocess.to_json(), "ofconvert.model": config.name,
                          "ofconvert.weights": config.weights,

@@ -229,3 +229,104 @@ def fold_batchnorm(model):
     g.node.extend(keep)
     remove_unused_initializers(g)
     return folded
+
+
+def _per_channel_vector(arr, channels):
+    """``arr`` as a (channels,) vector if it broadcasts per channel on axis 1 of an
+    NCHW / NC tensor ([C], [1,C], [1,C,1,1], [C,1,1]), else None."""
+    a = np.asarray(arr)
+    if a.size != channels:
+        return None
+    shape = tuple(a.shape)
+    ok = (shape in ((channels,), (1, channels), (channels, 1, 1), (1, channels, 1, 1))) or channels == 1
+    return a.reshape(channels) if ok else None
+
+
+def fold_bias_add(model):
+    """oneflow-onnx writes a layer's bias as a separate ``Add`` (Conv -> Add,
+    MatMul -> Add). Fold it: Conv gets its bias input; a MatMul of a rank-2
+    input with a constant weight becomes Gemm. ONNX Runtime's QDQ fusions
+    (QLinearConv, QGemm) and TensorRT's need that form. Returns the count."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers, producer = {}, {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n
+    graph_outputs = {o.name for o in g.output}
+    ranks = _tensor_ranks(model)
+    folded, drop = 0, set()
+    for add in list(g.node):
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        for k in (0, 1):
+            src, const = add.input[k], add.input[1 - k]
+            node = producer.get(src)
+            if node is None or const not in inits or src in graph_outputs or len(consumers.get(src, [])) != 1:
+                continue
+            if node.op_type == "Conv" and node.input[1] in inits:
+                c = inits[node.input[1]].dims[0]
+                vec = _per_channel_vector(numpy_helper.to_array(inits[const]), c)
+                if vec is None:
+                    continue
+                has_bias = len(node.input) > 2 and node.input[2]
+                old = numpy_helper.to_array(inits[node.input[2]]) if has_bias else np.zeros(c, np.float32)
+                bname = src + "_bias"
+                g.initializer.append(numpy_helper.from_array((old + vec).astype(np.float32), bname))
+                del node.input[2:]
+                node.input.append(bname)
+            elif node.op_type == "MatMul" and node.input[1] in inits and ranks.get(node.input[0]) == 2 \
+                    and len(inits[node.input[1]].dims) == 2:
+                n_out = inits[node.input[1]].dims[1]
+                vec = _per_channel_vector(numpy_helper.to_array(inits[const]), n_out)
+                if vec is None:
+                    continue
+                bname = src + "_bias"
+                g.initializer.append(numpy_helper.from_array(vec.astype(np.float32), bname))
+                node.op_type = "Gemm"
+                node.input.append(bname)
+            else:
+                continue
+            node.output[0] = add.output[0]
+            drop.add(id(add))
+            folded += 1
+            break
+    keep = [n for n in g.node if id(n) not in drop]
+    del g.node[:]
+    g.node.extend(keep)
+    remove_unused_initializers(g)
+    return folded
+
+
+def _tensor_ranks(model):
+    """{tensor: rank} from ONNX shape inference. onnx infers no rank for a Reshape
+    whose shape is computed (our dynamic-batch subgraph) even when the shape's
+    length is known: give those outputs their rank and infer again, so that it
+    propagates downstream. Empty when inference fails."""
+    from onnx import shape_inference
+
+    def infer(m):
+        try:
+            inferred = shape_inference.infer_shapes(m)
+        except Exception:
+            return {}
+        return {vi.name: vi.type.tensor_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+
+    shapes = infer(model)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    added = False
+    for n in model.graph.node:
+        if n.op_type != "Reshape":
+            continue
+        out, st = shapes.get(n.output[0]), shapes.get(n.input[1])
+        if (out is None or not out.HasField("shape")) and st is not None and st.HasField("shape") \
+                and len(st.shape.dim) == 1 and st.shape.dim[0].dim_value:
+            elem = out.elem_type if out is not None else TensorProto.FLOAT
+            probe.graph.value_info.append(helper.make_tensor_value_info(n.output[0], elem, [None] * st.shape.dim[0].dim_value))
+            added = True
+    if added:
+        shapes = infer(probe)
+    return {name: len(tt.shape.dim) for name, tt in shapes.items() if tt.HasField("shape")}

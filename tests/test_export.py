@@ -145,6 +145,10 @@ def test_user_module_dynamic_batch_and_clip_bounds(tmp_path, kind, clean_tmp_che
     path = tmp_path / f"user_{kind}.onnx"
     r = export(module, path, config=cfg, validation_options={"use_real": False})
     assert r.validation.passed and r.dynamic_reshapes >= 2
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    # bias Adds folded: Conv carries its bias, Linear layers are Gemm (what int8 fusions need)
+    assert "MatMul" not in ops and ops.count("Gemm") == 2, ops
+    assert all(len(n.input) == 3 for n in onnx.load(str(path)).graph.node if n.op_type == "Conv")
     rng = np.random.default_rng(3)
     for n in (1, 5):
         x = (rng.standard_normal((n, 3, 32, 32)) * 10).astype(np.float32)   # wide range exercises the clips
