@@ -281,7 +281,8 @@ def _find_engine_impl(folder, stem, precision, batches, options):
     if not os.path.isfile(engine):
         from . import engine as eng
 
-        onnx_path = _find_onnx_impl(folder, stem, "int8" if precision == "int8" else "fp32", "trt", options)
+        # the ONNX whose types carry the precision (fp16 / Q/DQ): TensorRT 11 builds only those
+        onnx_path = _find_onnx_impl(folder, stem, precision, "trt", options)
         eng.build_engine(onnx_path, engine, precision=precision, batch=min(batches), max_batch=max(batches))
     return engine
 

@@ -101,8 +101,12 @@ def list_calibration_images(data, num_images=None):
         paths = list_images(data)
     elif os.path.isfile(data):
         base = os.path.dirname(os.path.abspath(data))
-        with open(data, encoding="utf-8") as f:
-            lines = [ln.strip() for ln in f]
+        try:
+            with open(data, encoding="utf-8") as f:
+                lines = [ln.strip() for ln in f]
+        except UnicodeDecodeError:
+            raise DataError(f"{data} is not a calibration manifest (a text file with one image path per line) "
+                            f"nor an image folder") from None
         paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
                  for p in lines if p and not p.startswith("#")]
         if not paths:

@@ -161,7 +161,10 @@ def model_file(models_dir, stem, variant: Variant) -> str:
 def _onnx_metadata(path):
     import onnx
 
-    m = onnx.load(path, load_external_data=False)
+    try:
+        m = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf DecodeError & co: a corrupt file is a user error
+        raise OfconvertError(f"cannot read ONNX file {path}: {type(e).__name__}") from None
     return {p.key: p.value for p in m.metadata_props}
 
 
@@ -178,7 +181,7 @@ def model_info(name, models_dir):
     if METADATA_KEY not in meta:
         raise OfconvertError(f"{path} has no {METADATA_KEY} metadata and {name!r} is not a zoo model: "
                              f"its preprocessing is unknown")
-    return PreprocessConfig.from_json(meta[METADATA_KEY]), meta.get("ofconvert.weights") == "pretrained"
+    return PreprocessConfig.from_json(meta[METADATA_KEY]), meta.get("ofconvert.pretrained") == "true"
 
 
 def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing):
@@ -203,7 +206,8 @@ def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing)
             # int8 ONNX: convert writes <stem>.int8.onnx and <stem>.int8-cpu.onnx from the first
             "output": path if variant.backend == "trt" or variant.precision != "int8"
             else model_file(options.models_dir, name, Variant("ort-cuda", "int8")),
-            "precision": variant.precision, "calib": os.path.abspath(options.calib_data)}
+            "precision": variant.precision, "validate": False,
+            "calib": os.path.abspath(options.calib_data) if variant.precision == "int8" else None}
     code = ("import json, sys\n"
             "from ofconvert.pipeline import ConvertOptions, convert\n"
             "from ofconvert.errors import OfconvertError\n"

@@ -47,8 +47,14 @@ class ConvertOptions:
             raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, e.g. calib/imagenet1k)")
         if self.calib and not os.path.exists(self.calib):
             raise OfconvertError(f"--calib: no such folder or manifest: {self.calib}")
+        if self.output and (os.path.isdir(self.output) or self.output.endswith(os.sep)):
+            raise OfconvertError(f"-o/--output names a folder ({self.output}); give a file name, e.g. {self.model}.onnx")
         if self.calib_images is not None and self.calib_images < 1:
             raise OfconvertError("--calib-images must be >= 1")
+        if self.precision == "int8":   # empty folder, bad manifest...: fail before the export
+            from .calibration import list_calibration_images
+
+            list_calibration_images(self.calib, self.calib_images)
         if self.weights and not os.path.isfile(self.weights):
             raise OfconvertError(f"--weights: file not found: {self.weights}")
         get_config(self.model)   # unknown model -> ModelNotFoundError
@@ -109,8 +115,12 @@ def _reusable_export(onnx_path, opts):
     from .fileio import sha256_file
 
     meta = onnx_path + ".json"
-    if opts.force_export or not (os.path.isfile(onnx_path) and os.path.isfile(meta)):
+    if opts.force_export or not os.path.isfile(onnx_path):
         return None
+    if not os.path.isfile(meta):
+        # a prebuilt file (copied, or made on a machine without OneFlow): good enough when the
+        # caller asks for no validation (bench, eval) and it is an ofconvert export of this model
+        return _prebuilt_export(onnx_path, opts) if not opts.validate and not opts.weights else None
     try:
         with open(meta) as f:
             rep = json.load(f)
@@ -125,13 +135,28 @@ def _reusable_export(onnx_path, opts):
     return rep if same else None
 
 
+def _prebuilt_export(onnx_path, opts):
+    import onnx
+
+    from .onnx_fix import get_metadata
+
+    try:
+        meta = get_metadata(onnx.load(onnx_path, load_external_data=False))
+    except Exception:
+        return None
+    if meta.get("ofconvert.model") != opts.model:
+        return None
+    return {"model": opts.model, "onnx_path": onnx_path, "prebuilt": True, "validation": None}
+
+
 def convert(opts: ConvertOptions, log=print) -> ConvertResult:
     opts.check()
     paths = _paths(opts)
     res = ConvertResult(artefacts={})
     rep = _reusable_export(paths["fp32"], opts)
     if rep is not None:
-        log(f"reusing fp32 ONNX {paths['fp32']} (same model, weights, opset; validated)")
+        log(f"reusing fp32 ONNX {paths['fp32']} " + ("(prebuilt; not validated here)" if rep.get("prebuilt")
+                                                      else "(same model, weights, opset; validated)"))
     else:
         from .exporter import export
 

@@ -6,8 +6,6 @@
   Anything else in the pickle (e.g. ``os.system``) -> WeightsError.
 * ``load_user_weights(path)``: a user's ``.npz`` or ``.safetensors`` file; never an
   unrestricted pickle.
-* ``seeded_random_state(module_state, seed)``: deterministic random weights for
-  models without real weights.
 """
 import collections
 import io
@@ -109,7 +107,12 @@ def load_legacy_torch(path):
     for name, ref in state.items():
         if not isinstance(ref, _TensorRef):
             continue
-        s = storages[ref.key]
+        s = storages.get(ref.key)
+        if s is None or len(ref.size) != len(ref.stride) or min(ref.stride, default=0) < 0 or ref.offset < 0:
+            raise WeightsError(f"{path}: corrupt tensor {name} (storage or layout)")
+        last = ref.offset + sum((d - 1) * st for d, st in zip(ref.size, ref.stride)) if all(ref.size) else -1
+        if last >= len(s):
+            raise WeightsError(f"{path}: tensor {name} lies outside its storage (corrupt file)")
         it = s.dtype.itemsize
         arr = np.lib.stride_tricks.as_strided(s[ref.offset:], shape=ref.size,
                                               strides=tuple(st * it for st in ref.stride))
@@ -128,6 +131,8 @@ def load_safetensors(path):
                 raise ValueError("header too large")
             header = json.loads(f.read(n))
             data = f.read()
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
         out = collections.OrderedDict()
         for name, info in header.items():
             if name == "__metadata__":

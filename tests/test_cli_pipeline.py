@@ -105,6 +105,17 @@ def test_int8_user_errors(tmp_path):
     assert _one_line_error(p), p.stderr
     assert _one_line_error(run_cli("efficientnet_lite0", "--int8", "--calib", tmp_path / "missing"))
     assert _one_line_error(run_cli("efficientnet_lite0", "--fp16", "--int8"))
+    binary = tmp_path / "img.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    p = run_cli("efficientnet_lite0", "--int8", "--calib", binary, "-o", tmp_path / "y.onnx")
+    assert _one_line_error(p) and "manifest" in p.stderr, p.stderr
+    assert list(tmp_path.glob("y*")) == []     # failed before the export
+
+
+def test_output_that_is_a_folder(tmp_path):
+    for target in (tmp_path, str(tmp_path) + "/"):
+        p = run_cli("efficientnet_lite0", "--to", "onnx", "-o", target)
+        assert _one_line_error(p) and "folder" in p.stderr, p.stderr
 
 
 def test_to_trt_without_tensorrt_fails_fast_and_writes_nothing(tmp_path):

@@ -44,7 +44,7 @@ def _tiny_onnx(path, weights, pre=TINY_PRE, fp16=False, pretrained=True, classes
         [numpy_helper.from_array(w.astype(npdt), "W"), numpy_helper.from_array(b.astype(npdt), "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    for k, v in ((METADATA_KEY, pre.to_json()), ("ofconvert.weights", "pretrained" if pretrained else "random")):
+    for k, v in ((METADATA_KEY, pre.to_json()), ("ofconvert.pretrained", "true" if pretrained else "false")):
         p = model.metadata_props.add()
         p.key, p.value = k, v
     onnx.save(model, str(path))

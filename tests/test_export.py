@@ -243,6 +243,19 @@ def test_unwritable_output(tmp_path):
         ro.chmod(0o700)
 
 
+def test_bad_safetensors_are_one_line_errors(tmp_path):
+    import struct
+
+    from ofconvert.weights import load_user_weights
+
+    for name, header in (("list.safetensors", b"[1, 2]"), ("out.safetensors",
+                         b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}')):
+        f = tmp_path / name
+        f.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+        with pytest.raises(WeightsError, match="corrupt safetensors"):
+            load_user_weights(str(f))
+
+
 def test_restricted_unpickler_refuses_code(tmp_path):
     """A legacy torch file whose pickle calls os.system must be refused, not run."""
     from ofconvert.weights import LEGACY_MAGIC, load_legacy_torch
