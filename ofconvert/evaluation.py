@@ -223,11 +223,10 @@ def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing)
     return None
 
 
-def _child_env():
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+def _child_env(threads=None):
+    from .bench import _child_env as child_env   # one definition: PYTHONPATH to this checkout, threads
+
+    return child_env(threads)
 
 
 # -- the evaluator -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from .errors import OfconvertError
-from .onnx_fix import fold_batchnorm, topological_sort
+from .onnx_fix import fold_batchnorm, set_metadata, topological_sort
 
 PRECISION_KEY = "ofconvert.precision"
 TARGETS = ("trt", "cpu")
@@ -67,14 +67,6 @@ def _save(model, dst):
     with atomic_path(dst) as tmp:
         onnx.save(model, tmp)
     return os.fspath(dst)
-
-
-def _set_meta(model, key, value):
-    for p in model.metadata_props:
-        if p.key == key:
-            p.value = value
-            return
-    model.metadata_props.add(key=key, value=value)
 
 
 def _onnx_opset(model):
@@ -171,7 +163,7 @@ def _to_fp16_impl(model, keep_io_types):
     del out.metadata_props[:]
     for k, v in meta:
         out.metadata_props.add(key=k, value=v)
-    _set_meta(out, PRECISION_KEY, "fp16" + ("-fp32io" if keep_io_types else ""))
+    set_metadata(out, {PRECISION_KEY: "fp16" + ("-fp32io" if keep_io_types else "")})
     topological_sort(out.graph)  # the converter appends its I/O Casts at the end
     return out
 
@@ -251,7 +243,7 @@ class _QDQRewriter:
             new_nodes = self._pads_on_uint8(new_nodes, scale_of)
         self._insert_nodes(new_nodes)
         self._drop_unused_initializers()
-        _set_meta(self.model, PRECISION_KEY, f"int8-qdq-{self.target}")
+        set_metadata(self.model, {PRECISION_KEY: f"int8-qdq-{self.target}"})
         return self.model
 
     def _activations_to_quantize(self):
