@@ -30,11 +30,10 @@ import time
 from typing import Optional, Tuple
 
 from . import fileio
-from .config import get_config, list_models
+from .config import PRECISIONS, get_config, list_models
 from .errors import BackendUnavailableError, OfconvertError
 
 BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
 INPUTS = ("host", "device")
 DEFAULT_MODELS = ("alexnet", "vgg16", "resnet50", "inception_v3")
 GPU_BACKENDS = ("ort-cuda", "trt")

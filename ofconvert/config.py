@@ -14,6 +14,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 METADATA_KEY = "ofconvert.preprocess"
+PRECISIONS = ("fp32", "fp16", "int8")   # the precisions every tool speaks of
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,10 @@ import re
 from typing import Optional, Tuple
 
 from . import __version__, fileio
+from .config import PRECISIONS
 from .errors import (BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError,
                      OfconvertError)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_KINDS = ("fp32", "fp16", "qdq")
 SIDECAR_FORMAT = "ofconvert-trt-engine/1"
 MAX_BATCH_LIMIT = 4096

@@ -33,11 +33,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import METADATA_KEY, PreprocessConfig, get_config
+from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from .errors import BackendUnavailableError, OfconvertError
 from .preprocache import CacheOptions, get_cached_images
 
-PRECISIONS = ("fp32", "fp16", "int8")
 EVAL_BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 DEFAULT_REFERENCE = "oneflow:fp32"
 FALLBACK_REFERENCE = "ort-cpu:fp32"

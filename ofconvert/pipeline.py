@@ -9,11 +9,9 @@ import json
 import os
 from typing import Optional
 
-from .config import get_config
+from .calibration import METHODS as CALIB_METHODS
+from .config import PRECISIONS, get_config
 from .errors import OfconvertError
-
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("entropy", "percentile", "minmax")
 
 
 @dataclasses.dataclass
