@@ -32,6 +32,7 @@ from typing import Optional, Tuple
 from . import fileio
 from .config import PRECISIONS, get_config, list_models
 from .errors import BackendUnavailableError, OfconvertError
+from .pipeline import onnx_name
 
 BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "trt")
 INPUTS = ("host", "device")
@@ -191,12 +192,6 @@ class BenchResult:
 # ---------------------------------------------------------------------------
 # Model files
 # ---------------------------------------------------------------------------
-def onnx_suffix(precision, backend):
-    if precision == "int8":
-        return ".int8-cpu" if backend == "ort-cpu" else ".int8"
-    return {"fp32": "", "fp16": ".fp16"}[precision]
-
-
 def _onnx_folder(options):
     return options.onnx_dir or os.path.join(_REPO_ROOT, "out", "onnx")
 
@@ -242,7 +237,7 @@ def _find_onnx_impl(folder, stem, precision, backend, options):
     """Path of ``<folder>/<stem><suffix>.onnx`` for (precision, backend). A missing
     file is created in a separate process (export needs OneFlow, which must not
     share a process with the driver's later work); failure raises with the reason."""
-    path = os.path.join(folder, f"{stem}{onnx_suffix(precision, backend)}.onnx")
+    path = os.path.join(folder, onnx_name(stem, precision, backend))
     if os.path.isfile(path):
         return path
     cmd = [sys.executable, "-m", "ofconvert.bench", "--prepare", f"{stem}:{precision}:{backend}", "--onnx-dir", folder]
@@ -262,7 +257,7 @@ def _create_onnx_impl(model, precision, backend, folder, calib_data=None):
     from .pipeline import ConvertOptions, convert
     from .data import datasets_root
 
-    path = os.path.join(folder, f"{model}{onnx_suffix(precision, backend)}.onnx")
+    path = os.path.join(folder, onnx_name(model, precision, backend))
     opts = ConvertOptions(model=model, output=path, precision=precision, validate=False)
     if precision == "int8":
         # throughput needs valid ranges, not the best ones: a few images suffice

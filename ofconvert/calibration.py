@@ -424,7 +424,14 @@ def parse_cache(text, source="<cache>"):
 
 def read_cache(path):
     """Read a TensorRT calibration cache -> {tensor: scale}."""
+    return read_cache_with_header(path)[1]
+
+
+def read_cache_with_header(path):
+    """Read a TensorRT calibration cache -> (header dict, {tensor: scale})."""
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CalibrationCacheError(f"calibration cache not found: {path}")
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -434,7 +441,7 @@ def read_cache(path):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise CalibrationCacheError(f"calibration cache {path} is not text (binary or garbled)") from None
-    return parse_cache(text, path)[1]
+    return parse_cache(text, path)
 
 
 def validate_scales(scales, expected, source="<cache>"):

@@ -296,18 +296,10 @@ def read_calibration_cache(path) -> CalibrationCache:
     """A TensorRT calibration cache made for our IInt8EntropyCalibrator2 (header
     ``TRT-<ver>-EntropyCalibration2``, then ``<tensor>: <hex float32 scale>`` lines);
     CalibrationCacheError otherwise."""
-    from .calibration import parse_cache
+    from .calibration import read_cache_with_header
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CalibrationCacheError(f"calibration cache not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise CalibrationCacheError(f"{path} is not a TensorRT calibration cache (not ASCII text)") from None
-    header, scales = parse_cache(text, path)
+    header, scales = read_cache_with_header(path)
     if header["calibrator"] != CALIBRATOR_ALGORITHM:
         raise CalibrationCacheError(f"{path} was made for {header['calibrator']}; ofconvert's TensorRT calibrator "
                                     f"is {CALIBRATOR_ALGORITHM} (regenerate the cache)")

@@ -35,6 +35,7 @@ import numpy as np
 
 from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from .errors import BackendUnavailableError, OfconvertError
+from .pipeline import onnx_name
 from .preprocache import CacheOptions, get_cached_images
 
 EVAL_BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "ort-trt", "trt")
@@ -151,10 +152,7 @@ def model_file(models_dir, stem, variant: Variant) -> str:
         return stem
     if variant.backend == "trt":
         return os.path.join(models_dir, f"{stem}.{variant.precision}.engine")
-    suffix = {"fp32": ".onnx", "fp16": ".fp16.onnx"}.get(variant.precision)
-    if suffix is None:
-        suffix = ".int8-cpu.onnx" if variant.backend == "ort-cpu" else ".int8.onnx"
-    return os.path.join(models_dir, stem + suffix)
+    return os.path.join(models_dir, onnx_name(stem, variant.precision, variant.backend))
 
 
 def _onnx_metadata(path):

@@ -78,6 +78,15 @@ class ConvertResult:
         return dataclasses.asdict(self)
 
 
+def onnx_name(stem, precision, backend="trt"):
+    """The file name every tool uses for ``stem``'s ONNX at (precision, backend):
+    ``<stem>.onnx``, ``.fp16.onnx``, ``.int8.onnx`` (TensorRT / CUDA: symmetric int8)
+    or ``.int8-cpu.onnx`` (ort-cpu: uint8 activations)."""
+    if precision == "int8":
+        return f"{stem}.int8-cpu.onnx" if backend == "ort-cpu" else f"{stem}.int8.onnx"
+    return stem + {"fp32": ".onnx", "fp16": ".fp16.onnx"}[precision]
+
+
 def _paths(opts: ConvertOptions):
     """Derive every artefact path from --output (or the model name)."""
     out = opts.output
@@ -94,10 +103,10 @@ def _paths(opts: ConvertOptions):
                 role = "int8-cpu" if suffix == ".int8-cpu" and opts.precision == "int8" else role
     else:
         base_dir, stem = os.path.abspath("."), opts.model
-    p = {"fp32": os.path.join(base_dir, stem + ".onnx"),
-         "fp16": os.path.join(base_dir, stem + ".fp16.onnx"),
-         "int8": os.path.join(base_dir, stem + ".int8.onnx"),
-         "int8-cpu": os.path.join(base_dir, stem + ".int8-cpu.onnx"),
+    p = {"fp32": os.path.join(base_dir, onnx_name(stem, "fp32")),
+         "fp16": os.path.join(base_dir, onnx_name(stem, "fp16")),
+         "int8": os.path.join(base_dir, onnx_name(stem, "int8")),
+         "int8-cpu": os.path.join(base_dir, onnx_name(stem, "int8", "ort-cpu")),
          "engine": os.path.join(base_dir, f"{stem}.{opts.precision}.engine")}
     if out:
         final = "engine" if opts.to == "trt" else role
