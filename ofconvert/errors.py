@@ -33,6 +33,11 @@ class EngineCompatibilityError(OfconvertError):
     """A TensorRT engine built for another TensorRT version or GPU."""
 
 
+class ExportError(OfconvertError):
+    """A model that cannot be exported correctly; the message names the OneFlow
+    op, the module path and the opset."""
+
+
 class ValidationError(OfconvertError):
     """Base class for export-validation failures (the caller decides the policy)."""
 

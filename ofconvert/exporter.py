@@ -1,39 +1,59 @@
 """OneFlow -> ONNX export through oneflow-onnx, with its known defects fixed.
 
 What ``export`` does beyond ``oneflow_onnx.export_onnx_model``:
-* traces the module twice (batch 2 and 3) and makes every batch-dependent
-  Reshape shape dynamic (``onnx_fix.make_batch_dynamic``): oneflow-onnx's own
-  ``dynamic_batch_size=True`` only relabels the input;
+* our op handlers (``ofconvert.opfixes``: one module per op family) replace or
+  add to oneflow-onnx's; attributes an opset moved to inputs become inputs;
+* every unmapped op or failing handler is one ``ExportError`` naming the
+  OneFlow op, its module path and the opset (the converter's own logging and
+  tracebacks are silenced);
+* the module is traced twice (batch 2 and 3); both graphs are put in canonical
+  form (deterministic node order and names) and every batch-dependent constant
+  becomes a function of ``Shape(input)[0]``, or the export stops naming the node
+  (``dynamic_batch``);
 * inference BatchNormalization folded into Conv weights, bias Adds folded into
   Conv / Gemm (what ONNX Runtime's and TensorRT's int8 fusions need);
-* opset 13 by default (oneflow-onnx defaults to 10), with the Clip handlers
-  fixed: ReLU6/hardtanh at opset >= 11 lost their bounds (identity), and a 0.0
-  bound of clip_by_scalar was dropped by a truthiness test;
-* unmapped OneFlow ops are an error, not a log line;
-* no onnxsim behind the user's back, no weight folders left in /tmp
-  (a TemporaryDirectory is used and removed);
-* input ``input``, output ``logits``, dim 0 ``batch``; preprocessing in
-  ``metadata_props``; ``onnx.checker``; atomic write;
+* input ``input``, outputs ``logits`` (one output) or ``output0``, ``output1``...
+  (or the caller's names), dim 0 ``batch``; preprocessing in ``metadata_props``;
+  ``onnx.checker``; ONNX Runtime must load the result;
+* transactional: the ONNX is built and validated under a temporary name beside
+  the target; only a validated result replaces the target, together with its
+  ``.json`` reports; on any failure or signal the old files stay as they were
+  and no temporary file or folder is left;
 * optional simplification (onnxsim) kept only when outputs stay equal;
-* validation against OneFlow on real images (``ofconvert.validate``).
+* validation against OneFlow on any output (``ofconvert.validate``).
 """
+import contextlib
 import dataclasses
 import json
+import logging
 import os
+import signal
 import tempfile
 import time
 
 import numpy as np
 
 from .config import METADATA_KEY, ModelConfig, PreprocessConfig
-from .errors import OfconvertError
-from .fileio import atomic_path, sha256_file
-from .onnx_fix import ExportError, fold_batchnorm, fold_bias_add, make_batch_dynamic, rename_io, set_metadata
+from .errors import ExportError, OfconvertError
+from .fileio import check_writable_dir, sha256_file
+from .dynamic_batch import canonicalize, make_batch_dynamic, module_path
+from .onnx_fix import fold_batchnorm, fold_bias_add, rename_io, set_metadata
 from .zoo import get_model, import_oneflow
 
 DEFAULT_OPSET = 13
+MIN_OPSET = 13
 TRACE_BATCHES = (2, 3)
-_FIXES_INSTALLED = []
+
+
+def max_opset():
+    """Newest opset both the installed onnx and ONNX Runtime support."""
+    import onnx
+
+    return min(onnx.defs.onnx_opset_version(), _ORT_MAX_OPSET)
+
+
+# ONNX Runtime 1.23 implements the ai.onnx domain up to opset 23; onnx 1.17 to 22.
+_ORT_MAX_OPSET = 23
 
 
 @dataclasses.dataclass
@@ -44,11 +64,13 @@ class ExportReport:
     export_seconds: float
     onnx_bytes: int
     onnx_sha256: str
-    dynamic_reshapes: int
+    dynamic_reshapes: int          # batch-dependent constants made dynamic
     simplified: bool
     weights: str
     pretrained: bool
     preprocess: dict
+    input_shape: list = None
+    outputs: list = None
     validation: object = None       # ValidationReport or None
     weights_file: str = None        # the user's --weights file, if any
     weights_sha256: str = None
@@ -59,69 +81,136 @@ class ExportReport:
         return d
 
 
-def _install_converter_fixes():
-    """Register corrected Clip handlers in oneflow-onnx's handler table (idempotent)."""
-    if _FIXES_INSTALLED:
-        return
-    from oneflow_onnx.oneflow2onnx.handler import flow_op
-    from oneflow_onnx.oneflow2onnx.handlers.math import ClipOps
+def check_opset(opset):
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise OfconvertError(f"opset must be an integer, got {opset!r}")
+    hi = max_opset()
+    if not MIN_OPSET <= int(opset) <= hi:
+        raise OfconvertError(f"--opset {opset}: ofconvert exports at opset {MIN_OPSET} to {hi} "
+                             f"(what the installed onnx and ONNX Runtime support)")
+    return int(opset)
 
-    from oneflow_onnx import util
 
-    def _bounds(ctx, node):
-        """(min, max) of hardtanh / clip_by_scalar*, read with ``is not None`` (0.0 is a bound)."""
-        if "min_val" in node.attrs or "max_val" in node.attrs:          # hardtanh (ReLU6 = hardtanh(0, 6))
-            return node.attrs.get("min_val"), node.attrs.get("max_val")
-        dtype = util.ONNX_2_NUMPY_DTYPE[ctx.get_dtype(node.input_tensor_names[0])]
-        kind = "floating" if np.dtype(dtype).kind == "f" else "integral"
-        return node.attrs.get(f"{kind}_min"), node.attrs.get(f"{kind}_max")
+def check_input_shape(shape):
+    """``(C, H, W)`` or any per-sample shape: a tuple of positive ints (no batch)."""
+    try:
+        t = tuple(shape)
+    except TypeError:
+        raise OfconvertError(f"input_shape must be a tuple of ints without the batch, e.g. (3, 224, 224); "
+                             f"got {shape!r}") from None
+    if not t or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in t):
+        raise OfconvertError(f"input_shape must be a tuple of positive ints without the batch, e.g. (3, 224, 224); "
+                             f"got {shape!r}")
+    return tuple(int(d) for d in t)
 
-    def handler(use_lo, use_hi):
-        class FixedClip(ClipOps):
-            @classmethod
-            def Version_1(cls, ctx, node, **kwargs):
-                lo, hi = _bounds(ctx, node)
-                ClipOps.Version_1(ctx, node, lo if use_lo else None, hi if use_hi else None)
 
-            @classmethod
-            def Version_11(cls, ctx, node, **kwargs):
-                lo, hi = _bounds(ctx, node)
-                ClipOps.Version_11(ctx, node, lo if use_lo else None, hi if use_hi else None)
+@contextlib.contextmanager
+def _quiet_converter():
+    """oneflow-onnx logs errors with tracebacks and op dumps: we raise instead."""
+    lg = logging.getLogger("oneflow_onnx")
+    old = lg.level
+    lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
 
-        return FixedClip
 
-    flow_op(["hardtanh", "clip_by_scalar"], onnx_op="Clip")(handler(True, True))
-    flow_op("clip_by_scalar_min", onnx_op="Clip")(handler(True, False))
-    flow_op("clip_by_scalar_max", onnx_op="Clip")(handler(False, True))
-    _FIXES_INSTALLED.append(True)
+def _op_where(node_name, op_type, opset):
+    path = module_path(node_name)
+    where = f"module `{path}`" if path else "the top-level forward"
+    return f"OneFlow op `{op_type}` in {where} (opset {opset})"
+
+
+def _first_line(e):
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+def _run_trace(module, input_shape, batch):
+    """Build the nn.Graph of ``module`` at ``batch``; one clear error if forward fails."""
+    flow = import_oneflow()
+    from .models.wrappers import ModuleGraph
+
+    graph = ModuleGraph(module)
+    try:
+        with flow.no_grad():
+            graph(flow.zeros(batch, *input_shape, dtype=flow.float32))
+    except Exception as e:  # OneFlow raises many types; the user needs the shape
+        raise ExportError(f"the module's forward fails on an input of shape {(batch,) + tuple(input_shape)}: "
+                          f"{_first_line(e)}; pass input_shape=(C, H, W) (CLI: --input-shape C,H,W) "
+                          f"with the shape your model takes") from None
+    return graph
+
+
+def _clean_job(graph):
+    """A copy of the traced job without empty list attributes (``nd_sbp=[]`` of
+    tensors created inside forward, e.g. ones_like/arange), which onnx's
+    make_node cannot type."""
+    job = type(graph._full_graph_proto)()
+    job.CopyFrom(graph._full_graph_proto)
+    for op in job.net.op:
+        if not op.HasField("user_conf"):
+            continue
+        for key in list(op.user_conf.attr.keys()):
+            a = op.user_conf.attr[key]
+            kind = a.WhichOneof("value")
+            if kind and kind.startswith("at_list") and len(getattr(a, kind).val) == 0:
+                del op.user_conf.attr[key]
+    return job
 
 
 def _trace_to_onnx(module, input_shape, batch, opset, weight_dir):
-    """One trace of ``module`` at ``batch`` -> onnx.ModelProto (nothing written)."""
+    """One trace of ``module`` at ``batch`` -> canonical onnx.ModelProto (nothing written)."""
     flow = import_oneflow()
     from oneflow_onnx.oneflow2onnx import flow2onnx
     from oneflow_onnx.oneflow2onnx import optimizer
 
-    from .models.wrappers import ModuleGraph
+    from .opfixes import install, legalize
 
-    graph = ModuleGraph(module)
-    with flow.no_grad():
-        graph(flow.zeros(batch, *input_shape, dtype=flow.float32))
+    install()
+    graph = _run_trace(module, input_shape, batch)
     if not os.listdir(weight_dir):
         flow.save(graph.state_dict(), weight_dir)
-    onnx_nodes, flow_nodes, _, _, dtypes, output_shapes = flow2onnx.FlowToOnnxNaive(graph._full_graph_proto, {})
-    g = flow2onnx.Graph(onnx_nodes, flow_nodes, weight_dir, output_shapes, dtypes, opset, None)
-    mapping = flow2onnx.handler.flow_op.CreateMapping(g.opset, g.extra_opset)
-    flow2onnx.TopologicalSort(g, False)
-    _, unmapped, exceptions = flow2onnx.FlowOnnxMapping(g, mapping)
-    if unmapped:
-        raise ExportError(f"oneflow-onnx cannot convert these OneFlow ops: {', '.join(sorted(unmapped))}")
-    if exceptions:
-        raise ExportError(f"oneflow-onnx failed converting the graph: {exceptions[0]}")
-    flow2onnx.TopologicalSort(g, False)
-    g.UpdateProto()
-    g = optimizer.OptimizeGraph(g)
-    return g.MakeModel("ofconvert", os.path.join(weight_dir, "unused.onnx"))
+    with _quiet_converter():
+        try:
+            onnx_nodes, flow_nodes, _, _, dtypes, output_shapes = flow2onnx.FlowToOnnxNaive(_clean_job(graph), {})
+        except Exception as e:
+            raise ExportError(f"oneflow-onnx cannot read the traced graph (opset {opset}): {_first_line(e)}") from None
+        g = flow2onnx.Graph(onnx_nodes, flow_nodes, weight_dir, output_shapes, dtypes, opset, None)
+        mapping = flow2onnx.handler.flow_op.CreateMapping(g.opset, g.extra_opset)
+        flow2onnx.TopologicalSort(g, False)
+        unmapped, failed = [], []
+        for node in list(g.get_nodes()):
+            if node.skip_conversion or node.op_type == "output":
+                continue
+            info = mapping.get(node.op_type)
+            if info is None:
+                unmapped.append(_op_where(node.name, node.op_type, opset))
+                continue
+            func, onnx_op, kwargs = info
+            flow_type, name = node.op_type, node.name
+            if onnx_op is not None:
+                node.op_type = onnx_op
+            try:
+                func(g, node, **kwargs)
+                node.skip_conversion = True
+            except Exception as e:  # a handler's assertion, KeyError, ValueError...
+                failed.append(f"{_op_where(name, flow_type, opset)}: {_first_line(e)}")
+        if unmapped:
+            raise ExportError(f"cannot export {unmapped[0]}: ONNX has no mapping for it yet"
+                              + (f" (and {len(unmapped) - 1} more: {'; '.join(unmapped[1:4])})" if len(unmapped) > 1 else ""))
+        if failed:
+            raise ExportError(f"cannot export {failed[0]}")
+        try:
+            legalize.attrs_to_inputs(g)
+            flow2onnx.TopologicalSort(g, False)
+            g.UpdateProto()
+            g = optimizer.OptimizeGraph(g)
+            model = g.MakeModel("ofconvert", os.path.join(weight_dir, "unused.onnx"))
+        except Exception as e:
+            raise ExportError(f"oneflow-onnx failed to build the ONNX graph at opset {opset}: {_first_line(e)}") from None
+    return canonicalize(model)
 
 
 def _simplify_if_equal(model, input_shape, tol=1e-4):
@@ -150,74 +239,212 @@ def _simplify_if_equal(model, input_shape, tol=1e-4):
     return simp, True
 
 
-def export_module(module, onnx_path, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False):
-    """Export a OneFlow ``nn.Module`` (eval mode) -> ONNX at ``onnx_path``.
-    Returns ExportReport (validation not included: see ``export``)."""
+def _output_names(model, names):
+    n = len(model.graph.output)
+    if names is not None:
+        names = [names] if isinstance(names, str) else list(names)
+        if not all(isinstance(x, str) and x for x in names):
+            raise OfconvertError(f"output_names must be non-empty strings, got {names!r}")
+        return names
+    return ["logits"] if n == 1 else [f"output{i}" for i in range(n)]
+
+
+def build_onnx(module, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False, output_names=None, input_shape=None):
+    """Trace and convert ``module`` -> (onnx.ModelProto, number of dynamic constants, simplified)."""
     import onnx
 
-    if opset < 13:
-        raise OfconvertError(f"--opset {opset}: ofconvert exports at opset 13 or newer")
-    _install_converter_fixes()
-    t0 = time.perf_counter()
+    opset = check_opset(opset)
+    input_shape = check_input_shape(input_shape or config.input_shape)
     module.eval()
-    input_shape = config.input_shape
     with tempfile.TemporaryDirectory(prefix="ofconvert-weights-") as wdir:
         traced = [_trace_to_onnx(module, input_shape, b, opset, wdir) for b in TRACE_BATCHES]
     model, n_dyn = make_batch_dynamic(traced[0], TRACE_BATCHES[0], traced[1], TRACE_BATCHES[1])
     fold_batchnorm(model)
-    model = rename_io(model)
+    model = rename_io(model, output_names=_output_names(model, output_names))
     fold_bias_add(model)
     model.producer_name = "ofconvert"
     set_metadata(model, {METADATA_KEY: config.preprocess.to_json(), "ofconvert.model": config.name,
                          "ofconvert.weights": config.weights,
-                         "ofconvert.pretrained": "true" if config.pretrained else "false"})
+                         "ofconvert.pretrained": "true" if config.pretrained else "false",
+                         "ofconvert.input_shape": ",".join(map(str, input_shape))})
     try:
         onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"exported ONNX fails onnx.checker: {str(e).splitlines()[0]}") from None
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the exported ONNX (opset {opset}) fails onnx.checker: {_first_line(e)}") from None
+    _check_loads(model, opset)
     simplified = False
     if simplify:
         model, simplified = _simplify_if_equal(model, input_shape)
-    with atomic_path(onnx_path) as tmp:
-        onnx.save(model, tmp)
-    return ExportReport(model=config.name, onnx_path=str(onnx_path), opset=opset,
+    return model, n_dyn, simplified
+
+
+def _check_loads(model, opset):
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model (opset {opset}): "
+                          f"{_first_line(e)}") from None
+
+
+def export_module(module, onnx_path, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False,
+                  output_names=None, input_shape=None):
+    """Export a OneFlow ``nn.Module`` (eval mode) -> ONNX at ``onnx_path`` (atomic
+    write, no validation: see ``export``). Returns ExportReport."""
+    t0 = time.perf_counter()
+    with _transaction(onnx_path) as tx:
+        report = _export_to(tx, module, config, opset, simplify, output_names, input_shape, t0)
+        tx.commit()
+    report.onnx_path = str(onnx_path)
+    return report
+
+
+def _export_to(tx, module, config, opset, simplify, output_names, input_shape, t0):
+    import onnx
+
+    model, n_dyn, simplified = build_onnx(module, config, opset, simplify, output_names, input_shape)
+    onnx.save(model, tx.tmp)
+    shape = list(check_input_shape(input_shape or config.input_shape))
+    return ExportReport(model=config.name, onnx_path=tx.tmp, opset=int(opset),
                         export_seconds=round(time.perf_counter() - t0, 2),
-                        onnx_bytes=os.path.getsize(onnx_path), onnx_sha256=sha256_file(onnx_path),
+                        onnx_bytes=os.path.getsize(tx.tmp), onnx_sha256=sha256_file(tx.tmp),
                         dynamic_reshapes=n_dyn, simplified=simplified, weights=config.weights,
-                        pretrained=config.pretrained, preprocess=config.preprocess.to_dict())
+                        pretrained=config.pretrained, preprocess=config.preprocess.to_dict(),
+                        input_shape=shape, outputs=[o.name for o in model.graph.output])
+
+
+class _Transaction:
+    """Temp files beside the target; ``commit`` moves them all in place with
+    SIGINT/SIGTERM held back, so the set is replaced whole or not at all."""
+
+    def __init__(self, target):
+        self.target = str(target)
+        self.folder = check_writable_dir(self.target)
+        self.tmp = None
+        self.extra = {}            # final path -> temp path
+        self.stale = []            # files to remove on commit (reports of the old file)
+        self.tmp = self._mktemp("")
+
+    def _mktemp(self, suffix):
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}{suffix}.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the file the usual permissions
+        return tmp
+
+    def add(self, suffix):
+        """A temp path for ``<target><suffix>`` (a report)."""
+        tmp = self.extra[self.target + suffix] = self._mktemp(suffix)
+        return tmp
+
+    def drop(self, suffix):
+        """``<target><suffix>`` describes the old file: remove it on commit."""
+        self.stale.append(self.target + suffix)
+
+    def commit(self):
+        sigs = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        try:
+            os.replace(self.tmp, self.target)
+            for final, tmp in self.extra.items():
+                os.replace(tmp, final)
+            for path in self.stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            self.tmp, self.extra = None, {}
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def cleanup(self):
+        for p in [self.tmp] + list(self.extra.values()):
+            if p:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+
+
+@contextlib.contextmanager
+def _transaction(target):
+    tx = _Transaction(target)
+    try:
+        yield tx
+    finally:
+        tx.cleanup()
+
+
+def _user_config(module, input_shape):
+    shape = check_input_shape(input_shape) if input_shape is not None else (3, 224, 224)
+    square_rgb = len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]
+    pre = PreprocessConfig(input_size=shape[1]) if square_rgb else PreprocessConfig()
+    return ModelConfig(name=type(module).__name__, preprocess=pre, weights="user module", pretrained=False), shape
 
 
 def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, config=None,
-           simplify=False, validation_options=None, verbose=True):
+           simplify=False, validation_options=None, verbose=True, input_shape=None, output_names=None):
     """Export a zoo model (by name) or a user's OneFlow module to ONNX.
 
-    model: zoo name or ``oneflow.nn.Module``. For a module, ``config`` (ModelConfig)
-    or at least the default 224x224 ImageNet preprocessing is used.
-    validate: compare OneFlow with ONNX Runtime (``ofconvert.validate``); an fp32
-    mismatch raises a ValidationError subclass and the ONNX is not kept.
-    Writes ``<onnx>.json`` (the report) beside the ONNX.
+    model: zoo name or ``oneflow.nn.Module``.
+    input_shape: per-sample input shape without the batch, e.g. ``(3, 256, 256)``
+      (default: the config's, else ``(3, 224, 224)``); the batch is always dynamic.
+    output_names: names of the outputs (default ``logits`` for one output,
+      ``output0``, ``output1``... for several).
+    validate: compare OneFlow with ONNX Runtime (``ofconvert.validate``) on batch
+      sizes other than the traced ones; a mismatch raises a ValidationError
+      subclass and nothing is written. With ``validate=False`` a one-line warning
+      is printed (``verbose``).
+    The ONNX and its ``<onnx>.json`` / ``<onnx>.validation.json`` reports replace
+    existing files only when everything succeeded.
     """
+    if not isinstance(onnx_path, (str, os.PathLike)):
+        raise OfconvertError(f"onnx_path must be a file path, got {type(onnx_path).__name__}")
+    if os.path.isdir(onnx_path):
+        raise OfconvertError(f"onnx_path names a folder ({onnx_path}); give a file name, e.g. model.onnx")
+    if input_shape is not None:
+        input_shape = check_input_shape(input_shape)
     if isinstance(model, str):
         module, cfg = get_model(model, weights=weights)
     else:
+        flow = import_oneflow()
+        if not isinstance(model, flow.nn.Module):
+            raise OfconvertError(f"model must be a zoo name or a oneflow.nn.Module, got {type(model).__name__}")
+        if config is not None and not isinstance(config, ModelConfig):
+            raise OfconvertError(f"config must be an ofconvert.ModelConfig, got {type(config).__name__}")
         module = model
-        cfg = config or ModelConfig(name=type(model).__name__, preprocess=PreprocessConfig(),
-                                    weights="user module", pretrained=False)
-    report = export_module(module, onnx_path, cfg, opset=opset, simplify=simplify)
-    if isinstance(weights, str) and weights != "random":
-        report.weights_file, report.weights_sha256 = os.path.abspath(weights), sha256_file(weights)
-    if validate:
-        from .validation import validate as _validate
+        if config is not None:
+            cfg = config
+        else:
+            cfg, _ = _user_config(model, input_shape)
+    shape = input_shape or cfg.input_shape
+    opset = check_opset(opset)
+    t0 = time.perf_counter()
+    with _transaction(onnx_path) as tx:
+        report = _export_to(tx, module, cfg, opset, simplify, output_names, shape, t0)
+        if isinstance(weights, str) and weights != "random":
+            report.weights_file, report.weights_sha256 = os.path.abspath(weights), sha256_file(weights)
+        if validate:
+            from .validation import validate as _validate
 
-        try:
-            report.validation = _validate(module, onnx_path, cfg, verbose=verbose, **(validation_options or {}))
-        except Exception:
-            os.unlink(onnx_path)
-            raise
-    from .fileio import write_json
-
-    write_json(str(onnx_path) + ".json", report.to_dict())
+            vpath = tx.add(".validation.json")
+            report.validation = _validate(module, tx.tmp, cfg, verbose=verbose, input_shape=shape,
+                                          report_path=vpath, **(validation_options or {}))
+            report.validation.onnx_path = str(onnx_path)
+            _rewrite_json(vpath, report.validation.to_dict())
+        else:
+            tx.drop(".validation.json")
+        if not validate and verbose:
+            print(f"warning: {onnx_path} was not validated against OneFlow (--no-validate)")
+        report.onnx_path = str(onnx_path)
+        _rewrite_json(tx.add(".json"), report.to_dict())
+        tx.commit()
     return report
+
+
+def _rewrite_json(path, obj):
+    from .fileio import _json_default
+
+    with open(path, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def report_summary(report: ExportReport) -> str:

@@ -1,147 +1,18 @@
 """Graph surgery on exported ONNX models (pure onnx + numpy; no OneFlow).
 
-* ``make_batch_dynamic``: oneflow-onnx bakes the traced batch size into Reshape
-  shape constants. Given the same graph traced at two batch sizes, every shape
-  entry that differs between the traces is batch-dependent: it must equal
-  ``k * batch`` in both; it is replaced by ``k * Shape(input)[0]`` computed in the
-  graph. This holds for any graph (view/flatten/reshape anywhere), not just the zoo.
-* ``rename_io``: input -> ``input``, output -> ``logits``, dim 0 -> ``batch``.
+* ``rename_io``: input -> ``input``, outputs -> ``logits`` (or the names given),
+  dim 0 -> ``batch``.
+* ``fold_batchnorm`` / ``fold_bias_add``: the layer forms int8 fusions need.
+(The dynamic batch and the deterministic graph form live in ``dynamic_batch``.)
 """
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, TensorProto
 
-from .errors import OfconvertError
+from .errors import ExportError
 
 
-class ExportError(OfconvertError):
-    pass
-
-
-def _const_value(graph, name):
-    """numpy value of an initializer or Constant-node output, else None."""
-    for init in graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            for a in node.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-    return None
-
-
-def _reshape_shapes(model):
-    g = model.graph
-    out = []
-    for node in g.node:
-        if node.op_type == "Reshape":
-            v = _const_value(g, node.input[1])
-            if v is None:
-                raise ExportError(f"Reshape {node.name} has a computed shape; cannot make the batch dynamic")
-            out.append((node, v.astype(np.int64).reshape(-1)))
-    return out
-
-
-def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
-    """Return ``model_a`` (traced at ``batch_a``) with every batch-dependent Reshape
-    shape replaced by a shape computed from the input's batch dimension.
-    ``model_b`` is the same graph traced at ``batch_b``."""
-    ra, rb = _reshape_shapes(model_a), _reshape_shapes(model_b)
-    if len(ra) != len(rb) or [n.op_type for n in model_a.graph.node] != [n.op_type for n in model_b.graph.node]:
-        raise ExportError("the two traces of the model differ in structure; cannot make the batch dynamic")
-    g = model_a.graph
-    input_name = g.input[0].name
-    batch_tensor = None
-    fixed = 0
-    for (node, sa), (_, sb) in zip(ra, rb):
-        if sa.shape != sb.shape:
-            raise ExportError(f"Reshape {node.name}: rank depends on the batch size")
-        diff = np.nonzero(sa != sb)[0]
-        if diff.size == 0:
-            continue
-        pieces = []
-        for i in diff:
-            k = int(sb[i] - sa[i]) // (batch_b - batch_a)
-            if k * batch_a != sa[i] or k * batch_b != sb[i]:
-                raise ExportError(f"Reshape {node.name}: shape entry {i} ({sa[i]} at batch {batch_a}, "
-                                  f"{sb[i]} at batch {batch_b}) is not proportional to the batch")
-            pieces.append((int(i), k))
-        if batch_tensor is None:
-            batch_tensor = _add_batch_subgraph(g, input_name)
-        new_shape = _add_shape_subgraph(g, node.name or f"reshape{fixed}", sa, pieces, batch_tensor)
-        node.input[1] = new_shape
-        fixed += 1
-    topological_sort(g)
-    remove_unused_initializers(g)
-    return model_a, fixed
-
-
-def remove_unused_initializers(g):
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-
-
-def _add_batch_subgraph(g, input_name):
-    shape_out, batch_out = "ofc_input_shape", "ofc_batch"
-    idx = helper.make_tensor("ofc_zero_idx", TensorProto.INT64, [1], [0])
-    g.initializer.append(idx)
-    g.node.insert(0, helper.make_node("Shape", [input_name], [shape_out], name="ofc_shape"))
-    g.node.insert(1, helper.make_node("Gather", [shape_out, "ofc_zero_idx"], [batch_out], name="ofc_gather_batch", axis=0))
-    return batch_out
-
-
-def _add_shape_subgraph(g, base, static, pieces, batch):
-    """Concat of static entries and ``k * batch`` entries -> new shape tensor name."""
-    parts, names = [], []
-    prev = 0
-    for i, k in pieces:
-        if i > prev:
-            parts.append(("const", static[prev:i]))
-        parts.append(("dyn", k))
-        prev = i + 1
-    if prev < len(static):
-        parts.append(("const", static[prev:]))
-    for j, (kind, val) in enumerate(parts):
-        name = f"{base}_ofc_shape{j}"
-        if kind == "const":
-            g.initializer.append(numpy_helper.from_array(np.asarray(val, np.int64), name))
-        elif val == 1:
-            name = batch
-        else:
-            kname = f"{base}_ofc_k{j}"
-            g.initializer.append(numpy_helper.from_array(np.asarray([val], np.int64), kname))
-            g.node.append(helper.make_node("Mul", [batch, kname], [name], name=f"{base}_ofc_mul{j}"))
-        names.append(name)
-    out = f"{base}_ofc_shape"
-    g.node.append(helper.make_node("Concat", names, [out], name=f"{base}_ofc_concat", axis=0))
-    return out
-
-
-def topological_sort(graph):
-    """Re-order ``graph.node`` topologically (stable: original order where possible)."""
-    nodes = []
-    for n in graph.node:
-        c = onnx.NodeProto()
-        c.CopyFrom(n)
-        nodes.append(c)
-    avail = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    ordered, pending = [], nodes
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in avail for i in n.input):
-                ordered.append(n)
-                avail.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise RuntimeError(f"internal error: graph has a cycle or a dangling input at node {rest[0].name!r}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
+from .dynamic_batch import remove_unused_initializers, topological_sort  # noqa: F401 (re-exported)
 
 
 def _rename_tensor(g, old, new):
@@ -157,16 +28,25 @@ def _rename_tensor(g, old, new):
             vi.name = new
 
 
-def rename_io(model, input_name="input", output_name="logits", batch_dim="batch"):
+def rename_io(model, input_name="input", output_names=("logits",), batch_dim="batch"):
+    """Name the input and outputs; mark dim 0 of every output that has the batch
+    as dim 0 (all of them, in a traced image model) as ``batch_dim``."""
     g = model.graph
-    if len(g.input) != 1 or len(g.output) != 1:
-        raise ExportError(f"expected one input and one output, got {len(g.input)} and {len(g.output)}")
+    if len(g.input) != 1:
+        raise ExportError(f"expected one input, got {len(g.input)}")
+    if len(output_names) != len(g.output):
+        raise ExportError(f"the model has {len(g.output)} outputs but {len(output_names)} output name(s) "
+                          f"were given: {list(output_names)}")
+    if len(set(output_names)) != len(output_names) or input_name in output_names:
+        raise ExportError(f"input/output names must be distinct, got {[input_name] + list(output_names)}")
     _rename_tensor(g, g.input[0].name, input_name)
-    _rename_tensor(g, g.output[0].name, output_name)
-    for vi in (g.input[0], g.output[0]):
-        d0 = vi.type.tensor_type.shape.dim[0]
-        d0.ClearField("dim_value")
-        d0.dim_param = batch_dim
+    for vi, name in zip(list(g.output), output_names):
+        _rename_tensor(g, vi.name, name)
+    for vi in [g.input[0]] + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = batch_dim
     # intermediate shapes were recorded at the traced batch size: drop them
     del g.value_info[:]
     return model

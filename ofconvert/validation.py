@@ -1,23 +1,27 @@
-"""Validation of an exported ONNX against its OneFlow module (Optimum style).
+"""Validation of an exported ONNX against its OneFlow module (Optimum style), for
+any model: any number of outputs, any shapes.
 
-For each input set (real images from the shared datasets, seeded random input)
-and batch size (1, 3, 8): max absolute error, error relative to the output's
-scale (random-weight inception_v3 produces logits near 1e12, so absolute
-tolerances are meaningless), cosine similarity, top-1 / top-5 agreement.
-Printed as a checklist; typed errors (ShapeError, AtolError, TopKError) are
-raised after the whole checklist is printed; the caller decides the policy.
+For each input set (real images from the shared datasets when the input is an
+RGB image, seeded random input always) and batch size (1, 4, 5: never a traced
+batch, so a batch baked into the graph is caught), and for each output:
+shape, max absolute error, error relative to the output's scale (random-weight
+inception_v3 produces logits near 1e12, so absolute tolerances are
+meaningless), cosine similarity; top-1 / top-5 agreement only for 2-D
+classifier outputs ``(N, K)``; integer outputs must be equal. Printed as a
+checklist; typed errors (ShapeError, AtolError, TopKError) are raised after the
+whole checklist is printed; the caller decides the policy.
 """
 import dataclasses
 import os
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
 from .config import ModelConfig
 from .data import datasets_root, list_images, load_batch
-from .errors import AtolError, DataError, ShapeError, TopKError
+from .errors import AtolError, DataError, OfconvertError, ShapeError, TopKError
 
-DEFAULT_BATCHES = (1, 3, 8)
+DEFAULT_BATCHES = (1, 4, 5)
 DEFAULT_RTOL = 5e-4        # max |onnx - oneflow| / max |oneflow| (measured fp32 worst case: 4.7e-5, inception_v3)
 REAL_SET = "imagenet-val-1300"
 
@@ -30,16 +34,24 @@ class OutputCheck:
     max_abs_err: float
     max_rel_err: float       # relative to max |reference|
     cosine: float
-    top1_agree: float
-    top5_agree: float
+    top1_agree: Optional[float]      # None: not a 2-D classifier output
+    top5_agree: Optional[float]
     unexplained_top1_flips: int   # flips where the reference margin exceeds 2x the error
     passed: bool
+    output: str = "logits"
+    ref_shape: tuple = ()
+    onnx_shape: tuple = ()
 
     def line(self):
         mark = "✓" if self.passed else "✗"
-        return (f"  [{mark}] {self.inputs:6s} batch {self.batch:2d}: max abs err {self.max_abs_err:.3e}, "
-                f"rel err {self.max_rel_err:.3e}, cosine {self.cosine:.7f}, top-1 agree {self.top1_agree:.3f}, "
-                f"top-5 agree {self.top5_agree:.3f}")
+        head = f"  [{mark}] {self.output} {self.inputs:6s} batch {self.batch:2d}: "
+        if not self.shape_ok:
+            return head + f"shape {list(self.onnx_shape)} (OneFlow: {list(self.ref_shape)})"
+        s = (head + f"max abs err {self.max_abs_err:.3e}, rel err {self.max_rel_err:.3e}, "
+             f"cosine {self.cosine:.7f}")
+        if self.top1_agree is not None:
+            s += f", top-1 agree {self.top1_agree:.3f}, top-5 agree {self.top5_agree:.3f}"
+        return s
 
 
 @dataclasses.dataclass
@@ -62,36 +74,70 @@ class ValidationReport:
         return d
 
 
-def compare(ref, out, inputs, batch, rtol=DEFAULT_RTOL):
-    """Compare one batch of reference logits with ONNX logits -> OutputCheck."""
-    ref = np.asarray(ref, np.float64)
-    out = np.asarray(out, np.float64)
-    if ref.shape != out.shape:
-        return OutputCheck(inputs, batch, False, float("inf"), float("inf"), 0.0, 0.0, 0.0, batch, False)
-    err = np.abs(ref - out)
-    scale = max(float(np.abs(ref).max()), 1e-12)
+def _cosine(ref, out):
+    a, b = ref.reshape(ref.shape[0], -1), out.reshape(out.shape[0], -1)
+    num = np.sum(a * b, 1)
+    den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    return float(np.mean(np.where(both_zero, 1.0, num / den)))
+
+
+def compare(ref, out, inputs, batch, rtol=DEFAULT_RTOL, output="logits"):
+    """Compare one batch of one reference output with the ONNX output -> OutputCheck."""
+    ref_a, out_a = np.asarray(ref), np.asarray(out)
+    if ref_a.shape != out_a.shape:
+        return OutputCheck(inputs, batch, False, float("inf"), float("inf"), 0.0, None, None, 0, False,
+                           output, tuple(ref_a.shape), tuple(out_a.shape))
+    shapes = (tuple(ref_a.shape), tuple(out_a.shape))
+    if ref_a.dtype.kind in "iub" and out_a.dtype.kind in "iub":
+        ok = bool(np.array_equal(ref_a, out_a))
+        bad = float(np.mean(ref_a != out_a)) if ref_a.size else 0.0
+        return OutputCheck(inputs, batch, True, bad, bad, 1.0 if ok else 0.0, None, None, 0, ok, output, *shapes)
+    ref64, out64 = ref_a.astype(np.float64), out_a.astype(np.float64)
+    if ref64.size == 0:
+        return OutputCheck(inputs, batch, True, 0.0, 0.0, 1.0, None, None, 0, True, output, *shapes)
+    if not np.all(np.isfinite(out64) == np.isfinite(ref64)):
+        return OutputCheck(inputs, batch, True, float("inf"), float("inf"), 0.0, None, None, 0, False, output, *shapes)
+    fin = np.isfinite(ref64)
+    err = np.where(fin, np.abs(ref64 - out64), 0.0)
+    scale = max(float(np.abs(np.where(fin, ref64, 0.0)).max()), 1e-12)
     max_abs = float(err.max())
     rel = max_abs / scale
-    cos = float(np.mean([np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300) for a, b in zip(ref, out)]))
-    r1, o1 = ref.argmax(1), out.argmax(1)
-    top1 = float(np.mean(r1 == o1))
-    k = min(5, ref.shape[1])
-    r5 = np.argsort(-ref, 1)[:, :k]
-    o5 = np.argsort(-out, 1)[:, :k]
-    top5 = float(np.mean([set(a) == set(b) for a, b in zip(r5, o5)]))
-    srt = np.sort(ref, 1)
-    margin = srt[:, -1] - srt[:, -2]
-    flips = int(np.sum((r1 != o1) & (margin > 2 * max_abs)))
+    cos = _cosine(np.where(fin, ref64, 0.0), np.where(fin, out64, 0.0)) if ref64.ndim >= 1 else 1.0
+    top1 = top5 = None
+    flips = 0
+    if ref64.ndim == 2 and ref64.shape[1] > 1:
+        r1, o1 = ref64.argmax(1), out64.argmax(1)
+        top1 = float(np.mean(r1 == o1))
+        k = min(5, ref64.shape[1])
+        r5 = np.argsort(-ref64, 1)[:, :k]
+        o5 = np.argsort(-out64, 1)[:, :k]
+        top5 = float(np.mean([set(a) == set(b) for a, b in zip(r5, o5)]))
+        srt = np.sort(ref64, 1)
+        margin = srt[:, -1] - srt[:, -2]
+        flips = int(np.sum((r1 != o1) & (margin > 2 * max_abs)))
     passed = rel <= rtol and flips == 0
-    return OutputCheck(inputs, batch, True, max_abs, rel, cos, top1, top5, flips, passed)
+    return OutputCheck(inputs, batch, True, max_abs, rel, cos, top1, top5, flips, passed, output, *shapes)
 
 
-def _oneflow_logits(module, x):
+def _as_outputs(y):
+    """A module's result -> list of numpy arrays (tuple/list/dict flattened in order)."""
+    if isinstance(y, dict):
+        y = list(y.values())
+    if isinstance(y, (list, tuple)):
+        out = []
+        for v in y:
+            out.extend(_as_outputs(v))
+        return out
+    return [y.numpy()]
+
+
+def _oneflow_outputs(module, x):
     from .zoo import import_oneflow
 
     flow = import_oneflow()
     with flow.no_grad():
-        return module(flow.tensor(np.ascontiguousarray(x))).numpy()
+        return _as_outputs(module(flow.tensor(np.ascontiguousarray(x))))
 
 
 def real_images(n, root=None):
@@ -103,35 +149,54 @@ def real_images(n, root=None):
 
 
 def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rtol=DEFAULT_RTOL,
-             use_real=True, use_random=True, seed=0, verbose=True, raise_on_error=True):
-    """Run OneFlow and ONNX Runtime on the same inputs; return a ValidationReport and
-    (if ``raise_on_error``) raise ShapeError / AtolError / TopKError on failure."""
+             use_real=True, use_random=True, seed=0, verbose=True, raise_on_error=True,
+             input_shape=None, report_path=None):
+    """Run OneFlow and ONNX Runtime on the same inputs; return a ValidationReport,
+    write it to ``report_path`` (default ``<onnx>.validation.json``; ``False``: not
+    written) and (if ``raise_on_error``) raise ShapeError / AtolError / TopKError."""
     from .fileio import write_json
     from .runners.onnxruntime import OnnxRuntimeRunner
 
+    if not isinstance(config, ModelConfig):
+        raise OfconvertError(f"config must be an ofconvert.ModelConfig, got {type(config).__name__}")
+    try:
+        batches = tuple(int(b) for b in batches)
+    except (TypeError, ValueError):
+        raise OfconvertError(f"batches must be positive integers, got {batches!r}") from None
+    if not batches or min(batches) < 1:
+        raise OfconvertError(f"batches must be positive integers, got {batches!r}")
     cfg = config.preprocess
-    batches = tuple(int(b) for b in batches)
+    shape = tuple(input_shape) if input_shape is not None else tuple(cfg.input_shape)
     need = max(batches)
     inputs = {}
     real_paths, note = [], ""
-    if use_real:
+    if use_real and shape == tuple(cfg.input_shape):
         try:
             real_paths = real_images(need)
             x, skipped = load_batch(real_paths, cfg)
             inputs["real"] = x
         except DataError as e:
             note = f"real images unavailable ({e}); validated on random input only"
-    if use_random:
+    elif use_real:
+        note = f"input shape {list(shape)} is not an RGB image of the preprocessing: validated on random input"
+    if use_random or not inputs:
         rng = np.random.default_rng(seed)
-        inputs["random"] = rng.standard_normal((need,) + cfg.input_shape).astype(np.float32)
+        inputs["random"] = rng.standard_normal((need,) + shape).astype(np.float32)
     module.eval()
     # OneFlow first (all batches), then ONNX Runtime: both in this process is fine
     # for correctness; the benchmark isolates them.
-    refs = {(k, b): _oneflow_logits(module, x[:b]) for k, x in inputs.items() for b in batches}
+    refs = {(k, b): _oneflow_outputs(module, x[:b]) for k, x in inputs.items() for b in batches}
     checks = []
     with OnnxRuntimeRunner(onnx_path, provider="cpu") as ort_runner:
+        names = [o.name for o in ort_runner.session.get_outputs()]
         for (k, b), ref in refs.items():
-            checks.append(compare(ref, ort_runner.infer(inputs[k][:b]), k, b, rtol))
+            outs = ort_runner.session.run(None, {ort_runner.input_name: np.ascontiguousarray(inputs[k][:b])})
+            if len(outs) != len(ref):
+                checks.append(OutputCheck(k, b, False, float("inf"), float("inf"), 0.0, None, None, 0, False,
+                                          f"{len(outs)} ONNX outputs vs {len(ref)} OneFlow outputs"))
+                continue
+            for name, r, o in zip(names, ref, outs):
+                checks.append(compare(r, o, k, b, rtol, output=name))
     report = ValidationReport(config.name, str(onnx_path), rtol, checks, real_paths, note)
     if verbose:
         print(f"Validating {onnx_path} against OneFlow (rel tol {rtol:g}):")
@@ -139,7 +204,8 @@ def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rt
             print(c.line())
         if note:
             print("  note:", note)
-    write_json(str(onnx_path) + ".validation.json", report.to_dict())
+    if report_path is not False:
+        write_json(report_path or str(onnx_path) + ".validation.json", report.to_dict())
     if raise_on_error:
         raise_for(report)
     return report
@@ -150,9 +216,9 @@ def raise_for(report: ValidationReport):
     if not bad:
         return
     c = bad[0]
-    where = f"{report.model}: {c.inputs} input, batch {c.batch}"
+    where = f"{report.model}: output {c.output}, {c.inputs} input, batch {c.batch}"
     if not c.shape_ok:
-        raise ShapeError(f"{where}: ONNX output shape differs from OneFlow's")
+        raise ShapeError(f"{where}: ONNX output shape {list(c.onnx_shape)} differs from OneFlow's {list(c.ref_shape)}")
     if c.max_rel_err > report.rtol:
         raise AtolError(f"{where}: max error {c.max_abs_err:.3e} = {c.max_rel_err:.2e} of the output scale "
                         f"(tolerance {report.rtol:g})")

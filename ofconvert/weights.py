@@ -6,6 +6,10 @@
   Anything else in the pickle (e.g. ``os.system``) -> WeightsError.
 * ``load_user_weights(path)``: a user's ``.npz`` or ``.safetensors`` file; never an
   unrestricted pickle.
+
+Every problem is a one-line ``WeightsError`` that says what the file is: a folder,
+missing, empty, text, a pickle or a single ``.npy`` array where a ``.npz`` archive
+was expected, corrupt (with the parser's reason).
 """
 import collections
 import io
@@ -17,9 +21,12 @@ import zipfile
 
 import numpy as np
 
+from .data import looks_like_text
 from .errors import WeightsError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")     # a zip with members / an empty zip
+_PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -70,12 +77,71 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return (key, stype.dtype)
 
 
+# -- what a weights file is ------------------------------------------------------------
+
+def require_file(path):
+    """WeightsError unless ``path`` is an existing file: a folder, a missing path and
+    anything else (a device, a socket) each get their own message."""
+    if os.path.isdir(path):
+        raise WeightsError(f"weights path {path} is a folder, expected a file")
+    if not os.path.exists(path):
+        raise WeightsError(f"weights file not found: {path}")
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights path {path} is not a regular file")
+
+
+def _head(path, n=512):
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
+
+
+def _content_kind(head):
+    """What the first bytes of a file look like: 'empty', 'safetensors', 'zip', 'npy',
+    'pickle', 'text' or None (something else)."""
+    if not head:
+        return "empty"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] < len(head) + (1 << 30):
+        return "safetensors"                    # u64 header length, then the JSON header
+    if head.startswith(_ZIP_MAGICS):
+        return "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[:1] == b"\x80" and head[1:2] in _PICKLE_PROTOCOLS:
+        return "pickle"
+    if looks_like_text(head):
+        return "text"
+    return None
+
+
+_KIND_WORDS = {"safetensors": "a safetensors file", "zip": "a zip archive", "npy": "a single .npy array",
+               "pickle": "a Python pickle", "text": "looks like text"}
+
+
+def _check_content(path, expected, accepted, unknown_ok=True):
+    """Read ``path``'s first bytes; WeightsError if it is empty, or of a known kind
+    not in ``accepted``, or (``unknown_ok=False``) of no known kind. ``expected``:
+    the format named in the message."""
+    head = _head(path)
+    kind = _content_kind(head)
+    if kind == "empty":
+        raise WeightsError(f"{path}: weights file is empty (0 bytes)")
+    if kind in accepted or (kind is None and unknown_ok):
+        return kind
+    what = _KIND_WORDS.get(kind) or f"unrecognised content; first bytes {head[:8].hex(' ')}"
+    raise WeightsError(f"{path}: not {expected} ({what})")
+
+
+# -- readers ------------------------------------------------------------------------------
+
 def load_legacy_torch(path):
     """Legacy ``torch.save`` file -> ``{name: np.ndarray}`` (no torch needed)."""
-    if not os.path.isfile(path):
-        raise WeightsError(f"weights file not found: {path}")
+    require_file(path)
     if zipfile.is_zipfile(path):
         raise WeightsError(f"{path}: zip-format torch checkpoints are not supported; convert to .npz or .safetensors")
+    _check_content(path, "a legacy torch checkpoint", accepted=("pickle",))
     try:
         with open(path, "rb") as f:
             magic = _RestrictedUnpickler(f).load()
@@ -122,6 +188,8 @@ def load_legacy_torch(path):
 
 def load_safetensors(path):
     """Minimal safetensors reader (header JSON + raw little-endian buffers)."""
+    require_file(path)
+    _check_content(path, "a safetensors file", accepted=("safetensors",))
     dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
               "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
     try:
@@ -148,20 +216,37 @@ def load_safetensors(path):
 
 def load_user_weights(path):
     """A user's weights: ``.npz`` (allow_pickle=False) or ``.safetensors``."""
-    if not os.path.isfile(path):
-        raise WeightsError(f"weights file not found: {path}")
+    require_file(path)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return collections.OrderedDict((k, z[k]) for k in z.files)
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise WeightsError(f"{path}: corrupt .npz weights ({e})") from None
+        return load_npz(path)
     if ext == ".safetensors":
         return load_safetensors(path)
     if ext in (".pth", ".pt", ".pkl", ".ckpt", ".bin"):
         raise WeightsError(f"{path}: pickled checkpoints are not loaded (unsafe); save the state dict as .npz or .safetensors")
     raise WeightsError(f"{path}: unsupported weights format {ext or '(none)'}; use .npz or .safetensors")
+
+
+def load_npz(path):
+    """``.npz`` archive of plain arrays -> ``{name: np.ndarray}`` (never unpickles)."""
+    require_file(path)
+    _check_content(path, "a .npz archive", accepted=("zip",), unknown_ok=False)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            odd = [n for n in z.zip.namelist() if not n.endswith(".npy")]
+            if odd:
+                raise WeightsError(f"{path}: a zip archive but not a .npz (member {odd[0]!r} is not a .npy array; "
+                                   f"a zip-format torch checkpoint?)")
+            return collections.OrderedDict((k, z[k]) for k in z.files)
+    except WeightsError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise WeightsError(f"{path}: holds object arrays (pickled Python objects), which are not loaded "
+                               f"(unsafe); save plain numeric arrays") from None
+        raise WeightsError(f"{path}: corrupt .npz weights ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, struct.error) as e:
+        raise WeightsError(f"{path}: corrupt .npz weights ({type(e).__name__}: {e})") from None
 
 
 def save_npz(path, state):

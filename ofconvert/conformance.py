@@ -1,0 +1,387 @@
+"""Op conformance cases: small OneFlow modules, one op or pattern each, exported
+with a dynamic batch and compared with OneFlow eager at batch sizes other than
+the traced ones. Used by ``tests/ops/`` (one file per op family) and by
+``tools/ops_report.py`` (which writes ``docs/ops.md``).
+
+A case passes when ``ofconvert.export`` writes a file whose outputs match
+OneFlow (shape and values) at batch 1, 4 and 5; it *fails cleanly* when export
+raises one ``ExportError`` naming the op; anything else (a raw exception, or a
+file that computes something else) is a defect.
+"""
+import dataclasses
+import os
+import tempfile
+from typing import Callable, Tuple
+
+OPSETS = (13, 17)          # plus the newest: see opsets()
+BATCHES = (1, 4, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    family: str
+    make: Callable            # () -> oneflow.nn.Module
+    shape: Tuple[int, ...] = (3, 8, 8)
+    rtol: float = 1e-4
+
+
+def opsets():
+    from .exporter import max_opset
+
+    return tuple(sorted(set(OPSETS) | {max_opset()}))
+
+
+def _fn(f):
+    """A module whose forward is ``f(x)`` (built lazily: OneFlow imports here)."""
+    import oneflow.nn as nn
+
+    class Fn(nn.Module):
+        def forward(self, x):
+            return f(x)
+
+    return Fn()
+
+
+def _seq(*mods):
+    import oneflow.nn as nn
+
+    return nn.Sequential(*mods)
+
+
+def _cases():
+    import oneflow as flow
+    import oneflow.nn as nn
+    import oneflow.nn.functional as F
+
+    C = []
+
+    def add(family, name, make, shape=(3, 8, 8), rtol=1e-4):
+        C.append(Case(name, family, make, shape, rtol))
+
+    def fn(family, name, f, shape=(3, 8, 8), rtol=1e-4):
+        add(family, name, lambda: _fn(f), shape, rtol)
+
+    # --- reductions ---------------------------------------------------------
+    R = "reduce"
+    fn(R, "mean_hw", lambda x: x.mean((2, 3)))
+    fn(R, "mean_keepdim", lambda x: x.mean((2, 3), keepdim=True))
+    fn(R, "mean_c", lambda x: x.mean(1))
+    fn(R, "mean_neg_dim", lambda x: x.mean(-1))
+    fn(R, "sum_c", lambda x: x.sum(1))
+    fn(R, "sum_hw_keepdim", lambda x: x.sum((2, 3), keepdim=True))
+    fn(R, "sum_all_but_batch", lambda x: x.sum((1, 2, 3)))
+    fn(R, "prod_w", lambda x: (x * 0.5).prod(3))
+    fn(R, "amax_c", lambda x: x.amax(1))
+    fn(R, "amax_hw", lambda x: x.amax((2, 3)))
+    fn(R, "amin_c", lambda x: x.amin(1))
+    fn(R, "max_dim_values", lambda x: x.max(1)[0])
+    fn(R, "max_dim_keepdim", lambda x: x.max(1, keepdim=True)[0])
+    fn(R, "min_dim_values", lambda x: x.min(2)[0])
+    fn(R, "argmax_dim", lambda x: x.argmax(1))
+    fn(R, "argmax_flat_rows", lambda x: x.flatten(1).argmax(1))
+    fn(R, "argmin_dim", lambda x: x.argmin(1))
+    fn(R, "var_unbiased", lambda x: x.var(1))
+    fn(R, "var_biased", lambda x: x.var(1, unbiased=False))
+    fn(R, "var_hw_keepdim", lambda x: x.var((2, 3), keepdim=True))
+    fn(R, "std_c", lambda x: x.std(1))
+    fn(R, "logsumexp_c", lambda x: flow.logsumexp(x, 1))
+    fn(R, "norm_l2_c", lambda x: flow.linalg.norm(x, dim=1))
+    # --- elementwise / activations -------------------------------------------
+    A = "activation"
+    for name, mod in [("relu", nn.ReLU), ("relu6", nn.ReLU6), ("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh),
+                      ("silu", nn.SiLU), ("hardswish", nn.Hardswish), ("hardsigmoid", nn.Hardsigmoid),
+                      ("gelu", nn.GELU), ("selu", nn.SELU), ("elu", nn.ELU), ("celu", nn.CELU),
+                      ("mish", nn.Mish), ("softplus", nn.Softplus), ("leaky_relu", lambda: nn.LeakyReLU(0.1)),
+                      ("prelu", nn.PReLU), ("prelu_channels", lambda: nn.PReLU(3)),
+                      ("softsign", nn.Softsign), ("hardtanh", lambda: nn.Hardtanh(-0.5, 0.5)),
+                      ("softmax_c", lambda: nn.Softmax(1)), ("log_softmax_c", lambda: nn.LogSoftmax(1)),
+                      ("softmax_last", lambda: nn.Softmax(-1))]:
+        add(A, name, mod)
+    fn(A, "gelu_tanh", lambda x: F.gelu(x, approximate="tanh"))
+    fn(A, "negative", lambda x: -x)
+    fn(A, "abs", lambda x: x.abs())
+    fn(A, "exp", lambda x: x.exp())
+    fn(A, "log_abs", lambda x: (x.abs() + 1).log())
+    fn(A, "sqrt_abs", lambda x: (x.abs() + 1e-3).sqrt())
+    fn(A, "rsqrt_abs", lambda x: flow.rsqrt(x.abs() + 1e-3))
+    fn(A, "square", lambda x: flow.square(x))
+    fn(A, "pow2", lambda x: x ** 2)
+    fn(A, "pow_half", lambda x: (x.abs() + 1) ** 0.5)
+    fn(A, "reciprocal", lambda x: 1.0 / (x.abs() + 1))
+    fn(A, "rsub_scalar", lambda x: 1.0 - x)
+    fn(A, "clamp", lambda x: x.clamp(-0.3, 0.7))
+    fn(A, "clamp_min0", lambda x: x.clamp(min=0.0))
+    fn(A, "clamp_max0", lambda x: x.clamp(max=0.0))
+    fn(A, "floor", lambda x: (x * 3).floor())
+    fn(A, "ceil", lambda x: (x * 3).ceil())
+    fn(A, "round", lambda x: (x * 3).round())
+    fn(A, "sign", lambda x: x.sign())
+    fn(A, "erf", lambda x: flow.erf(x))
+    fn(A, "sin_cos", lambda x: x.sin() + x.cos())
+    fn(A, "maximum", lambda x: flow.maximum(x, x * 0.5))
+    fn(A, "minimum", lambda x: flow.minimum(x, x * 0.5))
+    fn(A, "where_gt", lambda x: flow.where(x > 0, x, x * 0.1))
+    fn(A, "mul_sigmoid_gate", lambda x: x * flow.sigmoid(x.mean((2, 3), keepdim=True)))
+    fn(A, "div_tensor", lambda x: x / (x.abs().sum(1, keepdim=True) + 1))
+    fn(A, "sub_mean", lambda x: x - x.mean(1, keepdim=True))
+    fn(A, "add_scalar_tensor", lambda x: x + flow.tensor(2.0))
+    # --- shapes, slicing, indexing -------------------------------------------
+    S = "shape"
+    fn(S, "flatten", lambda x: x.flatten(1))
+    fn(S, "view_batch", lambda x: x.view(x.size(0), -1))
+    fn(S, "reshape_2n", lambda x: x.reshape(2 * x.shape[0], -1))
+    fn(S, "reshape_tokens", lambda x: x.reshape(x.shape[0], 3, -1).transpose(1, 2))
+    fn(S, "permute", lambda x: x.permute(0, 2, 3, 1))
+    fn(S, "transpose_hw", lambda x: x.transpose(2, 3))
+    fn(S, "squeeze_dim", lambda x: x[:, :1].squeeze(1))
+    fn(S, "squeeze_all_kept", lambda x: x.mean((2, 3), keepdim=True).squeeze(-1).squeeze(-1))
+    fn(S, "unsqueeze", lambda x: x.unsqueeze(1))
+    fn(S, "unsqueeze_last", lambda x: x.mean(1).unsqueeze(-1))
+    fn(S, "slice_c", lambda x: x[:, :2])
+    fn(S, "slice_step", lambda x: x[:, :, ::2, 1::2])
+    fn(S, "slice_neg", lambda x: x[:, -2:, 1:-1])
+    fn(S, "select_c", lambda x: x[:, 0])
+    fn(S, "select_last", lambda x: x[:, -1])
+    fn(S, "narrow", lambda x: x.narrow(2, 1, 4))
+    fn(S, "split_2", lambda x: sum(t.sum(1) for t in x.split(1, 1)))
+    fn(S, "split_sizes", lambda x: x.split([1, 2], 1)[1])
+    fn(S, "chunk", lambda x: x.chunk(2, 2)[0] * x.chunk(2, 2)[1])
+    fn(S, "cat_c", lambda x: flow.cat([x, x * 2], 1))
+    fn(S, "cat_neg_dim", lambda x: flow.cat([x, x], -1))
+    fn(S, "stack_new_dim", lambda x: flow.stack([x, x * 2], 1))
+    fn(S, "stack_last", lambda x: flow.stack([x, -x], -1))
+    fn(S, "expand", lambda x: x[:, :1].expand(x.size(0), 3, 8, 8))
+    fn(S, "expand_neg1", lambda x: x[:, :1].expand(-1, 4, -1, -1))
+    fn(S, "expand_as", lambda x: x.mean(1, keepdim=True).expand_as(x))
+    fn(S, "repeat", lambda x: x.repeat(1, 2, 1, 1))
+    fn(S, "repeat_batch", lambda x: x.repeat(2, 1, 1, 1))
+    fn(S, "tile", lambda x: flow.tile(x, (1, 1, 2, 1)))
+    fn(S, "broadcast_add_row", lambda x: x + x[:, :, :1, :])
+    fn(S, "roll_w", lambda x: flow.roll(x, 2, 3))
+    fn(S, "roll_hw", lambda x: flow.roll(x, (1, -2), (2, 3)))
+    fn(S, "ones_like", lambda x: x + flow.ones_like(x))
+    fn(S, "zeros_like", lambda x: x * 2 + flow.zeros_like(x))
+    fn(S, "index_select", lambda x: flow.index_select(x, 1, flow.tensor([2, 0], dtype=flow.int64)))
+    fn(S, "gather_c", lambda x: flow.gather(x, 1, flow.zeros(x.shape[0], 1, 8, 8, dtype=flow.int64)))
+    fn(S, "flip_w", lambda x: flow.flip(x, [3]))
+    fn(S, "pixel_shuffle", lambda x: F.pixel_shuffle(flow.cat([x, x, x, x], 1)[:, :4], 2))
+    fn(S, "cls_token_cat", lambda x: flow.cat([x.flatten(2).mean(2, keepdim=True), x.flatten(2)], 2))
+    fn(S, "matmul_self", lambda x: flow.matmul(x, x.transpose(2, 3)))
+    fn(S, "bmm_tokens", lambda x: flow.bmm(x.flatten(2), x.flatten(2).transpose(1, 2)))
+    fn(S, "einsum_like_attn", lambda x: (x.flatten(2).transpose(1, 2) @ x.flatten(2)).softmax(-1))
+    fn(S, "to_float_arange", lambda x: x + flow.arange(8, dtype=flow.float32))
+    # --- normalization -----------------------------------------------------------
+    N = "norm"
+    add(N, "batchnorm2d", lambda: nn.BatchNorm2d(3).eval())
+    add(N, "batchnorm1d_head", lambda: _seq(nn.Flatten(), nn.BatchNorm1d(192)).eval())
+    add(N, "layernorm_last", lambda: nn.LayerNorm(8))
+    add(N, "layernorm_chw", lambda: nn.LayerNorm([3, 8, 8]))
+    add(N, "groupnorm", lambda: _seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4)))
+    add(N, "groupnorm_1", lambda: _seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(1, 4)))
+    add(N, "instancenorm_affine", lambda: nn.InstanceNorm2d(3, affine=True))
+    add(N, "instancenorm", lambda: nn.InstanceNorm2d(3))
+    fn(N, "normalize_c", lambda x: F.normalize(x, dim=1))
+    fn(N, "normalize_flat", lambda x: F.normalize(x.flatten(1), dim=-1))
+    fn(N, "layernorm_tokens", lambda x: F.layer_norm(x.flatten(2).transpose(1, 2), (3,)))
+    # --- convolution, linear ----------------------------------------------------
+    L = "conv"
+    add(L, "conv3x3", lambda: nn.Conv2d(3, 4, 3, padding=1))
+    add(L, "conv_stride2_nobias", lambda: nn.Conv2d(3, 4, 3, stride=2, bias=False))
+    add(L, "conv_dilated", lambda: nn.Conv2d(3, 4, 3, dilation=2, padding=2))
+    add(L, "conv_groups", lambda: nn.Conv2d(3, 6, 3, groups=3, padding=1))
+    add(L, "conv_depthwise", lambda: nn.Conv2d(3, 3, 3, groups=3, padding=1))
+    add(L, "conv_rect_kernel", lambda: nn.Conv2d(3, 4, (1, 3), padding=(0, 1)))
+    add(L, "conv_pad_asym_same", lambda: nn.Conv2d(3, 4, 4, padding="same"))
+    add(L, "conv1d", lambda: _seq(nn.Flatten(2), nn.Conv1d(3, 4, 3, padding=1)))
+    add(L, "conv_transpose2d", lambda: nn.ConvTranspose2d(3, 4, 2, stride=2))
+    add(L, "conv_transpose2d_pad", lambda: nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1))
+    add(L, "conv_transpose2d_nobias", lambda: nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1, bias=False))
+    add(L, "linear_head", lambda: _seq(nn.Flatten(), nn.Linear(192, 10)))
+    add(L, "linear_nobias", lambda: _seq(nn.Flatten(), nn.Linear(192, 10, bias=False)))
+    add(L, "linear_tokens", lambda: _seq(nn.Flatten(2), nn.Linear(64, 5)))
+    add(L, "se_block_1x1", lambda: _se())
+    add(L, "conv_bn_relu", lambda: _seq(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval())
+    add(L, "identity", lambda: nn.Identity())
+    add(L, "dropout_eval", lambda: _seq(nn.Dropout(0.5), nn.Conv2d(3, 2, 1)).eval())
+    # --- pooling -----------------------------------------------------------------
+    P = "pool"
+    add(P, "maxpool2", lambda: nn.MaxPool2d(2))
+    add(P, "maxpool3_s2_p1", lambda: nn.MaxPool2d(3, 2, 1))
+    add(P, "maxpool_ceil", lambda: nn.MaxPool2d(3, 2, ceil_mode=True))
+    add(P, "avgpool2", lambda: nn.AvgPool2d(2))
+    add(P, "avgpool3_p1", lambda: nn.AvgPool2d(3, 1, 1))
+    add(P, "avgpool3_p1_nopadcount", lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False))
+    add(P, "avgpool_ceil", lambda: nn.AvgPool2d(3, 2, ceil_mode=True), shape=(3, 8, 8))
+    add(P, "avgpool_ceil_p1", lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), shape=(3, 9, 9))
+    add(P, "adaptive_avg_1", lambda: nn.AdaptiveAvgPool2d(1))
+    add(P, "adaptive_avg_2", lambda: nn.AdaptiveAvgPool2d(2))
+    add(P, "adaptive_avg_uneven", lambda: nn.AdaptiveAvgPool2d(3), shape=(3, 8, 8))
+    add(P, "adaptive_avg_7_on_10", lambda: nn.AdaptiveAvgPool2d((7, 7)), shape=(3, 10, 10))
+    add(P, "adaptive_max_1", lambda: nn.AdaptiveMaxPool2d(1))
+    add(P, "adaptive_max_2", lambda: nn.AdaptiveMaxPool2d(2))
+    add(P, "adaptive_max_uneven", lambda: nn.AdaptiveMaxPool2d(3))
+    add(P, "avgpool1d_tokens", lambda: _seq(nn.Flatten(2), nn.AvgPool1d(2)))
+    add(P, "maxpool1d_tokens", lambda: _seq(nn.Flatten(2), nn.MaxPool1d(2)))
+    fn(P, "global_max_via_amax", lambda x: x.flatten(2).amax(-1))
+    # --- padding ------------------------------------------------------------------
+    D = "pad"
+    fn(D, "pad_constant", lambda x: F.pad(x, (1, 2, 0, 1)))
+    fn(D, "pad_constant_value", lambda x: F.pad(x, (1, 1, 1, 1), value=0.5))
+    fn(D, "pad_reflect", lambda x: F.pad(x, (1, 2, 2, 1), mode="reflect"))
+    fn(D, "pad_replicate", lambda x: F.pad(x, (1, 2, 2, 1), mode="replicate"))
+    add(D, "zeropad2d", lambda: nn.ZeroPad2d((1, 0, 1, 0)))
+    add(D, "reflectionpad2d", lambda: nn.ReflectionPad2d(2))
+    add(D, "replicationpad2d", lambda: nn.ReplicationPad2d(1))
+    add(D, "constantpad2d", lambda: nn.ConstantPad2d(1, -1.0))
+    # --- resampling --------------------------------------------------------------------
+    U = "resample"
+    add(U, "upsample_nearest_x2", lambda: nn.Upsample(scale_factor=2, mode="nearest"))
+    add(U, "upsample_bilinear_x2", lambda: nn.Upsample(scale_factor=2, mode="bilinear"))
+    add(U, "upsample_bilinear_x2_ac", lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+    add(U, "upsamplingnearest2d", lambda: nn.UpsamplingNearest2d(scale_factor=2))
+    add(U, "upsamplingbilinear2d", lambda: nn.UpsamplingBilinear2d(scale_factor=2))
+    fn(U, "interp_nearest_size", lambda x: F.interpolate(x, size=(12, 16), mode="nearest"))
+    fn(U, "interp_bilinear_size", lambda x: F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False))
+    fn(U, "interp_bilinear_size_ac", lambda x: F.interpolate(x, size=(5, 11), mode="bilinear", align_corners=True))
+    fn(U, "interp_bilinear_down", lambda x: F.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False))
+    fn(U, "interp_bicubic_x2", lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False))
+    fn(U, "interp_nearest_x3", lambda x: F.interpolate(x, scale_factor=3, mode="nearest"))
+    # --- multi-output and model patterns --------------------------------------------
+    M = "pattern"
+    fn(M, "two_outputs", lambda x: (x.mean((2, 3)), x * 2))
+    fn(M, "dict_like_tuple", lambda x: (x.flatten(1), x.amax(1)))
+    fn(M, "scalar_branches", lambda x: x * 0.5 + x * 0.25 - x / 3.0)
+    fn(M, "residual", lambda x: x + F.relu(x))
+    add(M, "small_cnn_mean_head", lambda: _small_cnn())
+    add(M, "vit_like_block", lambda: _vit_block(), shape=(3, 8, 8))
+    add(M, "seg_head_upsample", lambda: _seg_head())
+    return C
+
+
+def _se():
+    import oneflow.nn as nn
+
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc1, self.fc2 = nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            return x * self.fc2(self.fc1(self.pool(x)).relu()).sigmoid()
+
+    return SE()
+
+
+def _small_cnn():
+    import oneflow.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(self.features(x).mean((2, 3)))
+
+    return Net().eval()
+
+
+def _vit_block():
+    import oneflow.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, d=16, heads=2):
+            super().__init__()
+            self.patch = nn.Conv2d(3, d, 2, 2)
+            self.norm = nn.LayerNorm(d)
+            self.qkv = nn.Linear(d, 3 * d)
+            self.proj = nn.Linear(d, d)
+            self.heads, self.d = heads, d
+            self.head = nn.Linear(d, 10)
+
+        def forward(self, x):
+            t = self.patch(x).flatten(2).transpose(1, 2)          # B, N, d
+            B, N, d = t.shape
+            qkv = self.qkv(self.norm(t)).reshape(B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            a = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(-1)
+            t = t + self.proj((a @ v).transpose(1, 2).reshape(B, N, d))
+            return self.head(t.mean(1))
+
+    return Block()
+
+
+def _seg_head():
+    import oneflow.nn as nn
+    import oneflow.nn.functional as F
+
+    class Seg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.cls = nn.Conv2d(4, 5, 1)
+
+        def forward(self, x):
+            y = self.cls(F.relu(self.enc(x)))
+            return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    return Seg()
+
+
+_CACHE = []
+
+
+def cases():
+    if not _CACHE:
+        _CACHE.extend(_cases())
+    return list(_CACHE)
+
+
+def families():
+    return sorted({c.family for c in cases()})
+
+
+def get_case(name):
+    for c in cases():
+        if c.name == name:
+            return c
+    raise KeyError(name)
+
+
+@dataclasses.dataclass
+class Outcome:
+    case: str
+    family: str
+    opset: int
+    status: str            # "pass" | "refused" (typed ExportError) | "wrong" | "crash"
+    detail: str = ""
+
+
+def run_case(case: Case, opset: int, folder=None) -> Outcome:
+    """Export ``case`` at ``opset`` (dynamic batch) and compare with OneFlow eager."""
+    import numpy as np
+
+    from .errors import ExportError, ValidationError
+    from .exporter import export
+
+    flow = __import__("oneflow")
+    flow.manual_seed(0)
+    np.random.seed(0)
+    module = case.make()
+    module.eval()
+    with tempfile.TemporaryDirectory(prefix="ofconvert-ops-", dir=folder) as d:
+        path = os.path.join(d, f"{case.name}.onnx")
+        try:
+            export(module, path, input_shape=case.shape, opset=opset, verbose=False,
+                   validation_options={"batches": BATCHES, "use_real": False, "rtol": case.rtol})
+        except ValidationError as e:
+            return Outcome(case.name, case.family, opset, "wrong", str(e))
+        except ExportError as e:
+            return Outcome(case.name, case.family, opset, "refused", str(e))
+        except Exception as e:  # a defect: raw exception escaped
+            return Outcome(case.name, case.family, opset, "crash", f"{type(e).__name__}: {str(e)[:300]}")
+        return Outcome(case.name, case.family, opset, "pass")

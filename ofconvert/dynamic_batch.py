@@ -1,0 +1,280 @@
+"""Deterministic graphs and a dynamic batch for traced ONNX models (pure onnx + numpy).
+
+oneflow-onnx converts one *trace* of a module, at one batch size. Two problems
+follow, both solved here without OneFlow:
+
+* ``canonicalize``: node order and names come from process-wide counters, so
+  two exports of one model (or two traces in one export) may list the same graph
+  differently. The canonical form orders nodes by a depth-first walk from the
+  outputs (inputs visited in order), drops dead nodes, and names every node,
+  tensor and initializer from that order. Same graph => same bytes.
+* ``make_batch_dynamic``: the traced batch is baked into constants (Reshape /
+  Expand / Tile / ConstantOfShape shapes, Slice ends, Split sizes, Range
+  limits...). Given the same module traced at two batch sizes, every integer
+  constant entry that differs between the traces must be ``k * batch`` in both;
+  it is replaced by ``k * Shape(input)[0]`` computed in the graph. Anything else
+  that differs (a float constant, an attribute, a shape that is not
+  proportional) stops the export with an error naming the node: never a
+  silently fixed batch.
+"""
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+
+from .errors import ExportError
+
+
+def module_path(node_name):
+    """OneFlow op names look like ``m.layer1.0.conv1-conv2d-3`` (``m`` is our
+    nn.Graph wrapper's attribute): return ``layer1.0.conv1`` ("" for the top)."""
+    head = node_name.split("-", 1)[0]
+    if head == "m":
+        return ""
+    return head[2:] if head.startswith("m.") else ""
+
+
+def _scope(node_name):
+    p = module_path(node_name)
+    return (p + "/") if p else ""
+
+
+def canonicalize(model):
+    """Deterministic node order and names (in place); returns ``model``."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output if o}
+    inits = {t.name: t for t in g.initializer}
+    order, done = [], set()
+    for out in g.output:
+        root = producer.get(out.name)
+        if root is None or id(root) in done:
+            continue
+        stack = [(root, 0)]
+        on_stack = {id(root)}
+        while stack:
+            node, k = stack.pop()
+            if k < len(node.input):
+                stack.append((node, k + 1))
+                child = producer.get(node.input[k])
+                if child is not None and id(child) not in done and id(child) not in on_stack:
+                    on_stack.add(id(child))
+                    stack.append((child, 0))
+                continue
+            done.add(id(node))
+            order.append(node)
+    renames = {}
+    for i, vi in enumerate(g.input):
+        renames[vi.name] = f"input{i}"
+    for i, vi in enumerate(g.output):
+        if vi.name not in renames:
+            renames[vi.name] = f"output{i}"
+    for i, n in enumerate(order):
+        base = f"{_scope(n.name)}{n.op_type}_{i}"
+        n.name = base
+        for j, o in enumerate(n.output):
+            if o and o not in renames:
+                renames[o] = f"{base}:{j}"
+    new_inits, seen = [], set()
+    for n in order:
+        for k, x in enumerate(n.input):
+            if x in inits and x not in seen:
+                seen.add(x)
+                renames[x] = f"{n.name}.in{k}"
+                new_inits.append(inits[x])
+    for n in order:
+        n.input[:] = [renames.get(x, x) for x in n.input]
+        n.output[:] = [renames.get(x, x) for x in n.output]
+    for t in new_inits:
+        t.name = renames[t.name]
+    for vi in list(g.input) + list(g.output):
+        vi.name = renames.get(vi.name, vi.name)
+    nodes = [_copy(n) for n in order]
+    del g.node[:]
+    g.node.extend(nodes)
+    inits_sorted = [_copy(t, onnx.TensorProto) for t in new_inits]
+    del g.initializer[:]
+    g.initializer.extend(inits_sorted)
+    del g.value_info[:]
+    return model
+
+
+def _copy(msg, cls=onnx.NodeProto):
+    c = cls()
+    c.CopyFrom(msg)
+    return c
+
+
+def _constants(graph):
+    """{tensor name: numpy value} of initializers and Constant nodes."""
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _consumers_of(graph, name):
+    return [n for n in graph.node if name in n.input]
+
+
+def _describe(graph, name):
+    users = _consumers_of(graph, name)
+    if not users:
+        return f"constant {name}"
+    n = users[0]
+    path = n.name.split("/")[0] if "/" in n.name else ""
+    where = f" in module `{path}`" if path else ""
+    return f"the {n.op_type} node {n.name}{where}"
+
+
+def _same_structure(a, b):
+    if len(a.graph.node) != len(b.graph.node):
+        return f"{len(a.graph.node)} vs {len(b.graph.node)} nodes"
+    for na, nb in zip(a.graph.node, b.graph.node):
+        if (na.op_type, list(na.input), list(na.output), na.name) != (nb.op_type, list(nb.input), list(nb.output), nb.name):
+            return f"node {na.name} ({na.op_type}) vs {nb.name} ({nb.op_type})"
+        if [a_.SerializeToString() for a_ in na.attribute] != [b_.SerializeToString() for b_ in nb.attribute] \
+                and na.op_type != "Constant":
+            raise ExportError(f"{na.op_type} node {na.name}: an attribute depends on the batch size "
+                              "(traced at two batch sizes); the batch cannot be made dynamic")
+    return None
+
+
+def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
+    """Return ``(model_a, n)``: ``model_a`` (traced at ``batch_a``, canonical) with
+    every batch-dependent constant computed from the input's batch dimension;
+    ``model_b`` is the same module traced at ``batch_b`` (canonical). ``n``: the
+    number of constants made dynamic."""
+    why = _same_structure(model_a, model_b)
+    if why:
+        raise ExportError(f"the two traces of the model differ in structure ({why}); "
+                          "its graph depends on the batch size, which ONNX export cannot express")
+    g = model_a.graph
+    ca, cb = _constants(g), _constants(model_b.graph)
+    if set(ca) != set(cb):
+        raise ExportError("the two traces of the model differ in their constants; cannot make the batch dynamic")
+    batch = None
+    fixed = 0
+    for name in sorted(ca):
+        va, vb = ca[name], cb[name]
+        if va.shape == vb.shape and va.dtype == vb.dtype and np.array_equal(va, vb):
+            continue
+        what = _describe(g, name)
+        if va.shape != vb.shape or va.dtype != vb.dtype:
+            raise ExportError(f"{what}: a constant of shape {list(va.shape)} at batch {batch_a} has shape "
+                              f"{list(vb.shape)} at batch {batch_b} (a tensor made from the batch size, e.g. "
+                              "ones_like/zeros_like of the input); the batch cannot be made dynamic")
+        if va.dtype.kind not in "iu":
+            raise ExportError(f"{what}: a {va.dtype} constant depends on the batch size; "
+                              "the batch cannot be made dynamic")
+        fa, fb = va.astype(np.int64).reshape(-1), vb.astype(np.int64).reshape(-1)
+        pieces = []
+        for i in np.nonzero(fa != fb)[0]:
+            k = int(fb[i] - fa[i]) // (batch_b - batch_a)
+            if k * batch_a != fa[i] or k * batch_b != fb[i]:
+                raise ExportError(f"{what}: entry {i} of a shape/index constant ({fa[i]} at batch {batch_a}, "
+                                  f"{fb[i]} at batch {batch_b}) is not proportional to the batch")
+            pieces.append((int(i), k))
+        if batch is None:
+            batch = _add_batch_subgraph(g, g.input[0].name)
+        new = _add_shape_subgraph(g, name, fa, pieces, batch)
+        if va.ndim != 1 or va.dtype != np.int64:
+            new = _restore_layout(g, name, new, va)
+        for n in g.node:
+            if not n.output or n.output[0] != new:
+                n.input[:] = [new if x == name else x for x in n.input]
+        fixed += 1
+    if fixed:
+        topological_sort(g)
+        remove_unused_initializers(g)
+        _drop_unused_constant_nodes(g)
+    return model_a, fixed
+
+
+def _restore_layout(g, base, flat, like):
+    """Reshape/cast the computed 1-D int64 tensor back to ``like``'s shape and dtype."""
+    out = flat
+    if like.ndim != 1:
+        sname = f"{base}_ofc_layout"
+        g.initializer.append(numpy_helper.from_array(np.asarray(like.shape, np.int64), sname))
+        g.node.append(helper.make_node("Reshape", [out, sname], [f"{base}_ofc_reshaped"], name=f"{base}_ofc_reshape"))
+        out = f"{base}_ofc_reshaped"
+    if like.dtype != np.int64:
+        to = helper.np_dtype_to_tensor_dtype(like.dtype)
+        g.node.append(helper.make_node("Cast", [out], [f"{base}_ofc_cast"], name=f"{base}_ofc_castn", to=to))
+        out = f"{base}_ofc_cast"
+    return out
+
+
+def _drop_unused_constant_nodes(g):
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
+    del g.node[:]
+    g.node.extend(keep)
+
+
+def remove_unused_initializers(g):
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def _add_batch_subgraph(g, input_name):
+    shape_out, batch_out = "ofc_input_shape", "ofc_batch"
+    idx = helper.make_tensor("ofc_zero_idx", TensorProto.INT64, [1], [0])
+    g.initializer.append(idx)
+    g.node.insert(0, helper.make_node("Shape", [input_name], [shape_out], name="ofc_shape"))
+    g.node.insert(1, helper.make_node("Gather", [shape_out, "ofc_zero_idx"], [batch_out], name="ofc_gather_batch", axis=0))
+    return batch_out
+
+
+def _add_shape_subgraph(g, base, static, pieces, batch):
+    """Concat of static entries and ``k * batch`` entries -> new 1-D int64 tensor name."""
+    parts, names = [], []
+    prev = 0
+    for i, k in pieces:
+        if i > prev:
+            parts.append(("const", static[prev:i]))
+        parts.append(("dyn", k))
+        prev = i + 1
+    if prev < len(static):
+        parts.append(("const", static[prev:]))
+    for j, (kind, val) in enumerate(parts):
+        name = f"{base}_ofc_part{j}"
+        if kind == "const":
+            g.initializer.append(numpy_helper.from_array(np.asarray(val, np.int64), name))
+        elif val == 1:
+            name = batch
+        else:
+            kname = f"{base}_ofc_k{j}"
+            g.initializer.append(numpy_helper.from_array(np.asarray([val], np.int64), kname))
+            g.node.append(helper.make_node("Mul", [batch, kname], [name], name=f"{base}_ofc_mul{j}"))
+        names.append(name)
+    out = f"{base}_ofc_dyn"
+    if len(names) == 1:
+        g.node.append(helper.make_node("Identity", names, [out], name=f"{base}_ofc_identity"))
+    else:
+        g.node.append(helper.make_node("Concat", names, [out], name=f"{base}_ofc_concat", axis=0))
+    return out
+
+
+def topological_sort(graph):
+    """Re-order ``graph.node`` topologically (stable: original order where possible)."""
+    nodes = [_copy(n) for n in graph.node]
+    avail = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered, pending = [], nodes
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in avail for i in n.input):
+                ordered.append(n)
+                avail.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise RuntimeError(f"internal error: graph has a cycle or a dangling input at node {rest[0].name!r}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)

@@ -1,0 +1,1 @@
+"""nn ops (see the package docstring)."""

@@ -1,0 +1,1 @@
+"""reduce ops (see the package docstring)."""

@@ -1,0 +1,1 @@
+"""shape ops (see the package docstring)."""
