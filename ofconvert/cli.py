@@ -20,14 +20,26 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _shape(text):
+    try:
+        t = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 3,224,224), got {text!r}") from None
+    if not t or min(t) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive C,H,W (e.g. 3,224,224), got {text!r}")
+    return t
+
+
 def _convert_parser():
     from .pipeline import CALIB_METHODS
 
     p = _Parser(prog="ofconvert", description="Convert a zoo model: OneFlow -> ONNX (-> TensorRT).")
-    p.add_argument("model", help="zoo model name (see `ofconvert list`)")
+    p.add_argument("model", help="zoo model name (see `ofconvert list`) or flowvision:NAME (any flowvision model)")
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
     p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
-    p.add_argument("--opset", type=int, default=13)
+    p.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to the newest the installed onnx/ORT support")
+    p.add_argument("--input-shape", type=_shape, help="per-image input shape C,H,W (default: the model's); "
+                                                      "the batch is always dynamic")
     p.add_argument("--weights", help="your weights (.npz or .safetensors state dict)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the OneFlow vs ONNX Runtime check")

@@ -6,6 +6,8 @@ The same config travels inside every exported ONNX (``metadata_props`` key
 guess how its inputs were prepared.
 """
 import dataclasses
+import difflib
+import re
 import json
 import math
 from typing import Tuple
@@ -107,11 +109,61 @@ def list_models():
     return sorted(_CONFIGS)
 
 
+FLOWVISION_PREFIX = "flowvision:"
+# flowvision models whose input is not 224 and whose name doesn't say it
+_FLOWVISION_SIZES = {"inception_v3": 299, "levit_128": 224, "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
+                     "ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
+
+
+def flowvision_names():
+    """Every model flowvision 0.2.1 registers (needs OneFlow + flowvision)."""
+    from ._oneflow import import_oneflow
+
+    import_oneflow()
+    try:
+        from flowvision.models import ModelCreator
+    except ImportError as e:
+        from .errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"flowvision is not importable ({e}); run scripts/setup.sh") from None
+    return list(ModelCreator.model_list("*"))
+
+
+def flowvision_input_size(arch: str) -> int:
+    """Input size of a flowvision model: a table, else a size in its name
+    (``vit_base_patch16_384``, ``convnext_tiny_224``), else 224."""
+    if arch in _FLOWVISION_SIZES:
+        return _FLOWVISION_SIZES[arch]
+    sizes = [int(t) for t in re.split(r"[_\-]", arch) if t.isdigit() and 96 <= int(t) <= 1024]
+    return sizes[-1] if sizes else 224
+
+
+def _flowvision_config(name: str) -> ModelConfig:
+    from .errors import ModelNotFoundError
+
+    arch = name[len(FLOWVISION_PREFIX):]
+    names = flowvision_names()
+    if arch not in names:
+        near = difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(FLOWVISION_PREFIX + n for n in near)}?" if near else \
+            f"; flowvision has {len(names)} models (python -c 'from ofconvert.config import flowvision_names; print(flowvision_names())')"
+        raise ModelNotFoundError(f"unknown flowvision model {arch!r}{hint}")
+    size = flowvision_input_size(arch)
+    return ModelConfig(name, PreprocessConfig(size), description=f"{arch} (flowvision 0.2.1)")
+
+
 def get_config(name: str) -> ModelConfig:
     from .errors import ModelNotFoundError
 
+    if not isinstance(name, str):
+        raise ModelNotFoundError(f"model must be a zoo name (str), got {type(name).__name__}")
+    if name.startswith(FLOWVISION_PREFIX):
+        return _flowvision_config(name)
     try:
         return _CONFIGS[name]
     except KeyError:
+        near = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise ModelNotFoundError(
-            f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+            f"unknown model {name!r}; known models: {', '.join(list_models())} "
+            f"(or any flowvision model as flowvision:NAME){hint}") from None

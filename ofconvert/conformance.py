@@ -14,6 +14,8 @@ import tempfile
 from typing import Callable, Tuple
 
 OPSETS = (13, 17)          # plus the newest: see opsets()
+NEWEST_OPSET = 22          # newest opset of the pinned onnx 1.17 (ONNX Runtime 1.23 reads up to 23)
+OPSETS_TESTED = OPSETS + (NEWEST_OPSET,)
 BATCHES = (1, 4, 5)
 
 
@@ -30,6 +32,18 @@ def opsets():
     from .exporter import max_opset
 
     return tuple(sorted(set(OPSETS) | {max_opset()}))
+
+
+def case_names(family):
+    """Names of one family's cases; [] when OneFlow is not installed (the tests skip)."""
+    try:
+        return [c.name for c in cases() if c.family == family]
+    except ImportError:
+        return []
+
+
+def run_named(name, opset):
+    return run_case(get_case(name), opset)
 
 
 def _fn(f):
@@ -87,6 +101,15 @@ def _cases():
     fn(R, "std_c", lambda x: x.std(1))
     fn(R, "logsumexp_c", lambda x: flow.logsumexp(x, 1))
     fn(R, "norm_l2_c", lambda x: flow.linalg.norm(x, dim=1))
+    fn(R, "amax_keepdim", lambda x: x.amax(1, keepdim=True))
+    fn(R, "max_all", lambda x: x.max())
+    fn(R, "sum_all", lambda x: x.sum())
+    fn(R, "argmin_flat_rows", lambda x: x.flatten(1).argmin(1))
+    fn(R, "var_all_but_batch", lambda x: x.var((1, 2, 3)))
+    fn(R, "var_batch", lambda x: x.var(0))
+    fn(R, "std_hw_biased", lambda x: x.std((2, 3), unbiased=False))
+    fn(R, "logsumexp_hw", lambda x: flow.logsumexp(x, (2, 3)))
+    fn(R, "l2_normalize_eps", lambda x: F.normalize(x * 1e-2, dim=1, eps=1e-3))   # eps under the sqrt
     # --- elementwise / activations -------------------------------------------
     A = "activation"
     for name, mod in [("relu", nn.ReLU), ("relu6", nn.ReLU6), ("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh),
@@ -126,6 +149,11 @@ def _cases():
     fn(A, "div_tensor", lambda x: x / (x.abs().sum(1, keepdim=True) + 1))
     fn(A, "sub_mean", lambda x: x - x.mean(1, keepdim=True))
     fn(A, "add_scalar_tensor", lambda x: x + flow.tensor(2.0))
+    add(A, "celu_alpha", lambda: nn.CELU(0.5))
+    add(A, "softplus_beta", lambda: nn.Softplus(beta=2.0, threshold=1.0))
+    fn(A, "masked_fill", lambda x: x.masked_fill(x > 0.5, -1.0))
+    fn(A, "eq_ne_scalar", lambda x: flow.where((x.round() == 0) | (x.round() != 1), x, -x))
+    fn(A, "ge_le_scalar", lambda x: flow.where((x >= 0.1) & (x <= 0.9), x, x * 0.5))
     # --- shapes, slicing, indexing -------------------------------------------
     S = "shape"
     fn(S, "flatten", lambda x: x.flatten(1))
@@ -165,12 +193,23 @@ def _cases():
     fn(S, "index_select", lambda x: flow.index_select(x, 1, flow.tensor([2, 0], dtype=flow.int64)))
     fn(S, "gather_c", lambda x: flow.gather(x, 1, flow.zeros(x.shape[0], 1, 8, 8, dtype=flow.int64)))
     fn(S, "flip_w", lambda x: flow.flip(x, [3]))
-    fn(S, "pixel_shuffle", lambda x: F.pixel_shuffle(flow.cat([x, x, x, x], 1)[:, :4], 2))
+    add(S, "pixel_shuffle", lambda: _seq(nn.Conv2d(3, 8, 1), nn.PixelShuffle(2)))
     fn(S, "cls_token_cat", lambda x: flow.cat([x.flatten(2).mean(2, keepdim=True), x.flatten(2)], 2))
     fn(S, "matmul_self", lambda x: flow.matmul(x, x.transpose(2, 3)))
     fn(S, "bmm_tokens", lambda x: flow.bmm(x.flatten(2), x.flatten(2).transpose(1, 2)))
     fn(S, "einsum_like_attn", lambda x: (x.flatten(2).transpose(1, 2) @ x.flatten(2)).softmax(-1))
     fn(S, "to_float_arange", lambda x: x + flow.arange(8, dtype=flow.float32))
+    fn(S, "arange_step", lambda x: x * flow.arange(0.0, 4.0, 0.5))
+    fn(S, "arange_int", lambda x: x[:, :, :, flow.arange(1, 8, 2)])
+    fn(S, "ones_batch", lambda x: x - flow.ones(x.shape[0], 1, 8, 8))
+    fn(S, "full_like", lambda x: x * flow.full_like(x, 0.5))
+    fn(S, "roll_flat", lambda x: flow.roll(x, 5))
+    fn(S, "roll_batch", lambda x: flow.roll(x, 1, 0))
+    fn(S, "roll_batch_and_h", lambda x: flow.roll(x, (-1, 3), (0, 2)))
+    fn(S, "roll_neg_dim", lambda x: flow.roll(x, -3, -1))      # OneFlow: dims=-1 rolls the flattened tensor
+    fn(S, "flip_hw", lambda x: flow.flip(x, [2, -1]))
+    fn(S, "flip_batch", lambda x: flow.flip(x, [0]))
+    fn(S, "stack_3", lambda x: flow.stack([x[:, 0], x[:, 1], x[:, 2]], 2))
     # --- normalization -----------------------------------------------------------
     N = "norm"
     add(N, "batchnorm2d", lambda: nn.BatchNorm2d(3).eval())
@@ -197,6 +236,11 @@ def _cases():
     add(L, "conv_transpose2d", lambda: nn.ConvTranspose2d(3, 4, 2, stride=2))
     add(L, "conv_transpose2d_pad", lambda: nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1))
     add(L, "conv_transpose2d_nobias", lambda: nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1, bias=False))
+    add(L, "conv_transpose2d_groups_dil", lambda: nn.ConvTranspose2d(3, 6, 3, stride=2, groups=3, dilation=2))
+    add(L, "conv_transpose2d_rect", lambda: nn.ConvTranspose2d(3, 4, (2, 3), stride=(2, 1), padding=(0, 1)))
+    add(L, "conv_transpose1d", lambda: _seq(nn.Flatten(2), nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1,
+                                                                                output_padding=1)))
+    add(L, "conv_transpose3d", lambda: _seq(_fn(lambda x: x.unsqueeze(2)), nn.ConvTranspose3d(3, 2, 3, stride=2)))
     add(L, "linear_head", lambda: _seq(nn.Flatten(), nn.Linear(192, 10)))
     add(L, "linear_nobias", lambda: _seq(nn.Flatten(), nn.Linear(192, 10, bias=False)))
     add(L, "linear_tokens", lambda: _seq(nn.Flatten(2), nn.Linear(64, 5)))
@@ -214,6 +258,13 @@ def _cases():
     add(P, "avgpool3_p1_nopadcount", lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False))
     add(P, "avgpool_ceil", lambda: nn.AvgPool2d(3, 2, ceil_mode=True), shape=(3, 8, 8))
     add(P, "avgpool_ceil_p1", lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), shape=(3, 9, 9))
+    add(P, "avgpool_ceil_p1_padcount", lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True), shape=(3, 10, 10))
+    add(P, "avgpool_ceil_rect", lambda: nn.AvgPool2d((2, 3), 2, ceil_mode=True), shape=(3, 7, 9))
+    add(P, "avgpool_divisor_override", lambda: nn.AvgPool2d(3, 2, 1, divisor_override=5))
+    add(P, "avgpool_ceil_divisor_override", lambda: nn.AvgPool2d(3, 2, ceil_mode=True, divisor_override=4))
+    add(P, "maxpool_ceil_p1", lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True), shape=(3, 10, 10))
+    add(P, "maxpool_dilated_ceil", lambda: nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True), shape=(3, 9, 9))
+    add(P, "maxpool_rect_stride", lambda: nn.MaxPool2d((3, 2), (1, 2), (1, 0)), shape=(3, 8, 9))
     add(P, "adaptive_avg_1", lambda: nn.AdaptiveAvgPool2d(1))
     add(P, "adaptive_avg_2", lambda: nn.AdaptiveAvgPool2d(2))
     add(P, "adaptive_avg_uneven", lambda: nn.AdaptiveAvgPool2d(3), shape=(3, 8, 8))
@@ -221,8 +272,20 @@ def _cases():
     add(P, "adaptive_max_1", lambda: nn.AdaptiveMaxPool2d(1))
     add(P, "adaptive_max_2", lambda: nn.AdaptiveMaxPool2d(2))
     add(P, "adaptive_max_uneven", lambda: nn.AdaptiveMaxPool2d(3))
+    add(P, "adaptive_avg_mixed", lambda: nn.AdaptiveAvgPool2d((4, 3)), shape=(3, 8, 8))
+    add(P, "adaptive_avg_rect", lambda: nn.AdaptiveAvgPool2d((3, 5)), shape=(3, 7, 9))
+    add(P, "adaptive_avg_upscale", lambda: nn.AdaptiveAvgPool2d((5, 10)), shape=(3, 4, 8))
+    add(P, "adaptive_max_7_on_10", lambda: nn.AdaptiveMaxPool2d((7, 7)), shape=(3, 10, 10))
+    add(P, "adaptive_max_mixed", lambda: nn.AdaptiveMaxPool2d((2, 3)), shape=(3, 8, 8))
+    add(P, "adaptive_avg_1d", lambda: _seq(nn.Flatten(2), nn.AdaptiveAvgPool1d(5)))
+    add(P, "adaptive_max_1d", lambda: _seq(nn.Flatten(2), nn.AdaptiveMaxPool1d(5)))
+    fn(P, "interp_area", lambda x: F.interpolate(x, size=(3, 5), mode="area"))
     add(P, "avgpool1d_tokens", lambda: _seq(nn.Flatten(2), nn.AvgPool1d(2)))
     add(P, "maxpool1d_tokens", lambda: _seq(nn.Flatten(2), nn.MaxPool1d(2)))
+    add(P, "avgpool1d_ceil_p1", lambda: _seq(nn.Flatten(2), nn.AvgPool1d(3, 2, 1, ceil_mode=True)), shape=(3, 8, 9))
+    add(P, "avgpool1d_ceil_nopadcount",
+        lambda: _seq(nn.Flatten(2), nn.AvgPool1d(3, 2, 1, ceil_mode=True, count_include_pad=False)), shape=(3, 8, 9))
+    add(P, "maxpool1d_ceil_p1", lambda: _seq(nn.Flatten(2), nn.MaxPool1d(4, 3, 1, ceil_mode=True)))
     fn(P, "global_max_via_amax", lambda x: x.flatten(2).amax(-1))
     # --- padding ------------------------------------------------------------------
     D = "pad"
@@ -234,6 +297,10 @@ def _cases():
     add(D, "reflectionpad2d", lambda: nn.ReflectionPad2d(2))
     add(D, "replicationpad2d", lambda: nn.ReplicationPad2d(1))
     add(D, "constantpad2d", lambda: nn.ConstantPad2d(1, -1.0))
+    add(D, "reflectionpad2d_asym", lambda: nn.ReflectionPad2d((0, 3, 2, 1)))
+    add(D, "replicationpad2d_asym", lambda: nn.ReplicationPad2d((3, 0, 1, 4)))
+    add(D, "reflectionpad1d", lambda: _seq(nn.Flatten(2), nn.ReflectionPad1d((2, 3))))
+    add(D, "replicationpad1d", lambda: _seq(nn.Flatten(2), nn.ReplicationPad1d((4, 1))))
     # --- resampling --------------------------------------------------------------------
     U = "resample"
     add(U, "upsample_nearest_x2", lambda: nn.Upsample(scale_factor=2, mode="nearest"))
@@ -247,6 +314,23 @@ def _cases():
     fn(U, "interp_bilinear_down", lambda x: F.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False))
     fn(U, "interp_bicubic_x2", lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False))
     fn(U, "interp_nearest_x3", lambda x: F.interpolate(x, scale_factor=3, mode="nearest"))
+    fn(U, "interp_nearest_odd_size", lambda x: F.interpolate(x, size=(13, 7), mode="nearest"))
+    fn(U, "interp_nearest_down", lambda x: F.interpolate(x, size=(3, 5), mode="nearest"))
+    fn(U, "interp_nearest_frac_scale", lambda x: F.interpolate(x, scale_factor=(1.5, 2.5), mode="nearest"))
+    # float32 index rounding where OneFlow's floor(o * (1/s)) and Resize's floor(o / s) differ
+    fn(U, "interp_nearest_size_14_to_8", lambda x: F.interpolate(x, size=(8, 4), mode="nearest"), shape=(3, 14, 14))
+    fn(U, "interp_nearest_scale_1_2", lambda x: F.interpolate(x, scale_factor=1.2, mode="nearest"), shape=(3, 16, 17))
+    fn(U, "interp_bilinear_frac_scale", lambda x: F.interpolate(x, scale_factor=1.7, mode="bilinear"))
+    fn(U, "interp_bilinear_down_ac", lambda x: F.interpolate(x, size=(3, 5), mode="bilinear", align_corners=True))
+    fn(U, "interp_bilinear_to_1", lambda x: F.interpolate(x, size=(1, 3), mode="bilinear", align_corners=False))
+    fn(U, "interp_bilinear_to_1_ac", lambda x: F.interpolate(x, size=(1, 3), mode="bilinear", align_corners=True))
+    fn(U, "interp_bicubic_ac", lambda x: F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=True))
+    fn(U, "interp_bicubic_size", lambda x: F.interpolate(x, size=(11, 5), mode="bicubic", align_corners=False))
+    fn(U, "interp_linear_1d", lambda x: F.interpolate(x.flatten(2), scale_factor=2, mode="linear"))
+    fn(U, "interp_linear_1d_ac", lambda x: F.interpolate(x.flatten(2), size=100, mode="linear", align_corners=True))
+    fn(U, "interp_nearest_1d", lambda x: F.interpolate(x.flatten(2), size=100, mode="nearest"))
+    fn(U, "interp_trilinear", lambda x: F.interpolate(x.unsqueeze(2), scale_factor=(1, 2, 2), mode="trilinear"))
+    fn(U, "interp_nearest_3d", lambda x: F.interpolate(x.unsqueeze(2), scale_factor=(2, 2, 1), mode="nearest"))
     # --- multi-output and model patterns --------------------------------------------
     M = "pattern"
     fn(M, "two_outputs", lambda x: (x.mean((2, 3)), x * 2))

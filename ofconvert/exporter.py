@@ -427,7 +427,8 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
 
             vpath = tx.add(".validation.json")
             report.validation = _validate(module, tx.tmp, cfg, verbose=verbose, input_shape=shape,
-                                          report_path=vpath, **(validation_options or {}))
+                                          report_path=vpath, label=str(onnx_path),
+                                          **(validation_options or {}))
             report.validation.onnx_path = str(onnx_path)
             _rewrite_json(vpath, report.validation.to_dict())
         else:

@@ -21,6 +21,7 @@ class ConvertOptions:
     output: Optional[str] = None           # final artefact path
     precision: str = "fp32"
     opset: int = 13
+    input_shape: Optional[tuple] = None    # per-image (C, H, W); default: the model's
     weights: Optional[str] = None
     validate: bool = True
     force_export: bool = False
@@ -53,9 +54,16 @@ class ConvertOptions:
             from .calibration import list_calibration_images
 
             list_calibration_images(self.calib, self.calib_images)
-        if self.weights and not os.path.isfile(self.weights):
-            raise OfconvertError(f"--weights: file not found: {self.weights}")
+        if self.weights:
+            from .weights import require_file
+
+            require_file(self.weights)
         get_config(self.model)   # unknown model -> ModelNotFoundError
+        from .exporter import check_input_shape, check_opset
+
+        check_opset(self.opset)
+        if self.input_shape is not None:
+            self.input_shape = check_input_shape(self.input_shape)
         from .fileio import check_writable_dir
 
         check_writable_dir(self.output or os.path.join(".", self.model))
@@ -102,7 +110,7 @@ def _paths(opts: ConvertOptions):
                 stem = stem[: -len(suffix)]
                 role = "int8-cpu" if suffix == ".int8-cpu" and opts.precision == "int8" else role
     else:
-        base_dir, stem = os.path.abspath("."), opts.model
+        base_dir, stem = os.path.abspath("."), opts.model.split(":")[-1]
     p = {"fp32": os.path.join(base_dir, onnx_name(stem, "fp32")),
          "fp16": os.path.join(base_dir, onnx_name(stem, "fp16")),
          "int8": os.path.join(base_dir, onnx_name(stem, "int8")),
@@ -135,6 +143,7 @@ def _reusable_export(onnx_path, opts):
         return None
     want_weights = sha256_file(opts.weights) if opts.weights else None
     same = (rep.get("model") == opts.model and rep.get("opset") == opts.opset
+            and (opts.input_shape is None or list(opts.input_shape) == rep.get("input_shape"))
             and rep.get("weights_sha256") == want_weights
             and (rep.get("validation") or not opts.validate)
             and (rep.get("simplified") or not opts.simplify)
@@ -169,7 +178,7 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
 
         log(f"exporting {opts.model} -> {paths['fp32']} (opset {opts.opset})")
         r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate,
-                   simplify=opts.simplify)
+                   simplify=opts.simplify, input_shape=opts.input_shape)
         rep = r.to_dict()
     res.export = rep
     res.artefacts["fp32"] = paths["fp32"]

@@ -30,7 +30,7 @@ from .data import UnreadableImage, load_and_crop
 from .errors import OfconvertError
 
 CACHE_ENV = "OFCONVERT_CACHE"
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: torchvision-exact resize (long side truncated), EXIF orientation, 16-bit decode
 _CHUNK = 16
 
 

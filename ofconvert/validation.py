@@ -150,7 +150,7 @@ def real_images(n, root=None):
 
 def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rtol=DEFAULT_RTOL,
              use_real=True, use_random=True, seed=0, verbose=True, raise_on_error=True,
-             input_shape=None, report_path=None):
+             input_shape=None, report_path=None, label=None):
     """Run OneFlow and ONNX Runtime on the same inputs; return a ValidationReport,
     write it to ``report_path`` (default ``<onnx>.validation.json``; ``False``: not
     written) and (if ``raise_on_error``) raise ShapeError / AtolError / TopKError."""
@@ -199,7 +199,7 @@ def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rt
                 checks.append(compare(r, o, k, b, rtol, output=name))
     report = ValidationReport(config.name, str(onnx_path), rtol, checks, real_paths, note)
     if verbose:
-        print(f"Validating {onnx_path} against OneFlow (rel tol {rtol:g}):")
+        print(f"Validating {label or onnx_path} against OneFlow (rel tol {rtol:g}):")
         for c in checks:
             print(c.line())
         if note:

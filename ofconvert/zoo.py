@@ -10,45 +10,21 @@ import os
 
 import numpy as np
 
-from .config import get_config, list_models  # noqa: F401  (re-exported)
-from .errors import BackendUnavailableError, WeightsError
+from .config import FLOWVISION_PREFIX, get_config, list_models  # noqa: F401  (re-exported)
+from ._oneflow import import_oneflow  # noqa: F401  (re-exported)
+from .errors import WeightsError
 
 DEFAULT_SEED = 0
 
 
-def import_oneflow():
-    """Import oneflow, or raise BackendUnavailableError.
-
-    OneFlow 0.9.0 writes noise to the C-level stderr when imported on a machine
-    without a CUDA driver ("libibverbs not available", "CUDA driver version is
-    insufficient"): it is swallowed unless the import fails, so that a user
-    error stays a one-line message."""
-    import sys
-
-    if "oneflow" in sys.modules:
-        return sys.modules["oneflow"]
-    os.environ.setdefault("GLOG_minloglevel", "3")
-    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "1")
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import oneflow
-        except ImportError as e:
-            os.dup2(saved, 2)
-            raise BackendUnavailableError(
-                f"oneflow is not importable ({e}); run scripts/setup.sh (OneFlow 0.9.0 needs Python 3.10)") from None
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-    return oneflow
-
-
 def _build(name):
     flow = import_oneflow()
+    if name.startswith(FLOWVISION_PREFIX):
+        from flowvision.models import ModelCreator
+
+        from .models.wrappers import TensorOutputs
+
+        return TensorOutputs(ModelCreator.create_model(name[len(FLOWVISION_PREFIX):], pretrained=False))
     if name.startswith("efficientnet_lite"):
         from .models.efficientnet_lite import EfficientNetLite
 

@@ -25,3 +25,19 @@ class LogitsOnly(nn.Module):
     def forward(self, x):
         y = self.model(x)
         return y[0] if isinstance(y, (tuple, list)) else y
+
+
+class TensorOutputs(nn.Module):
+    """Return a model's outputs as a tensor or a tuple of tensors: dict outputs
+    (flowvision's segmentation models return ``{"out": ..., "aux": ...}``) become a
+    tuple in key order, which nn.Graph and the exporter handle."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        y = self.model(x)
+        if isinstance(y, dict):
+            return tuple(y[k] for k in sorted(y))
+        return y
