@@ -30,6 +30,9 @@ def main(argv=None):
         for o in opsets:
             r = cf.run_case(c, o)
             out.append(r)
+            if a.json:      # after every case: a worker that dies keeps what it had
+                with open(a.json, "w") as f:
+                    json.dump([x.__dict__ for x in out], f, indent=1)
             if r.status != "pass":
                 print(f"{r.status:8s} {c.family}/{c.name} opset {o}: {r.detail[:160]}", flush=True)
     counts = collections.Counter((r.opset, r.status) for r in out)
@@ -38,9 +41,6 @@ def main(argv=None):
         print(f"opset {o}: " + ", ".join(f"{s} {counts[(o, s)]}" for s in ("pass", "refused", "wrong", "crash"))
               + f" of {n} ({100.0 * counts[(o, 'pass')] / max(n, 1):.1f} % pass)")
     print(f"{len(out)} runs in {time.time() - t0:.0f} s")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump([r.__dict__ for r in out], f, indent=1)
     if a.md:
         write_md(a.md, out, opsets)
     return 0
