@@ -111,7 +111,7 @@ def list_models():
 
 FLOWVISION_PREFIX = "flowvision:"
 # flowvision models whose input is not 224 and whose name doesn't say it
-_FLOWVISION_SIZES = {"inception_v3": 299, "levit_128": 224, "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
+_FLOWVISION_SIZES = {"inception_v3": 299, "iresnet50": 112, "iresnet101": 112, "levit_128": 224, "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
                      "ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
 
 

@@ -337,6 +337,8 @@ def _cases():
     fn(M, "dict_like_tuple", lambda x: (x.flatten(1), x.amax(1)))
     fn(M, "scalar_branches", lambda x: x * 0.5 + x * 0.25 - x / 3.0)
     fn(M, "residual", lambda x: x + F.relu(x))
+    fn(M, "rsoftmax_resnest", lambda x: F.softmax(x.flatten(1)[:, :8].view(x.size(0), 1, 2, -1).transpose(1, 2),
+                                                   dim=1).reshape(x.size(0), -1))
     add(M, "small_cnn_mean_head", lambda: _small_cnn())
     add(M, "vit_like_block", lambda: _vit_block(), shape=(3, 8, 8))
     add(M, "seg_head_upsample", lambda: _seg_head())

@@ -38,9 +38,32 @@ def _scope(node_name):
     return (p + "/") if p else ""
 
 
+def _drop_identities(g):
+    """Rewire around Identity nodes whose output is not a graph output."""
+    outs = {o.name for o in g.output}
+    alias = {}
+    keep = []
+    for n in g.node:
+        if n.op_type == "Identity" and n.output[0] not in outs:
+            alias[n.output[0]] = n.input[0]
+        else:
+            keep.append(n)
+
+    def resolve(x):
+        while x in alias:
+            x = alias[x]
+        return x
+
+    for n in keep:
+        n.input[:] = [resolve(x) for x in n.input]
+    del g.node[:]
+    g.node.extend(keep)
+
+
 def canonicalize(model):
     """Deterministic node order and names (in place); returns ``model``."""
     g = model.graph
+    _drop_identities(g)
     producer = {o: n for n in g.node for o in n.output if o}
     inits = {t.name: t for t in g.initializer}
     order, done = [], set()
@@ -139,6 +162,14 @@ def _same_structure(a, b):
             raise ExportError(f"{na.op_type} node {na.name}: an attribute depends on the batch size "
                               "(traced at two batch sizes); the batch cannot be made dynamic")
     return None
+
+
+def same_structure(a, b):
+    """True when two canonical traces have the same nodes, wiring and attributes."""
+    try:
+        return _same_structure(a, b) is None
+    except ExportError:
+        return False
 
 
 def make_batch_dynamic(model_a, batch_a, model_b, batch_b):

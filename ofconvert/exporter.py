@@ -6,6 +6,8 @@ What ``export`` does beyond ``oneflow_onnx.export_onnx_model``:
 * every unmapped op or failing handler is one ``ExportError`` naming the
   OneFlow op, its module path and the opset (the converter's own logging and
   tracebacks are silenced);
+* oneflow-onnx's graph optimizer is not used (its transpose pushing is silently
+  wrong, e.g. ResNeSt's rSoftMax); Identity nodes are dropped;
 * the module is traced twice (batch 2 and 3); both graphs are put in canonical
   form (deterministic node order and names) and every batch-dependent constant
   becomes a function of ``Shape(input)[0]``, or the export stops naming the node
@@ -160,8 +162,14 @@ def _clean_job(graph):
     return job
 
 
-def _trace_to_onnx(module, input_shape, batch, opset, weight_dir):
-    """One trace of ``module`` at ``batch`` -> canonical onnx.ModelProto (nothing written)."""
+def _trace_to_onnx(module, input_shape, batch, opset, weight_dir, optimize=False):
+    """One trace of ``module`` at ``batch`` -> canonical onnx.ModelProto (nothing written).
+
+    oneflow-onnx's own graph optimizer is off by default: its transpose pushing
+    is silently wrong (``view(b, 1, 2, -1).transpose(1, 2).softmax(1)``, ResNeSt's
+    rSoftMax: 0.67 of the output scale) and takes batch-dependent decisions (the
+    two traces of convnext differed). ONNX Runtime and TensorRT optimize the graph
+    at load time anyway; we only drop Identity nodes (``canonicalize``)."""
     flow = import_oneflow()
     from oneflow_onnx.oneflow2onnx import flow2onnx
     from oneflow_onnx.oneflow2onnx import optimizer
@@ -206,7 +214,8 @@ def _trace_to_onnx(module, input_shape, batch, opset, weight_dir):
             legalize.attrs_to_inputs(g)
             flow2onnx.TopologicalSort(g, False)
             g.UpdateProto()
-            g = optimizer.OptimizeGraph(g)
+            if optimize:
+                g = optimizer.OptimizeGraph(g)
             model = g.MakeModel("ofconvert", os.path.join(weight_dir, "unused.onnx"))
         except Exception as e:
             raise ExportError(f"oneflow-onnx failed to build the ONNX graph at opset {opset}: {_first_line(e)}") from None

@@ -41,6 +41,10 @@ class OutputCheck:
     output: str = "logits"
     ref_shape: tuple = ()
     onnx_shape: tuple = ()
+    # set when the fp32 check failed and was judged against OneFlow in float64:
+    # OneFlow's own fp32 error and the ONNX error, relative to the fp64 output scale
+    oneflow_fp32_rel_err: Optional[float] = None
+    onnx_vs_fp64_rel_err: Optional[float] = None
 
     def line(self):
         mark = "✓" if self.passed else "✗"
@@ -51,6 +55,9 @@ class OutputCheck:
              f"cosine {self.cosine:.7f}")
         if self.top1_agree is not None:
             s += f", top-1 agree {self.top1_agree:.3f}, top-5 agree {self.top5_agree:.3f}"
+        if self.oneflow_fp32_rel_err is not None:
+            s += (f"; ill-conditioned: vs OneFlow float64, ONNX err {self.onnx_vs_fp64_rel_err:.2e}, "
+                  f"OneFlow's own fp32 err {self.oneflow_fp32_rel_err:.2e}")
         return s
 
 
@@ -118,6 +125,52 @@ def compare(ref, out, inputs, batch, rtol=DEFAULT_RTOL, output="logits"):
         flips = int(np.sum((r1 != o1) & (margin > 2 * max_abs)))
     passed = rel <= rtol and flips == 0
     return OutputCheck(inputs, batch, True, max_abs, rel, cos, top1, top5, flips, passed, output, *shapes)
+
+
+ILL_CONDITIONED_FACTOR = 2.0   # ONNX error may be up to 2x OneFlow's own fp32 rounding error
+
+
+def _judge_against_float64(module, inputs, refs, checks, rtol):
+    """A model can be so ill-conditioned (random weights, activations of 1e4 that
+    BatchNorm subtracts back to O(1)) that OneFlow's own float32 result is off
+    by more than the tolerance: measured on random-weight efficientnet_b0 with
+    real images, OneFlow fp32 vs fp64 differs by 15 % of the output scale. For a
+    check that failed on values, run a float64 copy of the module: the check
+    passes only if the ONNX error against float64 is within
+    ``ILL_CONDITIONED_FACTOR`` x OneFlow's own float32 error (and so could not be
+    told from rounding); a conversion bug is far larger than that."""
+    failed = [c for c in checks if not c.passed and c.shape_ok and hasattr(c, "_onnx")
+              and np.issubdtype(np.asarray(c._onnx).dtype, np.floating)]
+    if not failed:
+        return
+    import copy
+
+    from .zoo import import_oneflow
+
+    flow = import_oneflow()
+    try:
+        m64 = copy.deepcopy(module).to(flow.float64)
+    except Exception:   # a module that cannot be copied or cast: keep the fp32 verdict
+        return
+    cache = {}
+    names = []
+    for c in checks:
+        if c.output not in names:
+            names.append(c.output)
+    for c in failed:
+        key = (c.inputs, c.batch)
+        if key not in cache:
+            with flow.no_grad():
+                cache[key] = _as_outputs(m64(flow.tensor(np.ascontiguousarray(inputs[c.inputs][:c.batch], np.float64))))
+        i = names.index(c.output)
+        ref64 = np.asarray(cache[key][i], np.float64)
+        ref32 = np.asarray(refs[key][i], np.float64)
+        out = np.asarray(c._onnx, np.float64)
+        scale = max(float(np.abs(ref64).max()), 1e-12)
+        own = float(np.abs(ref32 - ref64).max()) / scale
+        ours = float(np.abs(out - ref64).max()) / scale
+        c.oneflow_fp32_rel_err, c.onnx_vs_fp64_rel_err = own, ours
+        c.passed = ours <= max(rtol, ILL_CONDITIONED_FACTOR * own)
 
 
 def _as_outputs(y):
@@ -197,6 +250,10 @@ def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rt
                 continue
             for name, r, o in zip(names, ref, outs):
                 checks.append(compare(r, o, k, b, rtol, output=name))
+                checks[-1]._onnx = o
+    _judge_against_float64(module, inputs, refs, checks, rtol)
+    for c in checks:
+        c.__dict__.pop("_onnx", None)
     report = ValidationReport(config.name, str(onnx_path), rtol, checks, real_paths, note)
     if verbose:
         print(f"Validating {label or onnx_path} against OneFlow (rel tol {rtol:g}):")

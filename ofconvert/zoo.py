@@ -24,7 +24,17 @@ def _build(name):
 
         from .models.wrappers import TensorOutputs
 
-        return TensorOutputs(ModelCreator.create_model(name[len(FLOWVISION_PREFIX):], pretrained=False))
+        if not hasattr(flow.Tensor, "zeros_"):
+            # flowvision 0.2.1's resnest init calls Tensor.zeros_(), which OneFlow 0.9 names zero_()
+            flow.Tensor.zeros_ = flow.Tensor.zero_
+        arch = name[len(FLOWVISION_PREFIX):]
+        try:
+            return TensorOutputs(ModelCreator.create_model(arch, pretrained=False))
+        except Exception as e:  # flowvision code that OneFlow 0.9 cannot run
+            from .errors import BackendUnavailableError
+
+            raise BackendUnavailableError(f"flowvision cannot build {arch} with OneFlow {flow.__version__}: "
+                                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if name.startswith("efficientnet_lite"):
         from .models.efficientnet_lite import EfficientNetLite
 

@@ -30,7 +30,8 @@ class LogitsOnly(nn.Module):
 class TensorOutputs(nn.Module):
     """Return a model's outputs as a tensor or a tuple of tensors: dict outputs
     (flowvision's segmentation models return ``{"out": ..., "aux": ...}``) become a
-    tuple in key order, which nn.Graph and the exporter handle."""
+    tuple in key order and ``None`` entries are dropped, which nn.Graph and the
+    exporter handle."""
 
     def __init__(self, model):
         super().__init__()
@@ -39,5 +40,8 @@ class TensorOutputs(nn.Module):
     def forward(self, x):
         y = self.model(x)
         if isinstance(y, dict):
-            return tuple(y[k] for k in sorted(y))
+            y = tuple(y[k] for k in sorted(y))
+        if isinstance(y, (tuple, list)):
+            y = tuple(t for t in y if t is not None)     # googlenet's aux outputs are None in eval
+            return y[0] if len(y) == 1 else y
         return y
