@@ -60,6 +60,42 @@ def _drop_identities(g):
     g.node.extend(keep)
 
 
+FOLDABLE = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Cast", "Concat", "Identity", "Mul", "Add", "Sub",
+            "Div", "Neg", "Sqrt", "Reciprocal", "Pow", "Slice", "Gather", "Flatten", "Expand", "Tile"}
+
+
+def fold_constants(model):
+    """Evaluate nodes whose inputs are all initializers (shape-only ops and
+    arithmetic on weights, e.g. the Unsqueeze of a bias) with onnx's reference
+    implementation; their outputs become initializers. Returns the count.
+    (oneflow-onnx's own optimizer did this, and more, wrongly: see exporter.)"""
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    consts = {t.name: t for t in g.initializer}
+    keep, folded = [], 0
+    for n in g.node:
+        ins = [i for i in n.input if i]
+        if n.op_type in FOLDABLE and n.domain in ("", "ai.onnx") and ins and all(i in consts for i in ins):
+            try:
+                feeds = {i: numpy_helper.to_array(consts[i]) for i in ins}
+                outs = ReferenceEvaluator(n).run(None, feeds)
+            except Exception:  # leave it to the runtime
+                keep.append(n)
+                continue
+            for name, val in zip(n.output, outs):
+                t = numpy_helper.from_array(np.asarray(val), name)
+                g.initializer.append(t)
+                consts[name] = t
+            folded += 1
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    remove_unused_initializers(g)
+    return folded
+
+
 def canonicalize(model):
     """Deterministic node order and names (in place); returns ``model``."""
     g = model.graph

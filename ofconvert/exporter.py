@@ -38,7 +38,7 @@ import numpy as np
 from .config import METADATA_KEY, ModelConfig, PreprocessConfig
 from .errors import ExportError, OfconvertError
 from .fileio import check_writable_dir, sha256_file
-from .dynamic_batch import canonicalize, make_batch_dynamic, module_path
+from .dynamic_batch import canonicalize, fold_constants, make_batch_dynamic, module_path
 from .onnx_fix import fold_batchnorm, fold_bias_add, rename_io, set_metadata
 from .zoo import get_model, import_oneflow
 
@@ -219,6 +219,7 @@ def _trace_to_onnx(module, input_shape, batch, opset, weight_dir, optimize=False
             model = g.MakeModel("ofconvert", os.path.join(weight_dir, "unused.onnx"))
         except Exception as e:
             raise ExportError(f"oneflow-onnx failed to build the ONNX graph at opset {opset}: {_first_line(e)}") from None
+    fold_constants(model)
     return canonicalize(model)
 
 
