@@ -342,6 +342,7 @@ def _cases():
     add(M, "small_cnn_mean_head", lambda: _small_cnn())
     add(M, "vit_like_block", lambda: _vit_block(), shape=(3, 8, 8))
     add(M, "seg_head_upsample", lambda: _seg_head())
+    add(M, "cls_token_param_expand", lambda: _cls_token())
     return C
 
 
@@ -399,6 +400,24 @@ def _vit_block():
             return self.head(t.mean(1))
 
     return Block()
+
+
+def _cls_token():
+    import oneflow as flow
+    import oneflow.nn as nn
+
+    class Cls(nn.Module):
+        """ViT's class token: a parameter expanded to the batch (must stay an Expand)."""
+
+        def __init__(self):
+            super().__init__()
+            self.cls = nn.Parameter(flow.randn(1, 1, 64))
+
+        def forward(self, x):
+            t = x.flatten(2)                                   # B, 3, 64
+            return flow.cat([self.cls.expand(x.shape[0], -1, -1), t], 1)
+
+    return Cls()
 
 
 def _seg_head():

@@ -61,7 +61,8 @@ def _drop_identities(g):
 
 
 FOLDABLE = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Cast", "Concat", "Identity", "Mul", "Add", "Sub",
-            "Div", "Neg", "Sqrt", "Reciprocal", "Pow", "Slice", "Gather", "Flatten", "Expand", "Tile"}
+            "Div", "Neg", "Sqrt", "Reciprocal", "Pow", "Slice", "Gather", "Flatten"}
+# never Expand / Tile: folding `cls_token.expand(B, -1, -1)` would bake the batch into a float constant
 
 
 def fold_constants(model):

@@ -25,7 +25,7 @@ FAMILIES = {
     "mobilenet_v3": "mobilenet_v3_small", "shufflenet_v2": "shufflenet_v2_x0_5", "squeezenet": "squeezenet1_1",
     "mnasnet": "mnasnet0_5", "ghostnet": "ghostnet", "regnet_x": "regnet_x_400mf", "regnet_y": "regnet_y_400mf",
     "efficientnet": "efficientnet_b0", "googlenet": "googlenet", "inception_v3": "inception_v3", "dla": "dla34",
-    "hrnet": "hrnet_w18_small", "rexnet": "rexnetv1_1_0", "rexnet_lite": "rexnet_lite_1_0", "genet": "genet_small",
+    "hrnet": "hrnet_w18",   # hrnet_w18_small: flowvision builds it with mismatched channels "rexnet": "rexnetv1_1_0", "rexnet_lite": "rexnet_lite_1_0", "genet": "genet_small",
     "iresnet": "iresnet50", "convnext": "convnext_tiny_224", "convnext_iso": "convnext_iso_small_224",
     "convmixer": "convmixer_768_32_relu", "vit": "vit_tiny_patch16_224", "deit": "deit_tiny_patch16_224",
     "cait": "cait_S24_224", "swin": "swin_tiny_patch4_window7_224", "cswin": "cswin_tiny_224",
@@ -95,6 +95,13 @@ def write_md(path, rows):
     write_text(path, "\n".join(lines) + "\n")
 
 
+def _merged(old, new):
+    """``old`` rows with the families of ``new`` replaced, in FAMILIES order."""
+    by = {r["family"]: r for r in old}
+    by.update({r["family"]: r for r in new})
+    return [by[f] for f in FAMILIES if f in by]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="comma-separated model names (default: every family)")
@@ -102,9 +109,14 @@ def main(argv=None):
     p.add_argument("--timeout", type=int, default=900, help="seconds per model")
     p.add_argument("--json", default="docs/sweep.json")
     p.add_argument("--md", default="docs/sweep.md")
+    p.add_argument("--merge", action="store_true", help="update the rows of the models run in the existing --json")
     a = p.parse_args(argv)
     todo = [(f, m) for f, m in FAMILIES.items() if not a.only or m in a.only.split(",")]
     rows = []
+    old = []
+    if a.merge and a.json and os.path.exists(a.json):
+        with open(a.json) as f:
+            old = json.load(f)
     for fam, name in todo:
         r = run_one(name, a.batches, a.timeout)
         r["family"] = fam
@@ -113,7 +125,8 @@ def main(argv=None):
         if a.json:
             from ofconvert.fileio import write_json
 
-            write_json(a.json, rows)
+            write_json(a.json, _merged(old, rows))
+    rows = _merged(old, rows)
     if a.md:
         write_md(a.md, rows)
     print(f"{sum(r['status'] == 'pass' for r in rows)} / {len(rows)} pass")

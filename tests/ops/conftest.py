@@ -25,10 +25,34 @@ def family_outcomes(tmp_path_factory):
                    "--json", str(out), "--md", ""]
             for o in OPSETS_TESTED:
                 cmd += ["--opset", str(o)]
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
-            rows = json.load(open(out)) if out.exists() else []
-            _RESULTS[family] = ({(r["case"], r["opset"]): r for r in rows},
-                                f"worker exit {p.returncode}: {p.stderr.strip()[-500:]}")
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+                worker = f"worker exit {p.returncode}: {p.stderr.strip()[-500:]}"
+            except subprocess.TimeoutExpired:
+                worker = "worker timed out after 900 s"
+            rows = json.load(open(out)) if out.exists() else []     # written after every case
+            _RESULTS[family] = ({(r["case"], r["opset"]): r for r in rows}, worker)
         return _RESULTS[family]
 
     return get
+
+
+def pytest_generate_tests(metafunc):
+    """Each ``tests/ops/test_<family>.py`` declares ``FAMILY``; its ``test_case``
+    runs once per (case, opset) of that family."""
+    family = getattr(metafunc.module, "FAMILY", None)
+    if family and "case_key" in metafunc.fixturenames:
+        from ofconvert.conformance import OPSETS_TESTED, case_names
+
+        keys = [(family, n, o) for n in case_names(family) for o in OPSETS_TESTED]
+        metafunc.parametrize("case_key", keys, ids=[f"{n}-opset{o}" for _, n, o in keys])
+
+
+@pytest.fixture
+def case_outcome(case_key, family_outcomes):
+    """The outcome dict of one (family, case, opset) from the family's worker."""
+    family, name, opset = case_key
+    outcomes, worker = family_outcomes(family)
+    r = outcomes.get((name, opset))
+    assert r is not None, f"no outcome for {name} at opset {opset}: {worker}"
+    return r
