@@ -129,6 +129,16 @@ def _first_line(e):
     return (s[0] if s else type(e).__name__)[:300]
 
 
+def _eager_works(module, shape):
+    flow = import_oneflow()
+    try:
+        with flow.no_grad():
+            module(flow.zeros(*shape, dtype=flow.float32))
+    except Exception:  # the input shape is wrong for this module
+        return False
+    return True
+
+
 def _run_trace(module, input_shape, batch):
     """Build the nn.Graph of ``module`` at ``batch``; one clear error if forward fails."""
     flow = import_oneflow()
@@ -139,7 +149,12 @@ def _run_trace(module, input_shape, batch):
         with flow.no_grad():
             graph(flow.zeros(batch, *input_shape, dtype=flow.float32))
     except Exception as e:  # OneFlow raises many types; the user needs the shape
-        raise ExportError(f"the module's forward fails on an input of shape {(batch,) + tuple(input_shape)}: "
+        shape = (batch,) + tuple(input_shape)
+        if _eager_works(module, shape):
+            raise ExportError(f"OneFlow's static graph (nn.Graph, what export converts) fails on an input of shape "
+                              f"{shape} although eager mode runs it: {_first_line(e)}; the module uses something "
+                              f"nn.Graph in OneFlow {flow.__version__} does not trace") from None
+        raise ExportError(f"the module's forward fails on an input of shape {shape}: "
                           f"{_first_line(e)}; pass input_shape=(C, H, W) (CLI: --input-shape C,H,W) "
                           f"with the shape your model takes") from None
     return graph

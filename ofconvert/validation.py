@@ -138,7 +138,11 @@ def _judge_against_float64(module, inputs, refs, checks, rtol):
     check that failed on values, run a float64 copy of the module: the check
     passes only if the ONNX error against float64 is within
     ``ILL_CONDITIONED_FACTOR`` x OneFlow's own float32 error (and so could not be
-    told from rounding); a conversion bug is far larger than that."""
+    told from rounding); a conversion bug is far larger than that. OneFlow's own
+    error is the largest of its plain float32 result and of its results for the
+    input moved by one float32 rounding step (``_perturbed_outputs``): one sample
+    of rounding can cancel by luck (resnest50 on real images: 1.8e-4 at the
+    logits while its layer4 features are 11 % off)."""
     failed = [c for c in checks if not c.passed and c.shape_ok and hasattr(c, "_onnx")
               and np.issubdtype(np.asarray(c._onnx).dtype, np.floating)]
     if not failed:
@@ -168,9 +172,34 @@ def _judge_against_float64(module, inputs, refs, checks, rtol):
         out = np.asarray(c._onnx, np.float64)
         scale = max(float(np.abs(ref64).max()), 1e-12)
         own = float(np.abs(ref32 - ref64).max()) / scale
+        for y in _perturbed_outputs(module, inputs[c.inputs][:c.batch], key, cache):
+            own = max(own, float(np.abs(np.asarray(y[i], np.float64) - ref64).max()) / scale)
         ours = float(np.abs(out - ref64).max()) / scale
         c.oneflow_fp32_rel_err, c.onnx_vs_fp64_rel_err = own, ours
         c.passed = ours <= max(rtol, ILL_CONDITIONED_FACTOR * own)
+
+
+PERTURBATIONS = 3
+
+
+def _perturbed_outputs(module, x, key, cache):
+    """OneFlow fp32 outputs for ``x`` with every element moved by at most one
+    float32 rounding step (relative 2**-24): how far OneFlow's own float32 result
+    can land from the exact one for inputs it cannot tell apart. Cached per key."""
+    pkey = ("perturbed",) + key
+    if pkey not in cache:
+        from .zoo import import_oneflow
+
+        flow = import_oneflow()
+        rng = np.random.default_rng(1234)
+        outs = []
+        for _ in range(PERTURBATIONS):
+            eps = rng.uniform(-2.0 ** -24, 2.0 ** -24, size=x.shape)
+            xp = (np.asarray(x, np.float64) * (1.0 + eps)).astype(np.float32)
+            with flow.no_grad():
+                outs.append(_as_outputs(module(flow.tensor(np.ascontiguousarray(xp)))))
+        cache[pkey] = outs
+    return cache[pkey]
 
 
 def _as_outputs(y):

@@ -29,7 +29,9 @@ def _build(name):
             flow.Tensor.zeros_ = flow.Tensor.zero_
         arch = name[len(FLOWVISION_PREFIX):]
         try:
-            return TensorOutputs(ModelCreator.create_model(arch, pretrained=False))
+            # segmentation builders would download an ImageNet backbone: nothing downloads here
+            extra = {"pretrained_backbone": False} if arch.endswith("_coco") else {}
+            return TensorOutputs(ModelCreator.create_model(arch, pretrained=False, **extra))
         except Exception as e:  # flowvision code that OneFlow 0.9 cannot run
             from .errors import BackendUnavailableError
 
