@@ -29,7 +29,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import tempfile
 import time
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from .config import METADATA_KEY, ModelConfig, PreprocessConfig
 from .errors import ExportError, OfconvertError
-from .fileio import check_writable_dir, sha256_file
+from .fileio import sha256_file, transaction as _transaction
 from .dynamic_batch import canonicalize, fold_constants, make_batch_dynamic, module_path
 from .onnx_fix import fold_batchnorm, fold_bias_add, rename_io, set_metadata
 from .zoo import get_model, import_oneflow
@@ -337,65 +336,6 @@ def _export_to(tx, module, config, opset, simplify, output_names, input_shape, t
                         dynamic_reshapes=n_dyn, simplified=simplified, weights=config.weights,
                         pretrained=config.pretrained, preprocess=config.preprocess.to_dict(),
                         input_shape=shape, outputs=[o.name for o in model.graph.output])
-
-
-class _Transaction:
-    """Temp files beside the target; ``commit`` moves them all in place with
-    SIGINT/SIGTERM held back, so the set is replaced whole or not at all."""
-
-    def __init__(self, target):
-        self.target = str(target)
-        self.folder = check_writable_dir(self.target)
-        self.tmp = None
-        self.extra = {}            # final path -> temp path
-        self.stale = []            # files to remove on commit (reports of the old file)
-        self.tmp = self._mktemp("")
-
-    def _mktemp(self, suffix):
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}{suffix}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the file the usual permissions
-        return tmp
-
-    def add(self, suffix):
-        """A temp path for ``<target><suffix>`` (a report)."""
-        tmp = self.extra[self.target + suffix] = self._mktemp(suffix)
-        return tmp
-
-    def drop(self, suffix):
-        """``<target><suffix>`` describes the old file: remove it on commit."""
-        self.stale.append(self.target + suffix)
-
-    def commit(self):
-        sigs = {signal.SIGINT, signal.SIGTERM}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-        try:
-            os.replace(self.tmp, self.target)
-            for final, tmp in self.extra.items():
-                os.replace(tmp, final)
-            for path in self.stale:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            self.tmp, self.extra = None, {}
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def cleanup(self):
-        for p in [self.tmp] + list(self.extra.values()):
-            if p:
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
-
-
-@contextlib.contextmanager
-def _transaction(target):
-    tx = _Transaction(target)
-    try:
-        yield tx
-    finally:
-        tx.cleanup()
 
 
 def _user_config(module, input_shape):

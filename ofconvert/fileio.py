@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
 
 from .errors import OfconvertError
@@ -77,3 +78,65 @@ def sha256_file(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class Transaction:
+    """Temp files beside the target; ``commit`` moves them all in place with
+    SIGINT/SIGTERM held back, so the set is replaced whole or not at all."""
+
+    def __init__(self, target):
+        self.target = str(target)
+        self.folder = check_writable_dir(self.target)
+        self.tmp = None
+        self.extra = {}            # final path -> temp path
+        self.stale = []            # files to remove on commit (reports of the old file)
+        self.tmp = self._mktemp("")
+
+    def _mktemp(self, suffix):
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}{suffix}.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the file the usual permissions
+        return tmp
+
+    def add(self, suffix):
+        """A temp path for ``<target><suffix>`` (a report)."""
+        tmp = self.extra[self.target + suffix] = self._mktemp(suffix)
+        return tmp
+
+    def drop(self, suffix):
+        """``<target><suffix>`` describes the old file: remove it on commit."""
+        self.stale.append(self.target + suffix)
+
+    def commit(self):
+        sigs = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        try:
+            os.replace(self.tmp, self.target)
+            for final, tmp in self.extra.items():
+                os.replace(tmp, final)
+            for path in self.stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            self.tmp, self.extra = None, {}
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def cleanup(self):
+        for p in [self.tmp] + list(self.extra.values()):
+            if p:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+
+
+@contextlib.contextmanager
+def transaction(target):
+    """``with transaction("m.onnx") as tx``: write ``tx.tmp`` (and ``tx.add(".json")``
+    reports), then ``tx.commit()``; without a commit (error, signal) every temp
+    file is removed and the existing files stay as they were."""
+    tx = Transaction(target)
+    try:
+        yield tx
+    finally:
+        tx.cleanup()
