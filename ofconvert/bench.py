@@ -31,8 +31,9 @@ from typing import Optional, Tuple
 
 from . import fileio
 from .config import PRECISIONS, get_config, list_models
+from . import artifacts
+from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError
-from .pipeline import onnx_name
 
 BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "trt")
 INPUTS = ("host", "device")
@@ -175,7 +176,9 @@ class BenchResult:
     input_size: Optional[int] = None
     warmup: Optional[int] = None
     iters: Optional[int] = None
-    model_file: str = ""
+    model_file: str = ""       # absolute path of the file it ran ("" for oneflow: the zoo model)
+    model_sha256: str = ""     # sha256 of model_file
+    detected_precision: str = ""  # model_file's precision read from its content (ofconvert.artifacts)
     providers: str = ""
     pid: Optional[int] = None  # the worker process that measured it
 
@@ -233,12 +236,39 @@ def _resolve_model(model, options):
     return model, size, _onnx_folder(options), model
 
 
-def _find_onnx_impl(folder, stem, precision, backend, options):
-    """Path of ``<folder>/<stem><suffix>.onnx`` for (precision, backend). A missing
-    file is created in a separate process (export needs OneFlow, which must not
-    share a process with the driver's later work); failure raises with the reason."""
+def _check_existing(folder, stem, precision, backend, batches):
+    """Refuse (PrecisionMismatchError) a file already in ``folder`` for (precision,
+    backend) whose content is another precision, and a mislabelled ``<stem>.onnx``
+    that a missing file would be made from. Called for every cell before anything
+    is created or run."""
+    if backend == "trt":
+        engine = os.path.join(folder, engine_name(stem, precision, max(batches)))
+        if os.path.isfile(engine):
+            try:
+                artifacts.check_precision(engine, precision)
+            except PrecisionMismatchError:
+                raise
+            except OfconvertError:   # no usable sidecar: the cell becomes n/a with the reason later
+                pass
+            return
     path = os.path.join(folder, onnx_name(stem, precision, backend))
     if os.path.isfile(path):
+        artifacts.check_precision(path, artifacts.flavour(precision, backend))
+    else:
+        source = os.path.join(folder, onnx_name(stem, "fp32"))
+        if os.path.isfile(source):
+            artifacts.check_precision(source, "fp32", role=f"the source of {os.path.basename(path)}")
+
+
+def _find_onnx_impl(folder, stem, precision, backend, options):
+    """Path of ``<folder>/<stem><suffix>.onnx`` for (precision, backend), checked
+    to hold that precision (``artifacts.check_precision``). A missing file is created
+    in a separate process (export needs OneFlow, which must not share a process with
+    the driver's later work); failure raises with the reason."""
+    path = os.path.join(folder, onnx_name(stem, precision, backend))
+    want = artifacts.flavour(precision, backend)
+    if os.path.isfile(path):
+        artifacts.check_precision(path, want)
         return path
     cmd = [sys.executable, "-m", "ofconvert.bench", "--prepare", f"{stem}:{precision}:{backend}", "--onnx-dir", folder]
     if options.calib_data:
@@ -248,6 +278,7 @@ def _find_onnx_impl(folder, stem, precision, backend, options):
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise BackendUnavailableError(f"no {os.path.basename(path)} in {folder} and creating it failed: "
                                       + (err[-1][:300] if err else f"exit code {proc.returncode}"))
+    artifacts.check_precision(path, want)
     return path
 
 
@@ -271,13 +302,16 @@ def _create_onnx_impl(model, precision, backend, folder, calib_data=None):
 
 
 def _find_engine_impl(folder, stem, precision, batches, options):
-    engine = os.path.join(folder, f"{stem}.{precision}.b{max(batches)}.engine")
-    if not os.path.isfile(engine):
+    engine = os.path.join(folder, engine_name(stem, precision, max(batches)))
+    if os.path.isfile(engine):
+        artifacts.check_precision(engine, precision)   # from its sidecar; none: n/a with the reason
+    else:
         from . import engine as eng
 
         # the ONNX whose types carry the precision (fp16 / Q/DQ): TensorRT 11 builds only those
         onnx_path = _find_onnx_impl(folder, stem, precision, "trt", options)
         eng.build_engine(onnx_path, engine, precision=precision, batch=min(batches), max_batch=max(batches))
+        artifacts.check_precision(engine, precision)
     return engine
 
 
@@ -429,15 +463,21 @@ def _run_worker(job, timeout_s):
 def _job_base(job):
     return dict(model=job["model"], backend=job["backend"], precision=job["precision"],
                 settings=job.get("settings_label", ""), input_size=job["input_size"], warmup=job["warmup"],
-                iters=job["iters"], model_file=os.path.basename(job.get("path") or ""))
+                iters=job["iters"], model_file=job.get("path") or "", model_sha256=job.get("sha256") or "",
+                detected_precision=job.get("detected_precision") or "")
 
 
 def _plan(models, backends, precisions, batches, options):
     """Worker jobs in run order (model by model), n/a rows for what cannot run."""
     jobs, na = [], []
     reasons = {b: _unavailable_reason(b) for b in backends}
-    for entry in models:
-        model, size, folder, stem = _resolve_model(entry, options)
+    resolved = [(entry,) + _resolve_model(entry, options) for entry in models]
+    for _, _, _, folder, stem in resolved:   # a mislabelled file stops the run before anything is made or run
+        for backend in backends:
+            if backend != "oneflow" and reasons[backend] is None:
+                for precision in precisions:
+                    _check_existing(folder, stem, precision, backend, batches)
+    for entry, model, size, folder, stem in resolved:
         for backend in backends:
             inputs = tuple(options.inputs) if backend in GPU_BACKENDS else ("host",)
             settings = [OrtCudaSettings.parse(s) for s in options.ort_cuda] if backend == "ort-cuda" else [None]
@@ -455,9 +495,14 @@ def _plan(models, backends, precisions, batches, options):
                     reason = reason or reasons[backend]
                     if reason is None and backend != "oneflow":
                         try:
-                            job["path"] = (_find_engine_impl(folder, stem, precision, batches, options)
-                                           if backend == "trt" else _find_onnx_impl(folder, stem, precision, backend,
-                                                                                    options))
+                            path = (_find_engine_impl(folder, stem, precision, batches, options)
+                                    if backend == "trt" else _find_onnx_impl(folder, stem, precision, backend,
+                                                                             options))
+                            info = artifacts.describe(path)
+                            job.update(path=info["path"], sha256=info["sha256"],
+                                       detected_precision=info["precision"])
+                        except PrecisionMismatchError:
+                            raise
                         except OfconvertError as e:
                             reason = str(e)
                     if reason is None:
@@ -644,6 +689,27 @@ def markdown(results, env=None, options=None):
         if notes:
             out.write("\n")
     out.write(_speedup_markdown(results))
+    out.write(_files_markdown(results))
+    return out.getvalue()
+
+
+def _files_markdown(results):
+    """The file behind every column: path, precision read from its content, sha256."""
+    seen = {}
+    for r in results:
+        key = (r.model, r.column)
+        if key not in seen and (r.model_file or (r.backend == "oneflow" and r.status == "ok")):
+            seen[key] = r
+    if not seen:
+        return ""
+    out = io.StringIO()
+    out.write("\n### Files (precision read from the file's content)\n\n"
+              "| model | column | file | precision | sha256 |\n|---|---|---|---|---|\n")
+    for (m, col), r in seen.items():
+        if r.model_file:
+            out.write(f"| {m} | {col} | {r.model_file} | {r.detected_precision} | {r.model_sha256} |\n")
+        else:
+            out.write(f"| {m} | {col} | OneFlow zoo model {m} (no file) | fp32 | |\n")
     return out.getvalue()
 
 
@@ -750,8 +816,9 @@ def build_parser(prog="bench.py"):
                    help="comma list of ort-cuda settings, one column each: default (ONNX Runtime as shipped), "
                         "fastest (this tool's default) or flags joined by '+': iobind, nhwc, graph, "
                         "algo=EXHAUSTIVE|HEURISTIC|DEFAULT")
-    p.add_argument("--onnx-dir", help="folder with <model>.onnx, .fp16.onnx, .int8.onnx, .int8-cpu.onnx "
-                                      "(missing files are created there); default out/onnx")
+    p.add_argument("--onnx-dir", help="folder with <model>.onnx (always fp32), .fp16.onnx, .int8.onnx, "
+                                      ".int8-cpu.onnx (missing files are created there; a file whose content is "
+                                      "another precision than its name says is refused); default out/onnx")
     p.add_argument("--calib-data", help="image folder for creating int8 models (default: datasets imagenet-val-1300)")
     p.add_argument("--threads", type=int, help="CPU threads for ort-cpu/oneflow")
     p.add_argument("--input-size", type=int, help="override every model's input size")

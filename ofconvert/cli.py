@@ -7,8 +7,12 @@
                     [--batch N] [--max-batch N] [--workspace MB] [--timing-cache PATH]
 
 User mistakes print one line (``ofconvert: error: ...``) and exit 2.
+Conversions and ``calib-set`` run in a child process (``ofconvert.isolation``):
+Ctrl-C or SIGTERM prints ``ofconvert: interrupted``, exits 130 and leaves every
+existing file as it was and no temp file behind.
 """
 import argparse
+import os
 import sys
 
 from .errors import OfconvertError
@@ -18,6 +22,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints usage too: keep it short)
         sys.stderr.write(f"ofconvert: error: {message}\n")
         sys.exit(2)
+
+
+class _ProbeFailed(Exception):
+    pass
+
+
+class _Probe(_Parser):
+    """The same options, parsed by the parent only to find where the child writes:
+    no help, no exit (a usage error or -h is left to the real parser)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["add_help"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise _ProbeFailed(message)
+
+    def exit(self, status=0, message=None):
+        raise _ProbeFailed(message)
 
 
 def _shape(text):
@@ -30,10 +53,14 @@ def _shape(text):
     return t
 
 
-def _convert_parser():
-    from .pipeline import CALIB_METHODS
+def _convert_parser(probe=False):
+    if probe:   # the parent: no import of pipeline (numpy, ...); the child checks the choice
+        calib_methods, cls = None, _Probe
+    else:
+        from .pipeline import CALIB_METHODS as calib_methods
+        cls = _Parser
 
-    p = _Parser(prog="ofconvert", description="Convert a zoo model: OneFlow -> ONNX (-> TensorRT).")
+    p = cls(prog="ofconvert", description="Convert a zoo model: OneFlow -> ONNX (-> TensorRT).")
     p.add_argument("model", help="zoo model name (see `ofconvert list`) or flowvision:NAME (any flowvision model)")
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
     p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
@@ -51,7 +78,7 @@ def _convert_parser():
     prec.add_argument("--int8", dest="precision", action="store_const", const="int8")
     p.set_defaults(precision="fp32")
     p.add_argument("--calib", help="calibration images (folder or manifest), e.g. calib/imagenet1k")
-    p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy")
+    p.add_argument("--calib-method", choices=calib_methods, default="entropy")
     p.add_argument("--calib-images", type=int, help="use N calibration images, spread evenly over the set (all classes stay represented)")
     p.add_argument("--recalibrate", action="store_true", help="recompute the calibration cache even if one matches")
     p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
@@ -79,12 +106,17 @@ def _cmd_list(argv):
     return 0
 
 
-def _cmd_calib_set(argv):
-    p = _Parser(prog="ofconvert calib-set", description="Build a calibration set manifest from an ImageNet-style folder.")
+def _calib_set_parser(probe=False):
+    p = (_Probe if probe else _Parser)(prog="ofconvert calib-set",
+                                       description="Build a calibration set manifest from an ImageNet-style folder.")
     p.add_argument("--from", dest="src", required=True, help="ImageFolder tree (one folder per class)")
     p.add_argument("--per-class", type=int, default=1)
     p.add_argument("-o", "--output", required=True, help="calibration set folder, e.g. calib/imagenet1k")
-    a = p.parse_args(argv)
+    return p
+
+
+def _cmd_calib_set(argv):
+    a = _calib_set_parser().parse_args(argv)
     from .calibration import build_calib_set
 
     path = build_calib_set(a.src, a.output, per_class=a.per_class)
@@ -103,12 +135,29 @@ def _cmd_convert(argv):
     return 0
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        _convert_parser().print_help()
-        print("\nother commands: ofconvert list | ofconvert calib-set --from DIR -o OUT")
-        return 0 if argv else 2
+def _watch_folders(argv):
+    """Folders where ``ofconvert ARGV`` writes its artefacts (and their temp files),
+    from the same options the child parses; None when they do not parse (usage
+    error, -h): the real parser then answers in-process, as fast as before."""
+    try:
+        if argv[0] == "calib-set":
+            return [_calib_set_parser(probe=True).parse_args(argv[1:]).output]
+        a = _convert_parser(probe=True).parse_args(argv)
+    except _ProbeFailed:
+        return None
+    # every artefact (ONNX, reports, fp16/int8, calibration cache, engine) lies beside
+    # the output (pipeline._paths), or in the cwd without -o
+    folders = [os.path.dirname(os.path.abspath(a.output)) if a.output else os.getcwd()]
+    if a.to == "trt" and a.timing_cache is not False:   # as engine.resolve_timing_cache
+        tc = a.timing_cache or os.environ.get("OFCONVERT_TRT_CACHE") or os.path.join(
+            os.path.expanduser("~"), ".cache", "ofconvert", "tensorrt")
+        folders.append(tc if os.path.isdir(tc) or tc.endswith(("/", os.sep)) or not a.timing_cache
+                       else os.path.dirname(os.path.abspath(tc)))
+    return folders
+
+
+def run_inprocess(argv):
+    """Run a command in this process (the child of ``main``, or ``list``)."""
     cmd = {"list": _cmd_list, "calib-set": _cmd_calib_set}.get(argv[0])
     try:
         return cmd(argv[1:]) if cmd else _cmd_convert(argv)
@@ -118,6 +167,29 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("ofconvert: interrupted\n")
         return 130
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _convert_parser().print_help()
+        print("\nother commands: ofconvert list | ofconvert calib-set --from DIR -o OUT")
+        return 0 if argv else 2
+    if argv[0] == "list":
+        return run_inprocess(argv)
+    from . import isolation
+
+    try:
+        watch = _watch_folders(argv) if isolation.available() else None
+        if watch is None:
+            return run_inprocess(argv)
+        return isolation.run_isolated(argv, watch)
+    except OfconvertError as e:
+        sys.stderr.write(f"ofconvert: error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:   # before the handlers are set or after they are restored
+        sys.stderr.write(f"{isolation.INTERRUPTED_MESSAGE}\n")
+        return isolation.INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -154,6 +154,16 @@ def _cases():
     fn(A, "masked_fill", lambda x: x.masked_fill(x > 0.5, -1.0))
     fn(A, "eq_ne_scalar", lambda x: flow.where((x.round() == 0) | (x.round() != 1), x, -x))
     fn(A, "ge_le_scalar", lambda x: flow.where((x >= 0.1) & (x <= 0.9), x, x * 0.5))
+    fn(A, "floordiv_scalar", lambda x: (x * 4) // 2)
+    fn(A, "floordiv_scalar_frac", lambda x: (x * 4) // 0.7)
+    fn(A, "floordiv_tensor", lambda x: (x * 4) // (x.abs() + 0.5))
+    fn(A, "floordiv_int", lambda x: x + ((x * 8).to(flow.int64) // 3).to(flow.float32))     # truncates: -7 // 2 == -3
+    fn(A, "fmod_scalar", lambda x: (x * 4) % 1.5)
+    fn(A, "fmod_tensor", lambda x: (x * 4) % (x.abs() + 0.5))
+    fn(A, "reverse_pow", lambda x: 2 ** x)
+    fn(A, "reverse_pow_float", lambda x: 0.5 ** (x * 3))
+    fn(A, "pow_tensor", lambda x: (x.abs() + 0.5) ** x)
+    fn(A, "sine_pos_embed", lambda x: x + 10000 ** (2 * (flow.arange(8, dtype=flow.float32) // 2) / 8))   # FAN
     # --- shapes, slicing, indexing -------------------------------------------
     S = "shape"
     fn(S, "flatten", lambda x: x.flatten(1))
@@ -210,6 +220,41 @@ def _cases():
     fn(S, "flip_hw", lambda x: flow.flip(x, [2, -1]))
     fn(S, "flip_batch", lambda x: flow.flip(x, [0]))
     fn(S, "stack_3", lambda x: flow.stack([x[:, 0], x[:, 1], x[:, 2]], 2))
+
+    def setitem(idx, value):
+        """``y = x.clone(); y[idx] = value(x)`` (an in-place slice_update)."""
+        def f(x):
+            y = x.clone()
+            y[idx] = value(x)
+            return y
+        return f
+
+    def iadd(idx, value):
+        """``y = x.clone(); y[idx] += value(x)`` (rexnet's ``out[:, 0:c] += x``)."""
+        def f(x):
+            y = x.clone()
+            y[idx] += value(x)
+            return y
+        return f
+
+    fn(S, "setitem_c", setitem((slice(None), slice(None, 1)), lambda x: x[:, 1:2] * 2))
+    fn(S, "setitem_scalar", setitem((slice(None), slice(1, 2)), lambda x: 0.5))
+    fn(S, "setitem_hw_inner", setitem((Ellipsis, slice(1, None), slice(1, None)), lambda x: x[..., :-1, :-1] * -1))
+    fn(S, "setitem_step", setitem((slice(None), slice(None), slice(1, 7, 2)), lambda x: x[:, :, :3] + 1))
+    fn(S, "setitem_batch_tail", setitem(slice(1, None), lambda x: x[1:] * 3))
+    fn(S, "setitem_neg", setitem((slice(None), slice(-2, None), slice(None), -1), lambda x: x[:, :2, :, 0] - 1))
+    fn(S, "iadd_w", iadd((slice(None), slice(None), slice(2, 5)), lambda x: 1.0))
+    fn(S, "iadd_channels", iadd((slice(None), slice(0, 2)), lambda x: x[:, 1:] * x[:, 1:]))
+    fn(S, "unfold_3x3_p1", lambda x: F.unfold(x, 3, padding=1))
+    fn(S, "unfold_2x2_s2", lambda x: F.unfold(x, 2, stride=2))
+    fn(S, "unfold_non_tiling", lambda x: F.unfold(x, 3, stride=3))            # 8 = 2 * 3 + 2: the rest is dropped
+    fn(S, "unfold_dilated_rect", lambda x: F.unfold(x, (2, 3), dilation=(2, 1), padding=(1, 0), stride=(1, 2)))
+    add(S, "unfold_module", lambda: nn.Unfold(kernel_size=4, stride=4))
+    fn(S, "fold_2x2_s2", lambda x: F.fold(F.unfold(x, 2, stride=2) * 2, (8, 8), 2, stride=2))
+    fn(S, "fold_overlap", lambda x: F.fold(F.unfold(x, 3, padding=1), (8, 8), 3, padding=1))
+    fn(S, "fold_gaps", lambda x: F.fold(F.unfold(x, 2, stride=3), (9, 8), 2, stride=3))
+    fn(S, "fold_dilated_rect", lambda x: F.fold(F.unfold(x, (2, 3), dilation=(2, 1), stride=(1, 2)), (8, 8),
+                                                 (2, 3), dilation=(2, 1), stride=(1, 2)))
     # --- normalization -----------------------------------------------------------
     N = "norm"
     add(N, "batchnorm2d", lambda: nn.BatchNorm2d(3).eval())
@@ -337,6 +382,7 @@ def _cases():
     fn(M, "dict_like_tuple", lambda x: (x.flatten(1), x.amax(1)))
     fn(M, "scalar_branches", lambda x: x * 0.5 + x * 0.25 - x / 3.0)
     fn(M, "residual", lambda x: x + F.relu(x))
+    fn(M, "batch_shift_slice", lambda x: flow.cat([x[:1], x[:-1] * 2], 0))
     fn(M, "rsoftmax_resnest", lambda x: F.softmax(x.flatten(1)[:, :8].view(x.size(0), 1, 2, -1).transpose(1, 2),
                                                    dim=1).reshape(x.size(0), -1))
     add(M, "small_cnn_mean_head", lambda: _small_cnn())

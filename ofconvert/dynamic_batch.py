@@ -11,10 +11,10 @@ follow, both solved here without OneFlow:
 * ``make_batch_dynamic``: the traced batch is baked into constants (Reshape /
   Expand / Tile / ConstantOfShape shapes, Slice ends, Split sizes, Range
   limits...). Given the same module traced at two batch sizes, every integer
-  constant entry that differs between the traces must be ``k * batch`` in both;
-  it is replaced by ``k * Shape(input)[0]`` computed in the graph. Anything else
-  that differs (a float constant, an attribute, a shape that is not
-  proportional) stops the export with an error naming the node: never a
+  constant entry that differs between the traces must be ``k * batch + c`` with
+  integer ``k``, ``c`` (``x[:-1]`` on the batch: ``batch - 1``); it is replaced
+  by that expression of ``Shape(input)[0]`` computed in the graph. Anything else
+  that differs (a float constant, an attribute, a non-integer slope) stops the export with an error naming the node: never a
   silently fixed batch.
 """
 import numpy as np
@@ -239,11 +239,12 @@ def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
         fa, fb = va.astype(np.int64).reshape(-1), vb.astype(np.int64).reshape(-1)
         pieces = []
         for i in np.nonzero(fa != fb)[0]:
-            k = int(fb[i] - fa[i]) // (batch_b - batch_a)
-            if k * batch_a != fa[i] or k * batch_b != fb[i]:
+            d = int(fb[i] - fa[i])
+            if d % (batch_b - batch_a):
                 raise ExportError(f"{what}: entry {i} of a shape/index constant ({fa[i]} at batch {batch_a}, "
-                                  f"{fb[i]} at batch {batch_b}) is not proportional to the batch")
-            pieces.append((int(i), k))
+                                  f"{fb[i]} at batch {batch_b}) is not k*batch + c with integer k")
+            k = d // (batch_b - batch_a)
+            pieces.append((int(i), k, int(fa[i]) - k * batch_a))     # k*batch + c (x[:-1]: c = -1)
         if batch is None:
             batch = _add_batch_subgraph(g, g.input[0].name)
         new = _add_shape_subgraph(g, name, fa, pieces, batch)
@@ -299,13 +300,13 @@ def _add_batch_subgraph(g, input_name):
 
 
 def _add_shape_subgraph(g, base, static, pieces, batch):
-    """Concat of static entries and ``k * batch`` entries -> new 1-D int64 tensor name."""
+    """Concat of static entries and ``k * batch + c`` entries -> new 1-D int64 tensor name."""
     parts, names = [], []
     prev = 0
-    for i, k in pieces:
+    for i, k, c in pieces:
         if i > prev:
             parts.append(("const", static[prev:i]))
-        parts.append(("dyn", k))
+        parts.append(("dyn", (k, c)))
         prev = i + 1
     if prev < len(static):
         parts.append(("const", static[prev:]))
@@ -313,12 +314,19 @@ def _add_shape_subgraph(g, base, static, pieces, batch):
         name = f"{base}_ofc_part{j}"
         if kind == "const":
             g.initializer.append(numpy_helper.from_array(np.asarray(val, np.int64), name))
-        elif val == 1:
-            name = batch
         else:
-            kname = f"{base}_ofc_k{j}"
-            g.initializer.append(numpy_helper.from_array(np.asarray([val], np.int64), kname))
-            g.node.append(helper.make_node("Mul", [batch, kname], [name], name=f"{base}_ofc_mul{j}"))
+            k, c = val
+            term = batch
+            if k != 1:
+                kname, term = f"{base}_ofc_k{j}", f"{base}_ofc_kb{j}"
+                g.initializer.append(numpy_helper.from_array(np.asarray([k], np.int64), kname))
+                g.node.append(helper.make_node("Mul", [batch, kname], [term], name=f"{base}_ofc_mul{j}"))
+            if c != 0:
+                cname, out = f"{base}_ofc_c{j}", f"{base}_ofc_kbc{j}"
+                g.initializer.append(numpy_helper.from_array(np.asarray([c], np.int64), cname))
+                g.node.append(helper.make_node("Add", [term, cname], [out], name=f"{base}_ofc_add{j}"))
+                term = out
+            name = term
         names.append(name)
     out = f"{base}_ofc_dyn"
     if len(names) == 1:

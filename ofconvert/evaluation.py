@@ -16,9 +16,13 @@ Every variant's top-1 prediction is compared with the reference variant's
 Model files, in ``models_dir`` (stem = model name):
 ``<stem>.onnx`` (fp32), ``<stem>.fp16.onnx``, ``<stem>.int8-cpu.onnx`` (ort-cpu int8),
 ``<stem>.int8.onnx`` (int8 Q/DQ for TensorRT-based providers and ort-cuda),
-``<stem>.<precision>.engine`` (trt). Missing ONNX files are produced through the
-convert pipeline (export / precision / calibration) when its pieces are installed,
-otherwise the cell reads ``n/a`` with the reason.
+``<stem>.<precision>.engine`` (trt) -- the names of ``ofconvert.artifacts``.
+Missing ONNX files are produced through the convert pipeline (export / precision /
+calibration) when its pieces are installed, otherwise the cell reads ``n/a`` with
+the reason. Every file is checked before any image is decoded: one whose content
+(``artifacts.detect_precision``) is not the precision its name means stops the run
+(``PrecisionMismatchError``, one line); each row records the file's path, sha256
+and detected precision.
 """
 import dataclasses
 import importlib
@@ -34,8 +38,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
+from . import artifacts
+from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError
-from .pipeline import onnx_name
 from .preprocache import CacheOptions, get_cached_images
 
 EVAL_BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "ort-trt", "trt")
@@ -133,7 +138,9 @@ class EvalRow:
     mismatches: Optional[int] = None    # top-1 predictions differing from the reference's
     seconds: Optional[float] = None     # wall time of the inference loop (cache reads + normalise + infer)
     images_per_s: Optional[float] = None
-    model_path: str = ""
+    model_path: str = ""                # the file it ran (oneflow: the zoo name)
+    model_sha256: str = ""              # sha256 of model_path ("" for oneflow)
+    detected_precision: str = ""        # model_path's precision read from its content (ofconvert.artifacts)
     mismatched: List[dict] = dataclasses.field(default_factory=list)  # path, label, reference, prediction
 
     @property
@@ -151,8 +158,26 @@ def model_file(models_dir, stem, variant: Variant) -> str:
     if variant.backend == "oneflow":
         return stem
     if variant.backend == "trt":
-        return os.path.join(models_dir, f"{stem}.{variant.precision}.engine")
+        return os.path.join(models_dir, engine_name(stem, variant.precision))
     return os.path.join(models_dir, onnx_name(stem, variant.precision, variant.backend))
+
+
+def expected_precision(variant: Variant) -> str:
+    """What ``variant``'s file must hold (``artifacts.FLAVOURS``; int8 on ort-cpu: "int8-cpu")."""
+    return variant.precision if variant.backend == "trt" else artifacts.flavour(variant.precision, variant.backend)
+
+
+def check_model_file(path, variant: Variant):
+    """Refuse ``path`` (PrecisionMismatchError, one line) unless its content is the
+    precision ``variant`` needs. An engine without a usable sidecar is left to the
+    runner (which refuses it with the reason)."""
+    try:
+        artifacts.check_precision(path, expected_precision(variant))
+    except PrecisionMismatchError:
+        raise
+    except OfconvertError:
+        if variant.backend != "trt":
+            raise
 
 
 def _onnx_metadata(path):
@@ -264,6 +289,7 @@ class Evaluator:
             return self.run_impl(work)
 
     def run_impl(self, work) -> List[EvalRow]:
+        self._check_files()
         self._decode_all()
         rows, jobs = self._plan(work)
         results = {}
@@ -275,6 +301,22 @@ class Evaluator:
                     results.update(run_jobs(bjobs, bar.event))
         self._score(rows, jobs, results)
         return rows
+
+    def _check_files(self):
+        """Before any decoding: refuse a model file (or the fp32 ``<stem>.onnx`` a
+        missing one would be produced from) whose content is another precision."""
+        opts = self.options
+        for name in self.models:
+            for v in self.variants:
+                if v.backend == "oneflow":
+                    continue
+                path = model_file(opts.models_dir, name, v)
+                if os.path.isfile(path):
+                    check_model_file(path, v)
+                elif opts.produce_missing:
+                    source = model_file(opts.models_dir, name, Variant("ort-cpu", "fp32"))
+                    if os.path.isfile(source):
+                        artifacts.check_precision(source, "fp32", role=f"the source of {os.path.basename(path)}")
 
     def _decode_all(self):
         """Decode once per preprocessing (cache hit: nothing to do)."""
@@ -311,6 +353,13 @@ class Evaluator:
                     if why:
                         row.status, row.reason = "n/a", why
                         continue
+                if v.backend != "oneflow":
+                    check_model_file(path, v)
+                    row.model_path, row.model_sha256 = os.path.abspath(path), artifacts.sha256(path)
+                    try:
+                        row.detected_precision = artifacts.detect_precision(path)
+                    except OfconvertError:   # an engine without a usable sidecar: its runner says why
+                        row.detected_precision = "unknown"
                 jobs.append({"id": len(rows) - 1, "backend": v.backend, "precision": v.precision,
                              "model": name, "path": path, "npy": cache.npy_path, "valid": valid_path,
                              "preprocess": pre.to_json(), "batch": int(opts.batch_size),
@@ -548,7 +597,27 @@ def format_markdown(rows: Sequence[EvalRow], metric="top1") -> str:
         lines.append(f"{RANDOM_MARK} random weights: accuracy is meaningless, mismatch counts are what matters.")
     for i, n in enumerate(notes, 1):
         lines.append(f"[{i}] {n}")
+    if metric == "top1":
+        lines += format_files(rows)
     return "\n".join(lines)
+
+
+def format_files(rows: Sequence[EvalRow]) -> List[str]:
+    """Markdown lines: the file behind every cell that ran (path, precision read
+    from its content, sha256)."""
+    ran = [r for r in rows if r.model_sha256 or (r.backend == "oneflow" and r.status in ("ok", "error"))]
+    if not ran:
+        return []
+    lines = ["", "Files (precision read from the file's content):", "",
+             "| model | variant | file | precision | sha256 |", "| --- | --- | --- | --- | --- |"]
+    for r in ran:
+        if r.model_sha256:
+            lines.append(f"| {r.model} | {r.backend} ({r.precision}) | {r.model_path} | {r.detected_precision} "
+                         f"| {r.model_sha256} |")
+        else:
+            lines.append(f"| {r.model} | {r.backend} ({r.precision}) | OneFlow zoo model {r.model} (no file) "
+                         f"| fp32 | |")
+    return lines
 
 
 def _pct(x):
@@ -556,7 +625,8 @@ def _pct(x):
 
 
 CSV_FIELDS = ("model", "backend", "precision", "status", "pretrained", "is_reference", "reference", "images",
-              "skipped", "top1", "top5", "mismatches", "seconds", "images_per_s", "model_path", "reason")
+              "skipped", "top1", "top5", "mismatches", "seconds", "images_per_s", "model_path", "model_sha256",
+              "detected_precision", "reason")
 
 
 def format_csv(rows: Sequence[EvalRow]) -> str:

@@ -3,12 +3,19 @@
 fp32 ONNX (export + validation, reused when an identical export exists) ->
 optional fp16 ONNX / int8 Q/DQ ONNX (+ calibration cache) -> optional TensorRT
 engine. Every artefact is written atomically; the result lists them.
+
+File names follow ``ofconvert.artifacts`` (``<stem>.onnx`` is always fp32,
+``.fp16.onnx``, ``.int8.onnx``, ``.int8-cpu.onnx``, ``.<precision>.engine``):
+``ConvertOptions.check`` refuses, before any work, an ``-o`` whose name does not
+say the precision it would hold, and a run that would replace an existing file of
+another precision. ``onnx_name`` is re-exported from there.
 """
 import dataclasses
 import json
 import os
 from typing import Optional
 
+from .artifacts import artifact_paths, check_output_name, check_overwrite, onnx_name  # noqa: F401 (re-export)
 from .calibration import METHODS as CALIB_METHODS
 from .config import PRECISIONS, get_config
 from .errors import OfconvertError
@@ -48,6 +55,8 @@ class ConvertOptions:
             raise OfconvertError(f"--calib: no such folder or manifest: {self.calib}")
         if self.output and (os.path.isdir(self.output) or self.output.endswith(os.sep)):
             raise OfconvertError(f"-o/--output names a folder ({self.output}); give a file name, e.g. {self.model}.onnx")
+        if self.output:   # the name must say what the file will hold (ofconvert.artifacts)
+            check_output_name(self.output, self.precision, self.to)
         if self.calib_images is not None and self.calib_images < 1:
             raise OfconvertError("--calib-images must be >= 1")
         if self.precision == "int8":   # empty folder, bad manifest...: fail before the export
@@ -73,6 +82,9 @@ class ConvertOptions:
             EngineOptions(precision=self.precision, batch=self.batch, max_batch=self.max_batch,
                           workspace_mb=self.workspace_mb, timing_cache=self.timing_cache).validate()
             require_tensorrt()
+        paths = _paths(self)
+        for role, flavour in _written(self):   # never replace a file of another precision
+            check_overwrite(paths[role], flavour)
 
 
 @dataclasses.dataclass
@@ -86,43 +98,21 @@ class ConvertResult:
         return dataclasses.asdict(self)
 
 
-def onnx_name(stem, precision, backend="trt"):
-    """The file name every tool uses for ``stem``'s ONNX at (precision, backend):
-    ``<stem>.onnx``, ``.fp16.onnx``, ``.int8.onnx`` (TensorRT / CUDA: symmetric int8)
-    or ``.int8-cpu.onnx`` (ort-cpu: uint8 activations)."""
-    if precision == "int8":
-        return f"{stem}.int8-cpu.onnx" if backend == "ort-cpu" else f"{stem}.int8.onnx"
-    return stem + {"fp32": ".onnx", "fp16": ".fp16.onnx"}[precision]
-
-
 def _paths(opts: ConvertOptions):
-    """Derive every artefact path from --output (or the model name)."""
-    out = opts.output
-    if out:
-        base_dir = os.path.dirname(os.path.abspath(out))
-        stem = os.path.basename(out)
-        for suffix in (".engine", ".plan", ".onnx"):
-            if stem.endswith(suffix):
-                stem = stem[: -len(suffix)]
-        role = opts.precision
-        for suffix in (".fp32", ".fp16", ".int8", ".int8-cpu"):
-            if stem.endswith(suffix):
-                stem = stem[: -len(suffix)]
-                role = "int8-cpu" if suffix == ".int8-cpu" and opts.precision == "int8" else role
-    else:
-        base_dir, stem = os.path.abspath("."), opts.model.split(":")[-1]
-    p = {"fp32": os.path.join(base_dir, onnx_name(stem, "fp32")),
-         "fp16": os.path.join(base_dir, onnx_name(stem, "fp16")),
-         "int8": os.path.join(base_dir, onnx_name(stem, "int8")),
-         "int8-cpu": os.path.join(base_dir, onnx_name(stem, "int8", "ort-cpu")),
-         "engine": os.path.join(base_dir, f"{stem}.{opts.precision}.engine")}
-    if out:
-        final = "engine" if opts.to == "trt" else role
-        p[final] = os.path.abspath(out)
-        for other in p:   # e.g. `-o r.onnx --fp16`: the fp32 intermediate must not overwrite the output
-            if other != final and p[other] == p[final]:
-                p[other] = os.path.join(base_dir, f"{stem}.{other}.onnx")
-    return p
+    """Every artefact path, from --output (or the model name): see ofconvert.artifacts."""
+    return artifact_paths(opts.model, opts.output, opts.precision, opts.to)
+
+
+def _written(opts: ConvertOptions):
+    """(role, flavour) of every artefact this run may write."""
+    roles = [("fp32", "fp32")]
+    if opts.precision == "fp16":
+        roles.append(("fp16", "fp16"))
+    elif opts.precision == "int8":
+        roles += [("int8", "int8"), ("int8-cpu", "int8-cpu")]
+    if opts.to == "trt":
+        roles.append(("engine", opts.precision))
+    return roles
 
 
 def _reusable_export(onnx_path, opts):
@@ -156,11 +146,14 @@ def _prebuilt_export(onnx_path, opts):
 
     from .onnx_fix import get_metadata
 
+    from .artifacts import _onnx_precision
+
     try:
-        meta = get_metadata(onnx.load(onnx_path, load_external_data=False))
+        model = onnx.load(onnx_path, load_external_data=False)
+        meta = get_metadata(model)
     except Exception:
         return None
-    if meta.get("ofconvert.model") != opts.model:
+    if meta.get("ofconvert.model") != opts.model or _onnx_precision(model) != "fp32":
         return None
     return {"model": opts.model, "onnx_path": onnx_path, "prebuilt": True, "validation": None}
 

@@ -101,13 +101,13 @@ def test_int8_user_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     p = run_cli("efficientnet_lite0", "--to", "onnx", "--no-validate", "--int8", "--calib", empty,
-                "-o", tmp_path / "x.onnx")
+                "-o", tmp_path / "x.int8.onnx")
     assert _one_line_error(p), p.stderr
     assert _one_line_error(run_cli("efficientnet_lite0", "--int8", "--calib", tmp_path / "missing"))
     assert _one_line_error(run_cli("efficientnet_lite0", "--fp16", "--int8"))
     binary = tmp_path / "img.bin"
     binary.write_bytes(bytes(range(256)) * 4)
-    p = run_cli("efficientnet_lite0", "--int8", "--calib", binary, "-o", tmp_path / "y.onnx")
+    p = run_cli("efficientnet_lite0", "--int8", "--calib", binary, "-o", tmp_path / "y.int8.onnx")
     assert _one_line_error(p) and "manifest" in p.stderr, p.stderr
     assert list(tmp_path.glob("y*")) == []     # failed before the export
 
@@ -124,6 +124,6 @@ def test_to_trt_without_tensorrt_fails_fast_and_writes_nothing(tmp_path):
         pytest.skip("tensorrt is installed: tests/test_engine.py covers real builds")
     except ImportError:
         pass
-    p = run_cli("resnet50", "--to", "trt", "--fp16", "--batch", "8", "--max-batch", "64", "-o", tmp_path / "r.engine")
+    p = run_cli("resnet50", "--to", "trt", "--fp16", "--batch", "8", "--max-batch", "64", "-o", tmp_path / "r.fp16.engine")
     assert _one_line_error(p) and "tensorrt" in p.stderr.lower()
     assert os.listdir(tmp_path) == []          # no export, no engine, no half-written file

@@ -11,7 +11,11 @@ None of these had a handler upstream (``softplus`` had one that ignored
   transposes the reduced dim last, as for ``softmax``);
 * ``softplus`` log(1 + exp(beta x)) / beta, x where beta x > threshold;
 * ``scalar_logical_*`` (x == / != / >= / <= scalar) and ``masked_fill``
-  (used by logsumexp).
+  (used by logsumexp);
+* ``scalar_floordiv`` / ``floordiv`` (``//``): floor(x / y) for floats, truncating
+  integer Div for ints (OneFlow: -7 // 2 == -3); ``scalar_fmod`` / ``broadcast_fmod``
+  (``%``, flow.fmod): Mod(fmod=1), C semantics as OneFlow; ``scalar_reverse_pow``
+  (``2 ** x``) and ``pow`` (``x ** y``): Pow in the output type.
 """
 import math
 
@@ -170,3 +174,65 @@ class MaskedFill:
         if ctx.get_dtype(mask) != TensorProto.BOOL:
             mask = node(ctx, "Cast", [mask], {"to": TensorProto.BOOL}, dtype=TensorProto.BOOL)
         node(ctx, "Where", [mask, v, x], dtype=dtypes[0], shape=shapes[0], outputs=outs[:1])
+
+
+def _as(ctx, x, dt):
+    """``x`` cast to ONNX ``dt`` when it is of another type."""
+    if ctx.get_dtype(x) == dt:
+        return x
+    return node(ctx, "Cast", [x], {"to": dt}, dtype=dt)
+
+
+def _is_float(dt):
+    return dt in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+
+def _binary_operands(ctx, n, dt):
+    """(x, y) of a scalar_* or two-input op, both of the output's ONNX type ``dt``;
+    for ``scalar_reverse_*`` the scalar comes first."""
+    x = _as(ctx, n.input_tensor_names[0], dt)
+    if len(n.input_tensor_names) > 1:
+        return x, _as(ctx, n.input_tensor_names[1], dt)
+    y = _scalar(ctx, n, dt)
+    return (y, x) if n.op_type.startswith("scalar_reverse_") else (x, y)
+
+
+@register(["scalar_floordiv", "floordiv"])
+class FloorDiv:
+    """OneFlow's ``//``: floor(x / y) for floats, C++ integer division (truncation toward
+    zero: -7 // 2 == -3) for integers, which is ONNX's integer Div."""
+
+    @classmethod
+    def Version_13(cls, ctx, n, **kwargs):
+        dt = ctx.get_dtype(n.output_tensor_names[0])
+        x, y = _binary_operands(ctx, n, dt)
+        ins, outs, dtypes, shapes = take(ctx, n)
+        if not _is_float(dt):
+            node(ctx, "Div", [x, y], dtype=dt, shape=shapes[0], outputs=outs[:1])
+            return
+        q = node(ctx, "Div", [x, y], dtype=dt)
+        node(ctx, "Floor", [q], dtype=dt, shape=shapes[0], outputs=outs[:1])
+
+
+@register(["scalar_fmod", "broadcast_fmod"])
+class Fmod:
+    """OneFlow's ``%`` and flow.fmod: C fmod (the result has the sign of x: -3.5 % 2 == -1.5)."""
+
+    @classmethod
+    def Version_13(cls, ctx, n, **kwargs):
+        dt = ctx.get_dtype(n.output_tensor_names[0])
+        x, y = _binary_operands(ctx, n, dt)
+        ins, outs, dtypes, shapes = take(ctx, n)
+        node(ctx, "Mod", [x, y], {"fmod": 1}, dtype=dt, shape=shapes[0], outputs=outs[:1])
+
+
+@register(["scalar_reverse_pow", "pow"])
+class Pow:
+    """``scalar ** x`` (scalar_reverse_pow) and ``x ** y`` of two tensors: Pow in the output type."""
+
+    @classmethod
+    def Version_13(cls, ctx, n, **kwargs):
+        dt = ctx.get_dtype(n.output_tensor_names[0])
+        x, y = _binary_operands(ctx, n, dt)
+        ins, outs, dtypes, shapes = take(ctx, n)
+        node(ctx, "Pow", [x, y], dtype=dt, shape=shapes[0], outputs=outs[:1])

@@ -11,7 +11,14 @@
   the batch size follows the batch (``dynamic_batch`` makes the shape dynamic);
 * ``arange``: Range with start/limit/delta of the OUTPUT dtype (upstream wrote
   float64 constants for a float32 arange: onnx.checker refused the graph);
-* ``dim_gather`` (flow.gather): GatherElements.
+* ``dim_gather`` (flow.gather): GatherElements;
+* ``slice_update`` (``y[:, :c] = v``, ``out[:, 0:c] += x``): per sliced dim, Slice +
+  Concat (step 1) or a Gather of constant indices (step > 1); dims the slice covers
+  whole (the batch) are untouched, so nothing of the traced batch is written;
+* ``unfold`` (F.unfold, im2col): Pad + Gather of window indices (Reshape when the
+  windows tile the input) + Transpose + Reshape: exact, rows ordered (c, ki, kj);
+* ``fold`` (F.fold, col2im): the inverse layout, then per spatial dim a Gather (windows
+  that do not overlap) or a MatMul with the 0/1 scatter matrix (overlaps are summed).
 """
 import numpy as np
 from onnx import TensorProto, helper
@@ -163,3 +170,200 @@ class DimGather:
         dim = norm_axes(ctx, x, [n.attrs.get("dim", 0)])[0]
         ins, outs, dtypes, shapes = take(ctx, n)
         node(ctx, "GatherElements", ins[:2], {"axis": dim}, dtype=dtypes[0], shape=shapes[0], outputs=outs[:1])
+
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _slice_update(ctx, ref, value, dims, dt):
+    """``ref`` with ``ref[dims slices] = value``; ``dims``: [(axis, start, stop, step, size)],
+    outermost first. One axis at a time: the part of ``ref`` on that axis (full on every
+    other axis) is updated recursively, then put back between the untouched parts (step 1:
+    Concat of head, part, tail) or interleaved with them (step > 1: Gather of constant
+    indices from Concat(ref, part))."""
+    if not dims:
+        return value
+    (axis, start, stop, step, size), rest = dims[0], dims[1:]
+    end = INT64_MAX if stop >= size else stop       # never the traced length (the batch) as a constant
+    part = slice_(ctx, ref, [start], [end], [axis], [step] if step != 1 else None, dtype=dt)
+    part = _slice_update(ctx, part, value, rest, dt)
+    if step == 1:
+        pieces = []
+        if start > 0:
+            pieces.append(slice_(ctx, ref, [0], [start], [axis], dtype=dt))
+        pieces.append(part)
+        if stop < size:
+            pieces.append(slice_(ctx, ref, [stop], [INT64_MAX], [axis], dtype=dt))
+        return pieces[0] if len(pieces) == 1 else node(ctx, "Concat", pieces, {"axis": axis}, dtype=dt)
+    if axis == 0:
+        raise NotImplementedError(f"slice_update of the batch dim with step {step} (x[{start}:{stop}:{step}] = ...)")
+    idx = np.arange(size, dtype=np.int64)
+    upd = np.arange(start, stop, step)
+    idx[upd] = size + np.arange(len(upd))
+    both = node(ctx, "Concat", [ref, part], {"axis": axis}, dtype=dt)
+    return node(ctx, "Gather", [both, const(ctx, idx, np.int64)], {"axis": axis}, dtype=dt)
+
+
+@register("slice_update", flow_ibns=["ref", "value"])
+class SliceUpdate:
+    """``y = ref; y[start:stop:step per dim] = value`` (``x[:, :c] += t``, ``x[..., 1:, 1:] = v``).
+    Dims the slice covers whole are left alone (the batch dim, typically: nothing of the
+    traced batch size is written); the others are rebuilt by Slice + Concat / Gather, the
+    indices being int64 constants."""
+
+    @classmethod
+    def Version_13(cls, ctx, n, **kwargs):
+        a = n.attrs
+        ref, value = n.input_tensor_names[:2]
+        shape = [int(d) for d in ctx.get_shape(ref)]
+        starts, stops, steps = (list(a.get(k) or []) for k in ("start", "stop", "step"))
+        if not (len(starts) == len(stops) == len(steps) == len(shape)):
+            raise NotImplementedError(f"slice_update with start/stop/step {starts}/{stops}/{steps} "
+                                      f"for a rank-{len(shape)} tensor")
+        dims, sub_shape = [], []
+        for ax, (b, e, s, size) in enumerate(zip(starts, stops, steps, shape)):
+            b, e, s = int(b), int(e), int(s)
+            if s <= 0:
+                raise NotImplementedError(f"slice_update with step {s}")
+            b = min(max(b + size if b < 0 else b, 0), size)
+            e = min(max(e + size if e < 0 else e, b), size)
+            sub_shape.append(len(range(b, e, s)))
+            if not (b == 0 and e == size and s == 1):
+                dims.append((ax, b, e, s, size))
+        ins, outs, dtypes, shapes = take(ctx, n)
+        dt = dtypes[0]
+        vshape = ctx.get_shape(value)
+        if vshape is None or [int(d) for d in vshape] != sub_shape:
+            # broadcast the value to the slice (its shape taken from the graph: batch-free)
+            target = slice_(ctx, ref, [d[1] for d in dims], [INT64_MAX if d[2] >= d[4] else d[2] for d in dims],
+                            [d[0] for d in dims], [d[3] for d in dims], dtype=dt) if dims else ref
+            value = node(ctx, "Expand", [value, node(ctx, "Shape", [target], dtype=TensorProto.INT64)], dtype=dt)
+        if ctx.get_dtype(value) != dt:
+            value = node(ctx, "Cast", [value], {"to": dt}, dtype=dt)
+        y = _slice_update(ctx, ref, value, dims, dt)
+        node(ctx, "Identity", [y], dtype=dt, shape=shapes[0], outputs=outs[:1])
+
+
+def _window_geometry(n, in_sizes=None, out_sizes=None):
+    """Unfold / fold attributes -> (kernel, dilation, padding, stride, blocks per spatial dim)."""
+    a = n.attrs
+    fmt = a.get("data_format", "channels_first")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt not in ("channels_first", ""):
+        raise NotImplementedError(f"{n.op_type} with data_format {fmt!r} (only channels_first)")
+    k = [int(v) for v in a["kernel_size"]]
+    r = len(k)
+
+    def ints(name, default):
+        v = [int(i) for i in (a.get(name) or [default])]
+        return v * r if len(v) == 1 else v
+
+    d, p, s = ints("dilation_rate", 1), ints("padding", 0), ints("strides", 1)
+    sizes = in_sizes if in_sizes is not None else out_sizes
+    blocks = [(i + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for i, kk, dd, pp, ss in zip(sizes, k, d, p, s)]
+    if min(blocks) <= 0:
+        raise NotImplementedError(f"{n.op_type}: kernel {k} (dilation {d}) larger than the padded input {sizes}")
+    return k, d, p, s, blocks
+
+
+def _plain_windows(k, d, p, s):
+    """Windows that tile the input: kernel == stride, no dilation, no padding."""
+    return all(kk == ss and dd == 1 and pp == 0 for kk, dd, pp, ss in zip(k, d, p, s))
+
+
+@register("unfold")
+class Unfold:
+    """F.unfold / nn.Unfold (im2col): (N, C, *spatial) -> (N, C * prod(k), L), rows
+    channel-major (c, ki, kj), columns the blocks in row-major order. Exact data movement:
+    Pad, then per spatial dim a Gather of the (block, kernel offset) indices
+    ``block * stride + offset * dilation`` (or a Reshape when kernel == stride), then
+    Transpose and Reshape (batch copied with 0)."""
+
+    @classmethod
+    def Version_13(cls, ctx, n, **kwargs):
+        x = n.input_tensor_names[0]
+        shape = [int(v) for v in ctx.get_shape(x)]
+        C, sp = shape[1], shape[2:]
+        k, d, p, s, blocks = _window_geometry(n, in_sizes=sp)
+        r = len(k)
+        if len(sp) != r:
+            raise NotImplementedError(f"unfold with a {r}-d kernel of a rank-{len(shape)} input")
+        ins, outs, dtypes, shapes = take(ctx, n)
+        dt = dtypes[0]
+        if _plain_windows(k, d, p, s):
+            used = [b * kk for b, kk in zip(blocks, k)]
+            if used != sp:
+                x = slice_(ctx, x, [0] * r, used, list(range(2, 2 + r)), dtype=dt)
+            split = [0, C] + [v for b, kk in zip(blocks, k) for v in (b, kk)]
+            x = node(ctx, "Reshape", [x, const(ctx, split, np.int64)], dtype=dt)
+        else:
+            if any(p):
+                x = node(ctx, "Pad", [x, const(ctx, [0, 0] + p + [0, 0] + p, np.int64)], {"mode": "constant"}, dtype=dt)
+            for i in range(r):      # axis of spatial dim i: 2 + 2 * i (earlier dims became (block, offset))
+                idx = (np.arange(blocks[i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i]).astype(np.int64)
+                x = node(ctx, "Gather", [x, const(ctx, idx, np.int64)], {"axis": 2 + 2 * i}, dtype=dt)
+        # (N, C, b1, k1, b2, k2, ...) -> (N, C, k1, k2, ..., b1, b2, ...)
+        perm = [0, 1] + [3 + 2 * i for i in range(r)] + [2 + 2 * i for i in range(r)]
+        x = node(ctx, "Transpose", [x], {"perm": perm}, dtype=dt)
+        node(ctx, "Reshape", [x, const(ctx, [0, C * int(np.prod(k)), int(np.prod(blocks))], np.int64)],
+             dtype=dt, shape=shapes[0], outputs=outs[:1])
+
+
+@register("fold")
+class Fold:
+    """F.fold / nn.Fold (col2im), the adjoint of unfold: (N, C * prod(k), L) -> (N, C,
+    *output_size), overlapping windows summed. Per spatial dim the (block, offset) axis
+    pair is mapped to ``block * stride + offset * dilation - padding``: a Gather (with a
+    zero slot for positions no window reaches) when windows do not overlap on that dim,
+    else a MatMul with the 0/1 scatter matrix (the sum)."""
+
+    @classmethod
+    def Version_13(cls, ctx, n, **kwargs):
+        x = n.input_tensor_names[0]
+        shape = [int(v) for v in ctx.get_shape(x)]
+        out_sp = [int(v) for v in n.attrs["output_size"]]
+        k, d, p, s, blocks = _window_geometry(n, out_sizes=out_sp)
+        r = len(k)
+        K, L = int(np.prod(k)), int(np.prod(blocks))
+        if len(shape) != 3 or shape[1] % K or shape[2] != L:
+            raise NotImplementedError(f"fold of a {shape} input with kernel {k} into {out_sp} ({L} blocks)")
+        C = shape[1] // K
+        ins, outs, dtypes, shapes = take(ctx, n)
+        dt = dtypes[0]
+        npd = util.Onnx2NumpyDtype(dt)
+        # (N, C*K, L) -> (N, C, k1, k2, .., b1, b2, ..) -> (N, C, b1, k1, b2, k2, ..) -> (N, C, b1*k1, ..)
+        x = node(ctx, "Reshape", [x, const(ctx, [0, C] + k + blocks, np.int64)], dtype=dt)
+        perm = [0, 1] + [v for i in range(r) for v in (2 + r + i, 2 + i)]
+        x = node(ctx, "Transpose", [x], {"perm": perm}, dtype=dt)
+        x = node(ctx, "Reshape", [x, const(ctx, [0, C] + [b * kk for b, kk in zip(blocks, k)], np.int64)], dtype=dt)
+        rank = 2 + r
+        for i in range(r):
+            ax = 2 + i
+            src = (np.arange(blocks[i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i] - p[i]).reshape(-1)
+            m = blocks[i] * k[i]
+            inside = (src >= 0) & (src < out_sp[i])
+            hits = np.bincount(src[inside], minlength=out_sp[i])
+            if hits.max(initial=0) <= 1:
+                if np.array_equal(src, np.arange(m)) and m == out_sp[i]:
+                    continue
+                idx = np.full(out_sp[i], m, dtype=np.int64)          # m: the zero slot
+                idx[src[inside]] = np.nonzero(inside)[0]
+                pads = [0] * (2 * rank)
+                pads[rank + ax] = 1
+                x = node(ctx, "Pad", [x, const(ctx, pads, np.int64)], {"mode": "constant"}, dtype=dt)
+                x = node(ctx, "Gather", [x, const(ctx, idx, np.int64)], {"axis": ax}, dtype=dt)
+            else:
+                mat = np.zeros((m, out_sp[i]), dtype=npd)
+                mat[np.nonzero(inside)[0], src[inside]] = 1
+                if ax == rank - 1:                                   # last axis: x @ M
+                    x = node(ctx, "MatMul", [x, const(ctx, mat, npd)], dtype=dt)
+                elif ax == rank - 2:                                 # second to last: M^T @ x
+                    x = node(ctx, "MatMul", [const(ctx, mat.T.copy(), npd), x], dtype=dt)
+                else:                                                # move the axis last and back
+                    tp = list(range(rank))
+                    tp[ax], tp[-1] = tp[-1], tp[ax]
+                    x = node(ctx, "Transpose", [x], {"perm": tp}, dtype=dt)
+                    x = node(ctx, "MatMul", [x, const(ctx, mat, npd)], dtype=dt)
+                    x = node(ctx, "Transpose", [x], {"perm": tp}, dtype=dt)
+        node(ctx, "Identity", [x], dtype=dt, shape=shapes[0], outputs=outs[:1])
