@@ -1,0 +1,148 @@
+"""Bad inputs, as a user makes them: every case gets one line, a typed error
+(exit 2 on the CLI), no traceback, no file created or changed in the output
+folder, the cwd or $TMPDIR."""
+import hashlib
+import os
+
+import pytest
+
+from conftest import has_traceback, needs_oneflow, run_cli
+
+pytestmark = needs_oneflow
+
+
+def _snapshot(*folders):
+    out = {}
+    for d in folders:
+        for root, dirs, files in os.walk(d):
+            for f in files:
+                p = os.path.join(root, f)
+                out[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+            for x in dirs:
+                out[os.path.join(root, x) + "/"] = "dir"
+    return out
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """(cwd, out folder with a good pre-existing file, private TMPDIR)."""
+    cwd, out, tmpd = tmp_path / "cwd", tmp_path / "out", tmp_path / "tmpdir"
+    for d in (cwd, out, tmpd):
+        d.mkdir()
+    (out / "keep.onnx").write_bytes(b"a good file that must survive")
+    (out / "keep.onnx.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("a text file, not weights")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "afolder").mkdir()
+    return tmp_path
+
+
+CLI_CASES = {
+    "unknown_model": ["resnet51", "--to", "onnx"],
+    "unknown_flowvision_model": ["flowvision:resnet1800", "--to", "onnx"],
+    "misspelled_flowvision_model": ["flowvision:mobilenetv3_small", "--to", "onnx"],
+    "unknown_target": ["resnet50", "--to", "tflite"],
+    "opset_too_new": ["resnet50", "--opset", "99", "--no-validate"],
+    "opset_too_old": ["resnet50", "--opset", "9"],
+    "opset_not_a_number": ["resnet50", "--opset", "thirteen"],
+    "input_shape_zero": ["resnet50", "--input-shape", "3,0,224"],
+    "input_shape_words": ["resnet50", "--input-shape", "three,by,three"],
+    "input_shape_negative": ["resnet50", "--input-shape", "3,-224,224"],
+    "output_is_a_folder": ["resnet50", "-o", "{out}"],
+    "output_under_a_file": ["resnet50", "-o", "{tmp}/notes.txt/r.onnx"],
+    "weights_missing": ["resnet50", "--weights", "{tmp}/nope.npz"],
+    "weights_is_a_folder": ["resnet50", "--weights", "{tmp}/afolder"],
+    "weights_empty": ["resnet50", "--weights", "{tmp}/empty.npz", "-o", "{out}/r.onnx"],
+    "weights_text": ["resnet50", "--weights", "{tmp}/notes.txt", "-o", "{out}/r.onnx"],
+    "int8_without_calib": ["resnet50", "--int8"],
+    "calib_missing": ["resnet50", "--int8", "--calib", "{tmp}/no-such-calib"],
+    "calib_images_zero": ["resnet50", "--int8", "--calib", "{tmp}/afolder", "--calib-images", "0"],
+    "calib_empty_folder": ["resnet50", "--int8", "--calib", "{tmp}/afolder"],
+    "calib_method_unknown": ["resnet50", "--int8", "--calib", "{tmp}/afolder", "--calib-method", "magic"],
+    "fp16_and_int8": ["resnet50", "--fp16", "--int8"],
+    "unknown_flag": ["resnet50", "--turbo"],
+    "trt_without_tensorrt": ["resnet50", "--to", "trt"],
+    "batch_zero_trt": ["resnet50", "--to", "trt", "--batch", "0"],
+    "no_model": ["--to", "onnx"],
+    "calib_set_missing_source": ["calib-set", "--from", "{tmp}/nowhere", "-o", "{out}/calib"],
+    "calib_set_no_output": ["calib-set", "--from", "{tmp}/afolder"],
+    "calib_set_per_class_zero": ["calib-set", "--from", "{tmp}/afolder", "--per-class", "0", "-o", "{out}/c"],
+    "list_with_argument": ["list", "extra"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLI_CASES))
+def test_cli_bad_input_is_one_line_exit_2_and_touches_nothing(name, sandbox):
+    args = [a.format(tmp=sandbox, out=sandbox / "out") for a in CLI_CASES[name]]
+    before = _snapshot(sandbox)
+    p = run_cli(*args, cwd=sandbox / "cwd", env={"TMPDIR": str(sandbox / "tmpdir")}, timeout=300)
+    assert p.returncode == 2, (p.returncode, p.stderr[-800:])
+    assert not has_traceback(p), p.stderr[-800:]
+    assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("ofconvert: error:"), p.stderr
+    assert _snapshot(sandbox) == before
+
+
+def _module():
+    from ofconvert.zoo import import_oneflow
+
+    flow = import_oneflow()
+    flow.manual_seed(0)
+    return flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3), flow.nn.ReLU()).eval()
+
+
+API_CASES = {
+    "model_is_a_number": lambda m, p: dict(model=123, onnx_path=p),
+    "model_is_a_dict": lambda m, p: dict(model={"a": 1}, onnx_path=p),
+    "path_is_a_number": lambda m, p: dict(model=m, onnx_path=42),
+    "path_is_a_folder": lambda m, p: dict(model=m, onnx_path=os.path.dirname(p)),
+    "input_shape_string": lambda m, p: dict(model=m, onnx_path=p, input_shape="3,224,224"),
+    "input_shape_zero": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 0, 8)),
+    "input_shape_float": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8.5, 8)),
+    "input_shape_empty": lambda m, p: dict(model=m, onnx_path=p, input_shape=()),
+    "input_shape_bool": lambda m, p: dict(model=m, onnx_path=p, input_shape=(True, 8, 8)),
+    "input_shape_wrong_for_module": lambda m, p: dict(model=m, onnx_path=p, input_shape=(5, 8, 8)),
+    "opset_string": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8), opset="13"),
+    "opset_bool": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8), opset=True),
+    "opset_too_new": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8), opset=99),
+    "opset_too_old": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8), opset=11),
+    "output_names_wrong_count": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8),
+                                                  output_names=["a", "b"]),
+    "output_names_not_strings": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8), output_names=[1]),
+    "output_names_clash_with_input": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8),
+                                                       output_names=["input"]),
+    "config_is_a_dict": lambda m, p: dict(model=m, onnx_path=p, config={"name": "x"}),
+    "unknown_zoo_name": lambda m, p: dict(model="resnet51", onnx_path=p),
+    "validation_batches_zero": lambda m, p: dict(model=m, onnx_path=p, input_shape=(3, 8, 8),
+                                                 validation_options={"batches": (0,)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(API_CASES))
+def test_export_api_bad_argument_is_one_typed_error(name, sandbox):
+    from ofconvert import export
+    from ofconvert.errors import OfconvertError
+
+    out = sandbox / "out"
+    before = _snapshot(sandbox)
+    kwargs = API_CASES[name](_module(), str(out / "keep.onnx"))
+    with pytest.raises(OfconvertError) as ei:
+        export(verbose=False, **kwargs)
+    msg = str(ei.value)
+    assert msg and "\n" not in msg and "Traceback" not in msg
+    assert _snapshot(sandbox) == before
+
+
+def test_validate_api_bad_arguments(tmp_path):
+    from ofconvert import export, validate
+    from ofconvert.config import ModelConfig, PreprocessConfig
+    from ofconvert.errors import OfconvertError
+
+    m = _module()
+    p = tmp_path / "m.onnx"
+    export(m, p, input_shape=(3, 8, 8), verbose=False, validation_options={"use_real": False})
+    with pytest.raises(OfconvertError, match="config"):
+        validate(m, p, {"name": "x"})
+    cfg = ModelConfig("m", PreprocessConfig(8))
+    for bad in ((0,), ("a",), ()):
+        with pytest.raises(OfconvertError, match="batches"):
+            validate(m, p, cfg, batches=bad, verbose=False)
