@@ -20,8 +20,13 @@ def check_writable_dir(path):
             raise OfconvertError(f"cannot create output folder {d}: {e.strerror}") from None
     if not os.path.isdir(d):
         raise OfconvertError(f"output folder is not a folder: {d}")
-    if not os.access(d, os.W_OK):
-        raise OfconvertError(f"output folder is not writable: {d}")
+    # a probe file, not os.access: root passes os.access on a read-only mount
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ofconvert-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OfconvertError(f"output folder is not writable: {d} ({e.strerror})") from None
     return d
 
 
@@ -110,9 +115,16 @@ class Transaction:
         self.stale.append(self.target + suffix)
 
     def commit(self):
+        """Rename the set in place. SIGINT/SIGTERM are held back in this thread, and
+        an exclusive lock on the folder serialises concurrent commits to it, so two
+        writers of one target leave one writer's complete set, never a mix."""
+        import fcntl
+
         sigs = {signal.SIGINT, signal.SIGTERM}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        dfd = os.open(self.folder, os.O_RDONLY)
         try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
             os.replace(self.tmp, self.target)
             for final, tmp in self.extra.items():
                 os.replace(tmp, final)
@@ -121,6 +133,7 @@ class Transaction:
                     os.unlink(path)
             self.tmp, self.extra = None, {}
         finally:
+            os.close(dfd)           # releases the lock
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def cleanup(self):

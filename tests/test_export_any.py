@@ -201,3 +201,28 @@ def test_flowvision_model_by_name_and_misspelling(tmp_path):
     q = run_cli("flowvision:squeezenet1_2", "--to", "onnx", "-o", tmp_path / "x.onnx")
     assert q.returncode == 2 and not has_traceback(q)
     assert "did you mean flowvision:squeezenet1_1" in q.stderr and q.stderr.strip().count("\n") == 0
+
+
+_WRITER = """
+import sys
+from ofconvert.zoo import import_oneflow
+from ofconvert import export
+flow = import_oneflow()
+flow.manual_seed(int(sys.argv[2]))
+m = flow.nn.Sequential(flow.nn.Conv2d(3, 4, 3), flow.nn.ReLU()).eval()
+for _ in range(3):
+    export(m, sys.argv[1], input_shape=(3, 16, 16), verbose=False, validation_options={"use_real": False})
+"""
+
+
+def test_two_concurrent_writers_leave_one_consistent_set(tmp_path):
+    import json
+
+    target = tmp_path / "m.onnx"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(seed)]) for seed in (1, 2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    report = json.load(open(str(target) + ".json"))
+    val = json.load(open(str(target) + ".validation.json"))
+    assert report["onnx_sha256"] == _sha(target)
+    assert val["passed"] and report["validation"]["checks"] == val["checks"]
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.onnx.json", "m.onnx.validation.json"]
