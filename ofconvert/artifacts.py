@@ -83,8 +83,9 @@ def engine_name(stem, precision, max_batch=None):
 
 def parse_name(path):
     """What a file name claims: ``(stem, kind, flavour)``; kind "onnx", "engine" or
-    None (another extension: nothing claimed, flavour None). A name without a
-    precision tag claims fp32; ``explicit`` tags are reported by :func:`name_tag`."""
+    None (another extension: nothing claimed, stem = the whole name, flavour None).
+    A name without a precision tag claims fp32 (:func:`name_tag` tells whether the
+    tag was written out)."""
     base = os.path.basename(os.fspath(path))
     kind = None
     if base.endswith(".onnx"):
@@ -126,6 +127,8 @@ def check_output_name(output, precision, to="onnx"):
     shown = os.fspath(output)
     folder = os.path.dirname(shown)
     stem, kind, claimed = parse_name(shown)
+    if kind is None:   # "-o lite0.int8": suggest lite0.int8.onnx, not lite0.int8.int8.onnx
+        stem = _split_tag(stem)[0]
     want_kind = "onnx" if to == "onnx" else "engine"
     if to == "onnx":
         wanted_flavours = ("int8", "int8-cpu") if precision == "int8" else (precision,)
@@ -134,9 +137,12 @@ def check_output_name(output, precision, to="onnx"):
         wanted_flavours = (precision,)
         suggest = os.path.join(folder, engine_name(stem, precision))
     if kind != want_kind:
-        what = {"onnx": "an ONNX model", "engine": "a TensorRT engine", None: "neither an ONNX model nor an engine"}
         writes = "an ONNX model" if to == "onnx" else "a TensorRT engine"
-        raise OfconvertError(f"-o {shown} names {what[kind]} but --to {to} writes {writes}; use -o {suggest}")
+        if kind is None:
+            ends = ".onnx" if to == "onnx" else ".engine (or .plan)"
+            raise OfconvertError(f"-o {shown}: --to {to} writes {writes}, whose name ends in {ends}; use -o {suggest}")
+        what = "an ONNX model" if kind == "onnx" else "a TensorRT engine"
+        raise OfconvertError(f"-o {shown} names {what} but --to {to} writes {writes}; use -o {suggest}")
     if claimed not in wanted_flavours:
         thing = "model" if to == "onnx" else "engine"
         raise PrecisionMismatchError(f"-o {shown} would hold the {precision} {thing} but the name means {claimed}; "

@@ -29,9 +29,8 @@ import tempfile
 import time
 from typing import Optional, Tuple
 
-from . import fileio
+from . import artifacts, fileio
 from .config import PRECISIONS, get_config, list_models
-from . import artifacts
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError
 

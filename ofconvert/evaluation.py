@@ -37,8 +37,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from . import artifacts
+from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError
 from .preprocache import CacheOptions, get_cached_images

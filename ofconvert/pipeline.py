@@ -144,9 +144,8 @@ def _reusable_export(onnx_path, opts):
 def _prebuilt_export(onnx_path, opts):
     import onnx
 
-    from .onnx_fix import get_metadata
-
     from .artifacts import _onnx_precision
+    from .onnx_fix import get_metadata
 
     try:
         model = onnx.load(onnx_path, load_external_data=False)

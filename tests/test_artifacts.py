@@ -178,7 +178,7 @@ def test_detect_precision_of_every_real_flavour(flavours, tmp_path):
         assert s.run(None, {"input": x})[0].shape == (2, 10)
 
 
-def _qdq_graph(path, zero_point=None, zp_as_constant=False, fp16=False):
+def _qdq_graph(path, zero_point=None, zp_as_constant=False):
     """input -> QuantizeLinear -> DequantizeLinear -> Relu, built by hand."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -195,7 +195,6 @@ def _qdq_graph(path, zero_point=None, zp_as_constant=False, fp16=False):
     nodes += [helper.make_node("QuantizeLinear", q_inputs, ["q"]),
               helper.make_node("DequantizeLinear", ["q"] + q_inputs[1:], ["dq"]),
               helper.make_node("Relu", ["dq"], ["out"])]
-    dt = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)

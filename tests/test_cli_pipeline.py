@@ -44,6 +44,11 @@ def test_int8_writes_both_qdq_flavours_cache_and_sidecar(lite0_int8, datasets):
     for name in ("lite0.onnx", "lite0.int8.onnx", "lite0.int8-cpu.onnx", "lite0.entropy.calib.cache",
                  "lite0.entropy.calib.cache.json"):
         assert (d / name).is_file(), name
+    from ofconvert.artifacts import detect_precision
+
+    # every name says what its file holds (ofconvert.artifacts): <stem>.onnx is the fp32 export
+    assert {n: detect_precision(d / n) for n in ("lite0.onnx", "lite0.int8.onnx", "lite0.int8-cpu.onnx")} == \
+        {"lite0.onnx": "fp32", "lite0.int8.onnx": "int8", "lite0.int8-cpu.onnx": "int8-cpu"}
     header = (d / "lite0.entropy.calib.cache").read_text().splitlines()[0]
     assert header.startswith("TRT-") and header.endswith("EntropyCalibration2")
     # both int8 models agree with fp32 on real images the calibration never saw
@@ -56,6 +61,21 @@ def test_int8_writes_both_qdq_flavours_cache_and_sidecar(lite0_int8, datasets):
         with OnnxRuntimeRunner(str(d / name)) as r:
             agree = float(np.mean(r.infer(x).argmax(1) == ref))
         assert agree >= 0.8, (name, agree)
+
+
+def test_bench_runs_each_file_of_the_int8_run_at_its_own_precision(lite0_int8):
+    """The issue's case end to end: bench's fp32 column runs the fp32 export, its int8
+    column the Q/DQ model, and the report says which file (sha256, detected precision)."""
+    from ofconvert.bench import BenchOptions, benchmark
+    from ofconvert.fileio import sha256_file
+
+    d, _ = lite0_int8
+    res = benchmark([str(d / "lite0.onnx")], ["ort-cpu"], ["fp32", "int8"], [1],
+                    BenchOptions(warmup=0, iters=1, threads=1))
+    assert [r.status for r in res] == ["ok", "ok"], [r.reason for r in res]
+    assert {r.precision: (r.model_file, r.detected_precision, r.model_sha256) for r in res} == {
+        "fp32": (str(d / "lite0.onnx"), "fp32", sha256_file(d / "lite0.onnx")),
+        "int8": (str(d / "lite0.int8-cpu.onnx"), "int8-cpu", sha256_file(d / "lite0.int8-cpu.onnx"))}
 
 
 def test_second_run_reuses_export_and_cache(lite0_int8, calib_set):
