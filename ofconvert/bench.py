@@ -32,7 +32,7 @@ from typing import Optional, Tuple
 from . import artifacts, fileio
 from .config import PRECISIONS, get_config, list_models
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
-from .errors import BackendUnavailableError, OfconvertError
+from .errors import BackendUnavailableError, OfconvertError, check_type
 
 BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "trt")
 INPUTS = ("host", "device")
@@ -195,7 +195,9 @@ class BenchResult:
 # Model files
 # ---------------------------------------------------------------------------
 def _onnx_folder(options):
-    return options.onnx_dir or os.path.join(_REPO_ROOT, "out", "onnx")
+    """``--onnx-dir``, else ``./out/onnx`` relative to the working directory (never
+    the package's own tree)."""
+    return options.onnx_dir or os.path.abspath(os.path.join("out", "onnx"))
 
 
 def _is_onnx_file(model):
@@ -537,6 +539,8 @@ def benchmark(models=DEFAULT_MODELS, backends=("ort-cpu",), precisions=("fp32",)
     options: ``BenchOptions`` (protocol, ONNX folder, ort-cuda settings...).
     on_result: called with the rows of each finished worker (incremental saving).
     Backends that cannot run produce rows with status "n/a" and the reason."""
+    if options is not None:
+        check_type(options, BenchOptions, "options", "an ofconvert.BenchOptions")
     models = _parse_list(models, "models")
     for m in models:
         if not _is_onnx_file(m):
@@ -873,6 +877,9 @@ def main(argv=None):
     except OfconvertError as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -52,3 +52,14 @@ class AtolError(ValidationError):
 
 class TopKError(ValidationError):
     pass
+
+
+def check_type(value, types, name, what=None):
+    """OfconvertError naming the parameter unless ``value`` is one of ``types``
+    (``bool`` never passes for ``int``). Returns ``value``."""
+    types = types if isinstance(types, tuple) else (types,)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        want = what or " or ".join(t.__name__ for t in types)
+        raise OfconvertError(f"{name} must be {want}, got {type(value).__name__} {value!r:.60}")
+    return value

@@ -40,7 +40,7 @@ import numpy as np
 from . import artifacts
 from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
-from .errors import BackendUnavailableError, OfconvertError
+from .errors import BackendUnavailableError, OfconvertError, check_type
 from .preprocache import CacheOptions, get_cached_images
 
 EVAL_BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "ort-trt", "trt")
@@ -440,6 +440,10 @@ def evaluate(data, models, variants=None, *, backends=None, precisions=None, ref
     on the labelled images in ``data``. Variants: ``variants`` ("ort-cpu:fp16", ...) or
     ``backends`` x ``precisions`` (default: ort-cpu at fp32). Returns one EvalRow per
     model x variant, the reference included."""
+    check_type(data, (str, os.PathLike), "data", "an image folder path")
+    check_type(models, (str, list, tuple), "models", "a model name or a list of names")
+    if options is not None:
+        check_type(options, EvalOptions, "options", "an ofconvert.EvalOptions")
     if variants is None:
         variants = expand_variants(backends or ["ort-cpu"], precisions or ["fp32"])
     return Evaluator(data, models, variants, reference=reference, options=options).run()

@@ -18,7 +18,7 @@ from typing import Optional
 from .artifacts import artifact_paths, check_output_name, check_overwrite, onnx_name  # noqa: F401 (re-export)
 from .calibration import METHODS as CALIB_METHODS
 from .config import PRECISIONS, get_config
-from .errors import OfconvertError
+from .errors import OfconvertError, check_type
 
 
 @dataclasses.dataclass
@@ -43,6 +43,14 @@ class ConvertOptions:
     timing_cache: Optional[str] = None
 
     def check(self):
+        check_type(self.model, str, "model", "a zoo name or flowvision:NAME")
+        check_type(self.opset, int, "opset", "an int")
+        for name in ("batch", "max_batch", "calib_images", "workspace_mb"):
+            if getattr(self, name) is not None:
+                check_type(getattr(self, name), int, name, "an int")
+        for name in ("output", "weights", "calib"):
+            if getattr(self, name) is not None:
+                check_type(getattr(self, name), (str, os.PathLike), name, "a path")
         if self.to not in ("onnx", "trt"):
             raise OfconvertError(f"--to must be 'onnx' or 'trt', got {self.to!r}")
         if self.precision not in PRECISIONS:
@@ -158,6 +166,7 @@ def _prebuilt_export(onnx_path, opts):
 
 
 def convert(opts: ConvertOptions, log=print) -> ConvertResult:
+    check_type(opts, ConvertOptions, "opts", "an ofconvert.ConvertOptions")
     opts.check()
     paths = _paths(opts)
     res = ConvertResult(artefacts={})

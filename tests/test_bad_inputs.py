@@ -146,3 +146,69 @@ def test_validate_api_bad_arguments(tmp_path):
     for bad in ((0,), ("a",), ()):
         with pytest.raises(OfconvertError, match="batches"):
             validate(m, p, cfg, batches=bad, verbose=False)
+
+
+def test_api_type_errors_name_the_parameter(tmp_path):
+    import ofconvert
+    from ofconvert.errors import OfconvertError
+
+    with pytest.raises(OfconvertError, match="data must be"):
+        ofconvert.evaluate(123, ["resnet50"])
+    with pytest.raises(OfconvertError, match="options must be"):
+        ofconvert.evaluate(str(tmp_path), ["resnet50"], options={"limit": 3})
+    with pytest.raises(OfconvertError, match="models must be"):
+        ofconvert.evaluate(str(tmp_path), 7)
+    with pytest.raises(OfconvertError, match="options must be"):
+        ofconvert.benchmark(["resnet50"], options={"onnx_dir": "x"})
+    with pytest.raises(OfconvertError, match="opset must be"):
+        ofconvert.convert(ofconvert.ConvertOptions("resnet50", opset="13"))
+    with pytest.raises(OfconvertError, match="opts must be"):
+        ofconvert.convert({"model": "resnet50"})
+    with pytest.raises(OfconvertError, match="batch must be"):
+        ofconvert.convert(ofconvert.ConvertOptions("resnet50", batch=2.5))
+    assert os.listdir(tmp_path) == []
+
+
+TOOL_CASES = {
+    "eval_out_dir_is_a_file": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--out-dir", "{tmp}/notes.txt"]),
+    "eval_missing_data": ("eval.py", ["--data", "{tmp}/nowhere", "--models", "resnet50"]),
+    "eval_unknown_model": ("eval.py", ["--data", "{data}", "--models", "resnet51"]),
+    "eval_unknown_backend": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--backends", "tpu"]),
+    "eval_unknown_precision": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--precisions", "fp8"]),
+    "eval_limit_zero": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--limit", "0"]),
+    "eval_batch_zero": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--batch", "0"]),
+    "eval_bad_variant": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--variants", "ort-cpu-fp32"]),
+    "eval_models_dir_missing": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--no-produce",
+                                            "--onnx-dir", "{tmp}/nowhere"]),
+    "eval_models_dir_is_a_file": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--onnx-dir",
+                                              "{tmp}/notes.txt"]),
+    "bench_unknown_model": ("bench.py", ["--models", "resnet51"]),
+    "bench_unknown_backend": ("bench.py", ["--models", "resnet50", "--backends", "tpu"]),
+    "bench_unknown_precision": ("bench.py", ["--models", "resnet50", "--precisions", "int4"]),
+    "bench_batch_zero": ("bench.py", ["--models", "resnet50", "--batch", "0"]),
+    "bench_batch_words": ("bench.py", ["--models", "resnet50", "--batch", "eight"]),
+    "bench_onnx_dir_missing": ("bench.py", ["--models", "resnet50", "--onnx-dir", "{tmp}/nowhere"]),
+    "bench_onnx_dir_is_a_file": ("bench.py", ["--models", "resnet50", "--onnx-dir", "{tmp}/notes.txt"]),
+    "bench_onnx_file_missing": ("bench.py", ["--models", "{tmp}/nope.onnx"]),
+    "bench_onnx_file_is_text": ("bench.py", ["--models", "{tmp}/text.onnx"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOOL_CASES))
+def test_tools_bad_input_is_one_line_exit_2_and_touches_nothing(name, sandbox, datasets):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (sandbox / "text.onnx").write_text("not an onnx model")
+    script, args = TOOL_CASES[name]
+    args = [a.format(tmp=sandbox, data=os.path.join(datasets, "imagenet-val-1300")) for a in args]
+    before = _snapshot(sandbox)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args], cwd=sandbox / "cwd",
+                       env={**os.environ, "TMPDIR": str(sandbox / "tmpdir")}, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 2, (p.returncode, p.stderr[-800:])
+    assert not has_traceback(p), p.stderr[-800:]
+    assert p.stderr.strip().count("\n") == 0, p.stderr
+    assert _snapshot(sandbox) == before

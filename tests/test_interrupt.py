@@ -118,3 +118,21 @@ def test_crashed_conversion_is_cleaned_up(exported, tmp_path):
     assert _hashes(folder) == before
     assert os.listdir(private) == []
     assert os.listdir(cwd) == []
+
+
+def test_eval_tool_ctrl_c_is_one_line_exit_130(tmp_path, datasets):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) while
+    tools/eval.py runs its OneFlow worker: one line, exit 130, no traceback."""
+    tmpd = tmp_path / "tmpdir"
+    tmpd.mkdir()
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "eval.py"), "--data",
+                          os.path.join(datasets, "imagenet-val-1300"), "--models", "efficientnet_lite0",
+                          "--backends", "oneflow,ort-cpu", "--no-progress", "--limit", "600"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, env={**os.environ, "TMPDIR": str(tmpd)})
+    time.sleep(12)
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-1000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "eval: interrupted"
+    assert os.listdir(tmpd) == []

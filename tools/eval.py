@@ -59,6 +59,9 @@ def main(argv=None):
     except OfconvertError as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("eval: interrupted", file=sys.stderr)
+        return 130
 
 
 def run(args):
@@ -67,6 +70,29 @@ def run(args):
                                     report_context, write_reports)
     from ofconvert.preprocache import CacheOptions
 
+    if args.out_dir:        # found now, not after the whole evaluation
+        from ofconvert.errors import OfconvertError
+        from ofconvert.fileio import check_writable_dir
+
+        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+            raise OfconvertError(f"--out-dir names a file, not a folder: {args.out_dir}")
+        check_writable_dir(os.path.join(args.out_dir, "eval.md"))
+    if os.path.exists(args.models_dir) and not os.path.isdir(args.models_dir):
+        from ofconvert.errors import OfconvertError
+
+        raise OfconvertError(f"--onnx-dir names a file, not a folder: {args.models_dir}")
+    if args.no_produce and not os.path.isdir(args.models_dir):
+        from ofconvert.errors import OfconvertError
+
+        raise OfconvertError(f"--onnx-dir: no such folder: {args.models_dir} (and --no-produce forbids creating it)")
+    if args.limit is not None and args.limit < 1:
+        from ofconvert.errors import OfconvertError
+
+        raise OfconvertError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch < 1:
+        from ofconvert.errors import OfconvertError
+
+        raise OfconvertError(f"--batch must be >= 1, got {args.batch}")
     variants = ([Variant.parse(v) for v in args.variants] if args.variants
                 else expand_variants(args.backends, args.precisions))
     options = EvalOptions(
