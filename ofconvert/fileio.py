@@ -30,9 +30,15 @@ def check_writable_dir(path):
     return d
 
 
+def _not_a_folder(path):
+    if os.path.isdir(path):
+        raise OfconvertError(f"output path is a folder, expected a file name: {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
+    _not_a_folder(path)
     d = check_writable_dir(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     os.close(fd)
@@ -91,6 +97,7 @@ class Transaction:
 
     def __init__(self, target):
         self.target = str(target)
+        _not_a_folder(self.target)
         self.folder = check_writable_dir(self.target)
         self.tmp = None
         self.extra = {}            # final path -> temp path

@@ -4,6 +4,7 @@ folder, the cwd or $TMPDIR."""
 import hashlib
 import os
 
+import numpy as np
 import pytest
 
 from conftest import has_traceback, needs_oneflow, run_cli
@@ -34,6 +35,11 @@ def sandbox(tmp_path):
     (tmp_path / "notes.txt").write_text("a text file, not weights")
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "afolder").mkdir()
+    (tmp_path / "model.pth").write_bytes(b"\x80\x02}q\x00.")            # a pickle
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    os.replace(tmp_path / "array.npy", tmp_path / "array.npz")          # .npy under the .npz name
+    (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 64)
+    np.savez(tmp_path / "small.npz", w=np.zeros((2, 2), np.float32))    # not resnet50's tensors
     return tmp_path
 
 
@@ -68,6 +74,26 @@ CLI_CASES = {
     "calib_set_no_output": ["calib-set", "--from", "{tmp}/afolder"],
     "calib_set_per_class_zero": ["calib-set", "--from", "{tmp}/afolder", "--per-class", "0", "-o", "{out}/c"],
     "list_with_argument": ["list", "extra"],
+    "int8_output_named_fp32": ["resnet50", "--int8", "--calib", "{tmp}/afolder", "-o", "{out}/r.onnx"],
+    "fp16_output_named_fp32": ["resnet50", "--fp16", "-o", "{out}/keep.onnx"],
+    "output_wrong_extension": ["resnet50", "-o", "{out}/r.txt"],
+    "engine_name_for_onnx": ["resnet50", "--to", "onnx", "-o", "{out}/r.engine"],
+    "weights_pickle": ["resnet50", "--weights", "{tmp}/model.pth"],
+    "weights_npy_renamed": ["resnet50", "--weights", "{tmp}/array.npz", "-o", "{out}/r.onnx"],
+    "weights_garbage_safetensors": ["resnet50", "--weights", "{tmp}/garbage.safetensors", "-o", "{out}/r.onnx"],
+    "weights_wrong_model": ["resnet50", "--weights", "{tmp}/small.npz", "-o", "{out}/r.onnx"],
+    "calib_images_negative": ["resnet50", "--int8", "--calib", "{tmp}/afolder", "--calib-images", "-3"],
+    "calib_is_a_text_file": ["resnet50", "--int8", "--calib", "{tmp}/notes.txt"],
+    "max_batch_below_batch": ["resnet50", "--to", "trt", "--batch", "16", "--max-batch", "8"],
+    "workspace_zero": ["resnet50", "--to", "trt", "--workspace", "0"],
+    "batch_words": ["resnet50", "--batch", "eight"],
+    "opset_float": ["resnet50", "--opset", "13.5"],
+    "input_shape_two_dims": ["resnet50", "--input-shape", "3,"],
+    "empty_model_name": ["", "--to", "onnx"],
+    "flowvision_prefix_only": ["flowvision:", "--to", "onnx"],
+    "calib_set_per_class_words": ["calib-set", "--from", "{tmp}/afolder", "--per-class", "one", "-o", "{out}/c"],
+    "calib_set_empty_source": ["calib-set", "--from", "{tmp}/afolder", "-o", "{out}/c"],
+    "calib_set_output_is_a_file": ["calib-set", "--from", "{tmp}/afolder", "-o", "{tmp}/notes.txt"],
 }
 
 
@@ -211,4 +237,50 @@ def test_tools_bad_input_is_one_line_exit_2_and_touches_nothing(name, sandbox, d
     assert p.returncode == 2, (p.returncode, p.stderr[-800:])
     assert not has_traceback(p), p.stderr[-800:]
     assert p.stderr.strip().count("\n") == 0, p.stderr
+    assert _snapshot(sandbox) == before
+
+
+def _onnx_file(folder):
+    """A real tiny fp32 ONNX (Conv) for the API cases below."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["logits"])], "g",
+                          [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 3, 4, 4])],
+                          [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 2, 4, 4])], [w])
+    path = os.path.join(folder, "tiny.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+OTHER_API_CASES = {
+    "to_fp16_missing_source": lambda d, onnx_path: ("to_fp16", (os.path.join(d, "none.onnx"), os.path.join(d, "o.onnx"))),
+    "to_fp16_text_source": lambda d, onnx_path: ("to_fp16", (os.path.join(d, "notes.txt"), os.path.join(d, "o.onnx"))),
+    "to_fp16_into_a_folder": lambda d, onnx_path: ("to_fp16", (onnx_path, os.path.join(d, "afolder"))),
+    "quantize_missing_source": lambda d, onnx_path: ("quantize_qdq", (os.path.join(d, "none.onnx"),
+                                                                      os.path.join(d, "q.onnx"), {})),
+    "quantize_bad_target": lambda d, onnx_path: ("quantize_qdq", (onnx_path, os.path.join(d, "q.onnx"), {}, "tpu")),
+    "calibrate_missing_model": lambda d, onnx_path: ("calibrate", (os.path.join(d, "none.onnx"),
+                                                                   os.path.join(d, "afolder"), None)),
+    "build_engine_missing_onnx": lambda d, onnx_path: ("build_engine", (os.path.join(d, "none.onnx"),
+                                                                        os.path.join(d, "e.engine"))),
+    "make_runner_unknown_backend": lambda d, onnx_path: ("make_runner", ("tpu", onnx_path)),
+    "get_config_number": lambda d, onnx_path: ("get_config", (42,)),
+    "get_config_unknown": lambda d, onnx_path: ("get_config", ("resnet51",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_API_CASES))
+def test_other_api_bad_arguments_are_typed_errors(name, sandbox):
+    import ofconvert
+    from ofconvert.errors import OfconvertError
+
+    d = str(sandbox)
+    path = _onnx_file(d)
+    before = _snapshot(sandbox)
+    fn, args = OTHER_API_CASES[name](d, path)
+    with pytest.raises(OfconvertError) as ei:
+        getattr(ofconvert, fn)(*args)
+    assert str(ei.value) and "\n" not in str(ei.value)
     assert _snapshot(sandbox) == before
