@@ -217,8 +217,15 @@ def _onnx_input_size(path):
     meta = {p.key: p.value for p in m.metadata_props}
     if METADATA_KEY in meta:
         return PreprocessConfig.from_json(meta[METADATA_KEY]).input_size
+    if len(m.graph.input) != 1:
+        raise OfconvertError(f"{path}: the benchmark runs image models with one input; this one has "
+                             f"{len(m.graph.input)} inputs")
     dims = m.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) == 4 and dims[2].dim_value > 0:
+    if len(dims) != 4 or (dims[1].dim_value not in (0, 3)):
+        shape = [d.dim_value or d.dim_param or "?" for d in dims]
+        raise OfconvertError(f"{path}: input shape {shape} is not an NCHW RGB image; the benchmark runs "
+                             f"image models (N, 3, H, W)")
+    if dims[2].dim_value > 0:
         return dims[2].dim_value
     return None
 

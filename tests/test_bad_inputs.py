@@ -195,6 +195,18 @@ def test_api_type_errors_name_the_parameter(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _vector_onnx(path):
+    """A real ONNX whose input is a (batch, 16) vector, not an image."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((16, 4), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 16])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
 TOOL_CASES = {
     "eval_out_dir_is_a_file": ("eval.py", ["--data", "{data}", "--models", "resnet50", "--out-dir", "{tmp}/notes.txt"]),
     "eval_missing_data": ("eval.py", ["--data", "{tmp}/nowhere", "--models", "resnet50"]),
@@ -217,6 +229,7 @@ TOOL_CASES = {
     "bench_onnx_dir_is_a_file": ("bench.py", ["--models", "resnet50", "--onnx-dir", "{tmp}/notes.txt"]),
     "bench_onnx_file_missing": ("bench.py", ["--models", "{tmp}/nope.onnx"]),
     "bench_onnx_file_is_text": ("bench.py", ["--models", "{tmp}/text.onnx"]),
+    "bench_onnx_not_an_image_model": ("bench.py", ["--models", "{tmp}/vector.onnx"]),
 }
 
 
@@ -228,6 +241,7 @@ def test_tools_bad_input_is_one_line_exit_2_and_touches_nothing(name, sandbox, d
     from conftest import ROOT
 
     (sandbox / "text.onnx").write_text("not an onnx model")
+    _vector_onnx(str(sandbox / "vector.onnx"))
     script, args = TOOL_CASES[name]
     args = [a.format(tmp=sandbox, data=os.path.join(datasets, "imagenet-val-1300")) for a in args]
     before = _snapshot(sandbox)
