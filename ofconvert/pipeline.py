@@ -70,7 +70,12 @@ class ConvertOptions:
         if self.precision == "int8":   # empty folder, bad manifest...: fail before the export
             from .calibration import list_calibration_images
 
-            list_calibration_images(self.calib, self.calib_images)
+            found = list_calibration_images(self.calib, self.calib_images)
+            if self.calib_images is not None and len(found) < self.calib_images:
+                import sys
+
+                print(f"note: --calib-images {self.calib_images} but {self.calib} holds {len(found)} images: "
+                      f"calibrating on {len(found)}", file=sys.stderr)
         if self.weights:
             from .weights import require_file
 
