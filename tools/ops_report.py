@@ -24,8 +24,14 @@ def main(argv=None):
     p.add_argument("--md", default="docs/ops.md", help="markdown table to write ('' for none)")
     a = p.parse_args(argv)
     opsets = a.opset or list(cf.opsets())
-    cases = [c for c in cf.cases() if (not a.family or c.family in a.family) and (not a.case or c.name in a.case)]
     out, t0 = [], time.time()
+    if not a.family and not a.case:
+        # one worker process per family: OneFlow 0.9 aborts after several hundred
+        # nn.Graph compilations in one process
+        out = _run_families(cf.families(), opsets)
+        cases = []
+    else:
+        cases = [c for c in cf.cases() if (not a.family or c.family in a.family) and (not a.case or c.name in a.case)]
     for c in cases:
         for o in opsets:
             r = cf.run_case(c, o)
@@ -44,6 +50,27 @@ def main(argv=None):
     if a.md:
         write_md(a.md, out, opsets)
     return 0
+
+
+def _run_families(families, opsets):
+    import os
+    import subprocess
+    import tempfile
+
+    from ofconvert.conformance import Outcome
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="ofconvert-ops-") as d:
+        for fam in families:
+            path = os.path.join(d, fam + ".json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--family", fam, "--json", path, "--md", ""]
+            for o in opsets:
+                cmd += ["--opset", str(o)]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            print("\n".join(ln for ln in p.stdout.splitlines() if not ln.startswith("opset")), flush=True)
+            rows = json.load(open(path)) if os.path.exists(path) else []
+            out.extend(Outcome(**r) for r in rows)
+    return out
 
 
 def write_md(path, outcomes, opsets):

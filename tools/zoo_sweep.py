@@ -92,6 +92,16 @@ def write_md(path, rows):
         else:
             err = r.get("error", "").replace("|", "\\|")
             lines.append(f"| {r['family']} | {r['model']} | {r['status']} | | {r.get('total_s', 0):.0f} | | | {err} |")
+    lines += ["", "Notes:", "",
+              "* *worst rel err* is the largest max|ONNX − OneFlow| / max|OneFlow| over all checks, including a "
+              "check accepted as ill-conditioned (the ONNX error within twice the fp32 rounding spread vs a "
+              "float64 OneFlow run; see docs/export.md, Validation). resnest50 is such a case: one real image, "
+              "random weights, rounding amplified ~100x in layer4.",
+              "* hrnet: OneFlow 0.9's nn.Graph (the static graph the exporter converts) fails on flowvision's "
+              "HRNet although eager mode runs it: its fuse layers mutate the list passed to a submodule "
+              "(`x[i] = branch(x[i])`), which nn.Graph does not propagate back. hrnet_w18_small fails the same way.",
+              "* convmixer_768_32_relu: OneFlow needs 270–480 s per trace on these 2 cores and its validation "
+              "run went past 22 GB (killed by the OOM killer); not a conversion failure."]
     write_text(path, "\n".join(lines) + "\n")
 
 
