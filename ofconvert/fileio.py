@@ -30,6 +30,26 @@ def check_writable_dir(path):
     return d
 
 
+def check_creatable_dir(folder):
+    """OfconvertError unless ``folder`` is a writable folder or could be created
+    (its nearest existing ancestor is a writable folder). Creates nothing."""
+    d = os.path.abspath(folder)
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise OfconvertError(f"{folder} names a file, not a folder")
+    probe_in = d
+    while not os.path.exists(probe_in):
+        probe_in = os.path.dirname(probe_in)
+    if not os.path.isdir(probe_in):
+        raise OfconvertError(f"cannot create folder {folder}: {probe_in} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ofconvert-probe-", dir=probe_in)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OfconvertError(f"cannot write in {probe_in} ({e.strerror})") from None
+    return d
+
+
 def _not_a_folder(path):
     if os.path.isdir(path):
         raise OfconvertError(f"output path is a folder, expected a file name: {path}")

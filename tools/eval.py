@@ -72,11 +72,12 @@ def run(args):
 
     if args.out_dir:        # found now, not after the whole evaluation
         from ofconvert.errors import OfconvertError
-        from ofconvert.fileio import check_writable_dir
+        from ofconvert.fileio import check_creatable_dir
 
-        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-            raise OfconvertError(f"--out-dir names a file, not a folder: {args.out_dir}")
-        check_writable_dir(os.path.join(args.out_dir, "eval.md"))
+        try:
+            check_creatable_dir(args.out_dir)
+        except OfconvertError as e:
+            raise OfconvertError(f"--out-dir: {e}") from None
     if os.path.exists(args.models_dir) and not os.path.isdir(args.models_dir):
         from ofconvert.errors import OfconvertError
 
