@@ -14,20 +14,24 @@ def check_writable_dir(path):
     """The folder that will hold ``path``: created if missing; OfconvertError if impossible."""
     d = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(d):
+        check_creatable_dir(d)
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
             raise OfconvertError(f"cannot create output folder {d}: {e.strerror}") from None
-    if not os.path.isdir(d):
-        raise OfconvertError(f"output folder is not a folder: {d}")
-    # a probe file, not os.access: root passes os.access on a read-only mount
+    _probe(d, "output folder is not writable")
+    return d
+
+
+def _probe(folder, message):
+    """Create and remove a file in ``folder`` (not os.access: root passes os.access
+    on a read-only mount)."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".ofconvert-probe-", dir=d)
+        fd, probe = tempfile.mkstemp(prefix=".ofconvert-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OfconvertError(f"output folder is not writable: {d} ({e.strerror})") from None
-    return d
+        raise OfconvertError(f"{message}: {folder} ({e.strerror})") from None
 
 
 def check_creatable_dir(folder):
@@ -41,12 +45,7 @@ def check_creatable_dir(folder):
         probe_in = os.path.dirname(probe_in)
     if not os.path.isdir(probe_in):
         raise OfconvertError(f"cannot create folder {folder}: {probe_in} is a file")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".ofconvert-probe-", dir=probe_in)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OfconvertError(f"cannot write in {probe_in} ({e.strerror})") from None
+    _probe(probe_in, "cannot write in")
     return d
 
 

@@ -86,9 +86,10 @@ class ConvertOptions:
         check_opset(self.opset)
         if self.input_shape is not None:
             self.input_shape = check_input_shape(self.input_shape)
-        from .fileio import check_writable_dir
+        from .fileio import check_creatable_dir
 
-        check_writable_dir(self.output or os.path.join(".", self.model))
+        # checked, not created: a run refused later must leave no new folder
+        check_creatable_dir(os.path.dirname(os.path.abspath(self.output or os.path.join(".", self.model))))
         if self.to == "trt":   # fail before the slow steps (export, calibration)
             from .engine import EngineOptions, require_tensorrt
 

@@ -94,6 +94,8 @@ CLI_CASES = {
     "calib_set_per_class_words": ["calib-set", "--from", "{tmp}/afolder", "--per-class", "one", "-o", "{out}/c"],
     "calib_set_empty_source": ["calib-set", "--from", "{tmp}/afolder", "-o", "{out}/c"],
     "calib_set_output_is_a_file": ["calib-set", "--from", "{tmp}/afolder", "-o", "{tmp}/notes.txt"],
+    "refused_run_creates_no_output_folder": ["resnet50", "--int8", "--calib", "{tmp}/afolder",
+                                             "-o", "{out}/new/sub/r.int8.onnx"],
 }
 
 
