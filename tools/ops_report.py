@@ -9,6 +9,7 @@ batch 1, 4 and 5 (``ofconvert.conformance``). Needs OneFlow.
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 
@@ -21,6 +22,8 @@ def main(argv=None):
     p.add_argument("--case", action="append", help="only these cases (repeatable)")
     p.add_argument("--opset", type=int, action="append", help="only these opsets (default: %s + newest)" % (cf.OPSETS,))
     p.add_argument("--json", help="also write the outcomes as JSON")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the outcomes already in --json and run only the missing (case, opset) pairs")
     p.add_argument("--md", default="docs/ops.md", help="markdown table to write ('' for none)")
     a = p.parse_args(argv)
     opsets = a.opset or list(cf.opsets())
@@ -32,8 +35,15 @@ def main(argv=None):
         cases = []
     else:
         cases = [c for c in cf.cases() if (not a.family or c.family in a.family) and (not a.case or c.name in a.case)]
+    done = set()
+    if a.resume and a.json and os.path.exists(a.json):
+        with open(a.json) as f:
+            out = [cf.Outcome(**r) for r in json.load(f)]
+        done = {(r.case, r.opset) for r in out}
     for c in cases:
         for o in opsets:
+            if (c.name, o) in done:
+                continue
             r = cf.run_case(c, o)
             out.append(r)
             if a.json:      # after every case: a worker that dies keeps what it had
@@ -53,7 +63,6 @@ def main(argv=None):
 
 
 def _run_families(families, opsets):
-    import os
     import subprocess
     import tempfile
 
@@ -63,11 +72,15 @@ def _run_families(families, opsets):
     with tempfile.TemporaryDirectory(prefix="ofconvert-ops-") as d:
         for fam in families:
             path = os.path.join(d, fam + ".json")
-            cmd = [sys.executable, os.path.abspath(__file__), "--family", fam, "--json", path, "--md", ""]
+            cmd = [sys.executable, os.path.abspath(__file__), "--family", fam, "--json", path, "--md", "",
+                   "--resume"]
             for o in opsets:
                 cmd += ["--opset", str(o)]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            print("\n".join(ln for ln in p.stdout.splitlines() if not ln.startswith("opset")), flush=True)
+            for _ in range(4):      # a worker OneFlow crashed is resumed after its last case
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                print("\n".join(ln for ln in p.stdout.splitlines() if not ln.startswith("opset")), flush=True)
+                if p.returncode == 0:
+                    break
             rows = json.load(open(path)) if os.path.exists(path) else []
             out.extend(Outcome(**r) for r in rows)
     return out
