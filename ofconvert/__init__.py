@@ -2,7 +2,7 @@
 
 Public API (heavy modules load on first use):
     ofconvert.list_models(), ofconvert.get_config(name), ofconvert.get_model(name)
-    ofconvert.export(model_or_name, "out.onnx", ...)      -> ExportReport
+    ofconvert.export(model_or_name, "out.onnx", input_shape=(3, 224, 224), ...) -> ExportReport
     ofconvert.validate(module, "out.onnx", config)        -> ValidationReport
     ofconvert.convert(ConvertOptions(...))                -> ConvertResult
     ofconvert.build_engine(onnx_path, engine_path, ...)   -> sidecar dict

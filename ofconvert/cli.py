@@ -103,6 +103,8 @@ def _cmd_list(argv):
         ms = "0.5/0.5" if pp.mean == (0.5, 0.5, 0.5) else "imagenet"
         w = c.weights if c.pretrained else "seeded random (no real weights installable)"
         print(f"{name:20s} {pp.input_size:>4d}x{pp.input_size:<4d} {pp.resize_size:>6d} {pp.interpolation:8s} {ms:14s} {w}")
+    print("\nand any flowvision 0.2.1 model as flowvision:NAME (seeded random weights), "
+          "e.g. flowvision:mobilenet_v3_small; a misspelt name gets suggestions")
     return 0
 
 
