@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 
 from . import __version__, fileio
 from .config import PRECISIONS
+from .trt_info import parse_version
 from .errors import (BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError,
                      OfconvertError)
 
@@ -28,8 +29,6 @@ SIDECAR_FORMAT = "ofconvert-trt-engine/1"
 MAX_BATCH_LIMIT = 4096
 #: Folder of the default timing caches (one file per TensorRT version and GPU).
 TIMING_CACHE_ENV = "OFCONVERT_TRT_CACHE"
-TRT_INSTALL_HINT = ("TensorRT is not installed (import tensorrt failed); on a machine with an NVIDIA GPU: "
-                    "pip install 'tensorrt>=10' cuda-python (see docs/tensorrt.md)")
 CALIBRATOR_ALGORITHM = "EntropyCalibration2"
 
 
@@ -179,14 +178,6 @@ def _sample_shape_from_metadata(meta, sample, path, name):
 # ---------------------------------------------------------------------------
 # Build strategy by TensorRT version
 # ---------------------------------------------------------------------------
-def parse_version(version) -> Tuple[int, int, int]:
-    """'10.3.0.26' -> (10, 3, 0)."""
-    nums = [int(x) for x in re.findall(r"\d+", str(version))[:3]]
-    if not nums:
-        raise ValueError(f"not a version: {version!r}")
-    return tuple(nums + [0] * (3 - len(nums)))
-
-
 @dataclasses.dataclass(frozen=True)
 class BuildPlan:
     """How to turn the ONNX into an engine.

@@ -24,7 +24,7 @@ CUDA_PYTHON_HINT = ("cuda-python is not installed (needed for GPU queries, devic
 # ---------------------------------------------------------------------------
 def load_tensorrt():
     """The ``tensorrt`` module, or BackendUnavailableError naming what to install."""
-    from .engine import TRT_INSTALL_HINT
+    from .trt_info import TRT_INSTALL_HINT
 
     try:
         import tensorrt as trt
@@ -40,7 +40,7 @@ def tensorrt_version(trt) -> str:
 
 
 def tensorrt_major(trt) -> int:
-    from .engine import parse_version
+    from .trt_info import parse_version
 
     return parse_version(trt.__version__)[0]
 

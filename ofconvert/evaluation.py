@@ -41,9 +41,9 @@ from . import artifacts
 from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError, check_type
+from .runners import BACKENDS as EVAL_BACKENDS  # one backend list: the runner registry
 from .preprocache import CacheOptions, get_cached_images
 
-EVAL_BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 DEFAULT_REFERENCE = "oneflow:fp32"
 FALLBACK_REFERENCE = "ort-cpu:fp32"
 TOPK = 5

@@ -62,24 +62,3 @@ class BaseRunner:
 
     def deactivate_impl(self):
         pass
-
-
-BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "ort-trt", "trt")
-
-
-def make_runner(backend, model, **kwargs):
-    """Create a runner by backend name. ``model`` is a zoo name / nn.Module for
-    ``oneflow``, an ONNX path for ``ort-*``, an engine path for ``trt``."""
-    if backend == "oneflow":
-        from .oneflow import OneFlowRunner
-
-        return OneFlowRunner(model, **kwargs)
-    if backend in ("ort-cpu", "ort-cuda", "ort-trt"):
-        from .onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(model, provider=backend.split("-", 1)[1], **kwargs)
-    if backend == "trt":
-        from .tensorrt import TensorRTRunner
-
-        return TensorRTRunner(model, **kwargs)
-    raise OfconvertError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")

@@ -1,0 +1,15 @@
+"""TensorRT facts shared by ``engine`` (decisions) and ``engine_trt`` (execution),
+so neither imports the other: the install hint and version parsing."""
+import re
+from typing import Tuple
+
+TRT_INSTALL_HINT = ("TensorRT is not installed (import tensorrt failed); on a machine with an NVIDIA GPU: "
+                    "pip install 'tensorrt>=10' cuda-python (see docs/tensorrt.md)")
+
+
+def parse_version(version) -> Tuple[int, int, int]:
+    """'10.3.0.26' -> (10, 3, 0)."""
+    nums = [int(x) for x in re.findall(r"\d+", str(version))[:3]]
+    if not nums:
+        raise ValueError(f"not a version: {version!r}")
+    return tuple(nums + [0] * (3 - len(nums)))
