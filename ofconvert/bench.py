@@ -214,7 +214,9 @@ def _onnx_input_size(path):
         m = onnx.load(path, load_external_data=False)
     except Exception as e:
         raise OfconvertError(f"cannot read ONNX file {path}: {type(e).__name__}") from None
-    meta = {p.key: p.value for p in m.metadata_props}
+    from .onnx_fix import get_metadata
+
+    meta = get_metadata(m)
     if METADATA_KEY in meta:
         return PreprocessConfig.from_json(meta[METADATA_KEY]).input_size
     if len(m.graph.input) != 1:

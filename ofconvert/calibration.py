@@ -472,7 +472,9 @@ def sidecar_path_for(cache_path):
 def _preprocess_from_model(model):
     from .config import METADATA_KEY, PreprocessConfig
 
-    meta = {p.key: p.value for p in model.metadata_props}
+    from .onnx_fix import get_metadata
+
+    meta = get_metadata(model)
     if METADATA_KEY not in meta:
         raise OfconvertError(f"no preprocessing given and the ONNX has no {METADATA_KEY!r} metadata")
     return PreprocessConfig.from_json(meta[METADATA_KEY])
@@ -623,7 +625,7 @@ def build_calib_set(src_dir, dst_dir, per_class=1):
     ImageFolder tree (one sub-folder per class) and write ``dst_dir/manifest.txt``
     (paths relative to dst_dir) and ``dst_dir/manifest.json``. No image is copied.
     Returns the manifest path."""
-    from .data import is_image_file
+    from .data import walk_images
     from .fileio import write_json, write_text
 
     src_dir, dst_dir = os.path.abspath(os.fspath(src_dir)), os.path.abspath(os.fspath(dst_dir))
@@ -636,10 +638,7 @@ def build_calib_set(src_dir, dst_dir, per_class=1):
         cdir = os.path.join(src_dir, cls)
         if not os.path.isdir(cdir):
             continue
-        files = []
-        for root, dirs, names in os.walk(cdir):
-            dirs.sort()
-            files.extend(os.path.join(root, f) for f in sorted(names) if is_image_file(f))
+        files = walk_images(cdir)
         if not files:
             continue
         classes += 1

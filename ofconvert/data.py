@@ -319,14 +319,21 @@ def normalize(batch_u8, cfg: PreprocessConfig, dtype=np.float32):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(dtype, copy=False)
 
 
-def list_images(folder):
-    """Sorted image files under ``folder`` (recursive); DataError if none."""
-    if not os.path.isdir(folder):
-        raise DataError(f"image folder not found: {folder}")
+def walk_images(folder):
+    """Sorted image files under ``folder`` (recursive, folders in sorted order);
+    [] when there are none. The one image walker (datasets, calibration use it)."""
     out = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         out.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
+    return out
+
+
+def list_images(folder):
+    """Sorted image files under ``folder`` (recursive); DataError if none."""
+    if not os.path.isdir(folder):
+        raise DataError(f"image folder not found: {folder}")
+    out = walk_images(folder)
     if not out:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return out

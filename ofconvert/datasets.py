@@ -28,7 +28,7 @@ import os
 import re
 from typing import List, Optional
 
-from .data import is_image_file, list_images
+from .data import is_image_file, list_images, walk_images
 from .errors import DataError
 from .imagenet_classes import WNID_TO_INDEX
 
@@ -190,21 +190,13 @@ def _image_folder(folder, subdirs, num_classes):
         index = {d: i for i, d in enumerate(subdirs)}
     paths, labels = [], []
     for d in subdirs:
-        for p in _list_recursive(os.path.join(folder, d)):
+        for p in walk_images(os.path.join(folder, d)):
             paths.append(p)
             labels.append(index[d])
     if not paths:
         raise DataError(f"no image files in the class folders of {folder}")
     layout = "imagefolder (synset ids)" if synsets else "imagefolder (sorted position)"
     return Dataset(folder, paths, labels, layout, folder, num_classes)
-
-
-def _list_recursive(d):
-    out = []
-    for root, dirs, files in os.walk(d):
-        dirs.sort()
-        out.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
-    return out
 
 
 def _val_images(folder, label_file):

@@ -147,7 +147,9 @@ def inspect_onnx(onnx_path) -> OnnxInfo:
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
     if len(dims) != 4:
         raise OfconvertError(f"{path}: input {inp.name!r} has rank {len(dims)}; expected NCHW")
-    meta = {p.key: p.value for p in model.metadata_props}
+    from .onnx_fix import get_metadata
+
+    meta = get_metadata(model)
     sample = dims[1:]
     if any(d is None for d in sample):
         sample = _sample_shape_from_metadata(meta, sample, path, inp.name)

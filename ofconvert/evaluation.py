@@ -187,7 +187,9 @@ def _onnx_metadata(path):
         m = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf DecodeError & co: a corrupt file is a user error
         raise OfconvertError(f"cannot read ONNX file {path}: {type(e).__name__}") from None
-    return {p.key: p.value for p in m.metadata_props}
+    from .onnx_fix import get_metadata
+
+    return get_metadata(m)
 
 
 def model_info(name, models_dir):
