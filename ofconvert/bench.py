@@ -33,6 +33,7 @@ from . import artifacts, fileio
 from .config import PRECISIONS, get_config, list_models
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError, check_type
+from .isolation import child_env
 
 BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "trt")
 INPUTS = ("host", "device")
@@ -40,7 +41,6 @@ DEFAULT_MODELS = ("alexnet", "vgg16", "resnet50", "inception_v3")
 GPU_BACKENDS = ("ort-cuda", "trt")
 CUDNN_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 CALIB_IMAGES = 64  # images calibrating an int8 model the benchmark has to create (without --calib-data)
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def _find_onnx_impl(folder, stem, precision, backend, options):
     cmd = [sys.executable, "-m", "ofconvert.bench", "--prepare", f"{stem}:{precision}:{backend}", "--onnx-dir", folder]
     if options.calib_data:
         cmd += ["--calib-data", options.calib_data]
-    proc = subprocess.run(cmd, env=_child_env(None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if proc.returncode != 0 or not os.path.isfile(path):
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise BackendUnavailableError(f"no {os.path.basename(path)} in {folder} and creating it failed: "
@@ -442,17 +442,9 @@ def _unavailable_reason(backend):
     return None
 
 
-def _child_env(threads):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
 def _run_worker(job, timeout_s):
     """Run ``job`` in a fresh Python process; a crash becomes n/a rows."""
-    env = _child_env(job.get("threads"))
+    env = child_env(job.get("threads"))
     with tempfile.TemporaryDirectory(prefix="ofc-bench-") as tmp:
         job_path, res_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
         fileio.write_json(job_path, job)

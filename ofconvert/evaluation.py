@@ -41,6 +41,7 @@ from . import artifacts
 from .config import METADATA_KEY, PRECISIONS, PreprocessConfig, get_config
 from .artifacts import PrecisionMismatchError, engine_name, onnx_name
 from .errors import BackendUnavailableError, OfconvertError, check_type
+from .isolation import child_env
 from .runners import BACKENDS as EVAL_BACKENDS  # one backend list: the runner registry
 from .preprocache import CacheOptions, get_cached_images
 
@@ -239,18 +240,12 @@ def _produce(name, variant: Variant, path, options: EvalOptions, reason_missing)
             "    convert(ConvertOptions(**json.loads(sys.argv[1])), log=lambda *a: None)\n"
             "except OfconvertError as e:\n"
             "    sys.stderr.write('\\n' + str(e).splitlines()[0] + '\\n'); sys.exit(2)\n")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(opts)], env=_child_env(),
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(opts)], env=child_env(),
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0 or not os.path.isfile(path):
         tail = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
         return f"{reason_missing}; producing it failed: {tail}"
     return None
-
-
-def _child_env(threads=None):
-    from .bench import _child_env as child_env   # one definition: PYTHONPATH to this checkout, threads
-
-    return child_env(threads)
 
 
 # -- the evaluator -------------------------------------------------------------------------
@@ -374,7 +369,7 @@ class Evaluator:
             json.dump(jobs, f)
         errlog = os.path.join(work, f"stderr-{backend}.txt")
         code = "import sys; from ofconvert.evaluation import _worker_main; _worker_main(sys.argv[1])"
-        env = _child_env()
+        env = child_env()
         if self.options.threads:
             env.setdefault("OMP_NUM_THREADS", str(self.options.threads))
         with open(errlog, "w") as err, _Progress(self.options.progress, 0, backend) as bar:

@@ -43,8 +43,7 @@ INTERRUPTED_MESSAGE = "ofconvert: interrupted"
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp"): 8 characters of [a-z0-9_] in between
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-_BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-              "from ofconvert.isolation import child_main; child_main()")
+_BOOTSTRAP = "from ofconvert.isolation import child_main; child_main()"
 
 
 def available():
@@ -122,14 +121,25 @@ def _clean(listings):
     return removed
 
 
-def _package_parent():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def child_env(threads=None, **extra):
+    """Environment for a child ``python`` that imports this same ``ofconvert``
+    (its folder first on PYTHONPATH, whatever the cwd or install), with
+    ``OMP_NUM_THREADS`` when ``threads`` is given. The one child environment of
+    the CLI, bench and eval workers."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
 
 
-def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL):
+def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL, entry="ofconvert.cli:run_inprocess"):
     """Run ``ofconvert ARGV`` in a child process (see the module docstring) and
     return the exit code for the CLI. ``watch``: folders where the command
-    writes (temp files beside its artefacts); the cwd is always watched."""
+    writes (temp files beside its artefacts); the cwd is always watched.
+    ``entry``: ``module:function`` the child calls with ARGV (named, not
+    imported, so this module never imports the CLI that imports it)."""
     child = _Child()
     old = {}
     private = None
@@ -149,11 +159,11 @@ def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL):
                                  f"{e.strerror}") from None
         rc = None
         if child.signum is None:
-            env = dict(os.environ, TMPDIR=private)
+            env = child_env(TMPDIR=private)
             for k in ("TEMP", "TMP"):   # tempfile reads TMPDIR first; keep the others consistent
                 if k in env:
                     env[k] = private
-            cmd = [sys.executable, "-c", _BOOTSTRAP, _package_parent(), str(os.getpid()), *map(str, argv)]
+            cmd = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), entry, *map(str, argv)]
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
@@ -200,11 +210,13 @@ def _die_with_parent(parent_pid):
 
 def child_main():
     """Entry point of the child (see ``_BOOTSTRAP``): ``sys.argv[1]`` is the
-    parent's pid, the rest the CLI arguments."""
+    parent's pid, ``sys.argv[2]`` the ``module:function`` to run, the rest the
+    CLI arguments."""
+    import importlib
+
     parent = int(sys.argv.pop(1))
+    module, func = sys.argv.pop(1).split(":")
     _die_with_parent(parent)
     with contextlib.suppress(Exception):   # in case the mask was inherited blocked
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_SIGNALS))
-    from .cli import run_inprocess
-
-    sys.exit(run_inprocess(sys.argv[1:]))
+    sys.exit(getattr(importlib.import_module(module), func)(sys.argv[1:]))
