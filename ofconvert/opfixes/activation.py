@@ -23,8 +23,7 @@ from onnx import TensorProto
 from oneflow_onnx import util
 
 from . import register
-from .common import const, node
-from .reduce import take
+from .common import const, node, take
 
 # OneFlow's SELU constants (oneflow/user/kernels/activation_kernels.h)
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -197,6 +196,14 @@ def _binary_operands(ctx, n, dt):
     return (y, x) if n.op_type.startswith("scalar_reverse_") else (x, y)
 
 
+def _take_binary(ctx, n):
+    """Remove binary node ``n``; returns (x, y, output dtype, [output name], output shape)."""
+    dt = ctx.get_dtype(n.output_tensor_names[0])
+    x, y = _binary_operands(ctx, n, dt)
+    _, outs, _, shapes = take(ctx, n)
+    return x, y, dt, outs[:1], shapes[0]
+
+
 @register(["scalar_floordiv", "floordiv"])
 class FloorDiv:
     """OneFlow's ``//``: floor(x / y) for floats, C++ integer division (truncation toward
@@ -204,14 +211,12 @@ class FloorDiv:
 
     @classmethod
     def Version_13(cls, ctx, n, **kwargs):
-        dt = ctx.get_dtype(n.output_tensor_names[0])
-        x, y = _binary_operands(ctx, n, dt)
-        ins, outs, dtypes, shapes = take(ctx, n)
+        x, y, dt, out, shape = _take_binary(ctx, n)
         if not _is_float(dt):
-            node(ctx, "Div", [x, y], dtype=dt, shape=shapes[0], outputs=outs[:1])
+            node(ctx, "Div", [x, y], dtype=dt, shape=shape, outputs=out)
             return
         q = node(ctx, "Div", [x, y], dtype=dt)
-        node(ctx, "Floor", [q], dtype=dt, shape=shapes[0], outputs=outs[:1])
+        node(ctx, "Floor", [q], dtype=dt, shape=shape, outputs=out)
 
 
 @register(["scalar_fmod", "broadcast_fmod"])
@@ -220,10 +225,8 @@ class Fmod:
 
     @classmethod
     def Version_13(cls, ctx, n, **kwargs):
-        dt = ctx.get_dtype(n.output_tensor_names[0])
-        x, y = _binary_operands(ctx, n, dt)
-        ins, outs, dtypes, shapes = take(ctx, n)
-        node(ctx, "Mod", [x, y], {"fmod": 1}, dtype=dt, shape=shapes[0], outputs=outs[:1])
+        x, y, dt, out, shape = _take_binary(ctx, n)
+        node(ctx, "Mod", [x, y], {"fmod": 1}, dtype=dt, shape=shape, outputs=out)
 
 
 @register(["scalar_reverse_pow", "pow"])
@@ -232,7 +235,5 @@ class Pow:
 
     @classmethod
     def Version_13(cls, ctx, n, **kwargs):
-        dt = ctx.get_dtype(n.output_tensor_names[0])
-        x, y = _binary_operands(ctx, n, dt)
-        ins, outs, dtypes, shapes = take(ctx, n)
-        node(ctx, "Pow", [x, y], dtype=dt, shape=shapes[0], outputs=outs[:1])
+        x, y, dt, out, shape = _take_binary(ctx, n)
+        node(ctx, "Pow", [x, y], dtype=dt, shape=shape, outputs=out)

@@ -47,3 +47,26 @@ def reduce(ctx, op_type, x, axes, keepdims, dtype=None, outputs=None):
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
+
+
+def take(ctx, n):
+    """Remove node ``n`` from ``ctx``; returns (inputs, outputs, output dtypes, output shapes)."""
+    ins, outs = list(n.input_tensor_names), list(n.output_tensor_names)
+    dtypes = [ctx.get_dtype(o) for o in outs]
+    shapes = [ctx.get_shape(o) for o in outs]
+    ctx.RemoveNode(n.name)
+    return ins, outs, dtypes, shapes
+
+
+def norm_axes(ctx, x, axes):
+    """``axes`` of a tensor ``x`` made non-negative and sorted; ``None`` or ``[]`` -> every axis."""
+    shape = ctx.get_shape(x)
+    if shape is None:
+        raise NotImplementedError("the input's rank is unknown")
+    rank = len(shape)
+    if axes is None:
+        return list(range(rank))
+    axes = [int(axes)] if np.ndim(axes) == 0 else [int(a) for a in axes]
+    if not axes:
+        return list(range(rank))
+    return sorted({a + rank if a < 0 else a for a in axes})

@@ -25,8 +25,7 @@ from onnx import TensorProto, helper
 from oneflow_onnx import util
 
 from . import register
-from .common import axes_input_opset, const, node
-from .reduce import norm_axes, take
+from .common import axes_input_opset, const, node, norm_axes, take
 
 INT64_MIN = np.iinfo(np.int64).min
 
