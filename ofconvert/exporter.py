@@ -327,22 +327,22 @@ def export_module(module, onnx_path, config: ModelConfig, opset=DEFAULT_OPSET, s
 def _export_to(tx, module, config, opset, simplify, output_names, input_shape, t0):
     import onnx
 
-    model, n_dyn, simplified = build_onnx(module, config, opset, simplify, output_names, input_shape)
+    shape = check_input_shape(input_shape or config.input_shape)
+    model, n_dyn, simplified = build_onnx(module, config, opset, simplify, output_names, shape)
     onnx.save(model, tx.tmp)
-    shape = list(check_input_shape(input_shape or config.input_shape))
     return ExportReport(model=config.name, onnx_path=tx.tmp, opset=int(opset),
                         export_seconds=round(time.perf_counter() - t0, 2),
                         onnx_bytes=os.path.getsize(tx.tmp), onnx_sha256=sha256_file(tx.tmp),
                         dynamic_reshapes=n_dyn, simplified=simplified, weights=config.weights,
                         pretrained=config.pretrained, preprocess=config.preprocess.to_dict(),
-                        input_shape=shape, outputs=[o.name for o in model.graph.output])
+                        input_shape=list(shape), outputs=[o.name for o in model.graph.output])
 
 
 def _user_config(module, input_shape):
     shape = check_input_shape(input_shape) if input_shape is not None else (3, 224, 224)
     square_rgb = len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]
     pre = PreprocessConfig(input_size=shape[1]) if square_rgb else PreprocessConfig()
-    return ModelConfig(name=type(module).__name__, preprocess=pre, weights="user module", pretrained=False), shape
+    return ModelConfig(name=type(module).__name__, preprocess=pre, weights="user module", pretrained=False)
 
 
 def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, config=None,
@@ -379,7 +379,7 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
         if config is not None:
             cfg = config
         else:
-            cfg, _ = _user_config(model, input_shape)
+            cfg = _user_config(model, input_shape)
     shape = input_shape or cfg.input_shape
     opset = check_opset(opset)
     t0 = time.perf_counter()
@@ -390,27 +390,27 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
         if validate:
             from .validation import validate as _validate
 
-            vpath = tx.add(".validation.json")
             report.validation = _validate(module, tx.tmp, cfg, verbose=verbose, input_shape=shape,
-                                          report_path=vpath, label=str(onnx_path),
+                                          report_path=False, label=str(onnx_path),
                                           **(validation_options or {}))
             report.validation.onnx_path = str(onnx_path)
-            _rewrite_json(vpath, report.validation.to_dict())
+            _write_report(tx.add(".validation.json"), report.validation.to_dict())
         else:
             tx.drop(".validation.json")
-        if not validate and verbose:
-            print(f"warning: {onnx_path} was not validated against OneFlow (--no-validate)")
+            if verbose:
+                print(f"warning: {onnx_path} was not validated against OneFlow (--no-validate)")
         report.onnx_path = str(onnx_path)
-        _rewrite_json(tx.add(".json"), report.to_dict())
+        _write_report(tx.add(".json"), report.to_dict())
         tx.commit()
     return report
 
 
-def _rewrite_json(path, obj):
-    from .fileio import _json_default
+def _write_report(tmp_path, obj):
+    """A report into its transaction temp file (renamed in place on commit)."""
+    from .fileio import json_text
 
-    with open(path, "w") as f:
-        f.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    with open(tmp_path, "w") as f:
+        f.write(json_text(obj))
 
 
 def report_summary(report: ExportReport) -> str:

@@ -83,8 +83,13 @@ def write_text(path, text: str):
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj) -> str:
+    """The JSON text every report is written as (numpy values and ``to_dict`` objects allowed)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, json_text(obj))
 
 
 def _json_default(o):
