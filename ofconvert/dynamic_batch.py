@@ -201,14 +201,6 @@ def _same_structure(a, b):
     return None
 
 
-def same_structure(a, b):
-    """True when two canonical traces have the same nodes, wiring and attributes."""
-    try:
-        return _same_structure(a, b) is None
-    except ExportError:
-        return False
-
-
 def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
     """Return ``(model_a, n)``: ``model_a`` (traced at ``batch_a``, canonical) with
     every batch-dependent constant computed from the input's batch dimension;
@@ -250,9 +242,8 @@ def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
         new = _add_shape_subgraph(g, name, fa, pieces, batch)
         if va.ndim != 1 or va.dtype != np.int64:
             new = _restore_layout(g, name, new, va)
-        for n in g.node:
-            if not n.output or n.output[0] != new:
-                n.input[:] = [new if x == name else x for x in n.input]
+        for n in g.node:       # the new nodes read only their own parts, never ``name``
+            n.input[:] = [new if x == name else x for x in n.input]
         fixed += 1
     if fixed:
         topological_sort(g)
