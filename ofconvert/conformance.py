@@ -519,7 +519,9 @@ def run_case(case: Case, opset: int, folder=None) -> Outcome:
     from .errors import ExportError, ValidationError
     from .exporter import export
 
-    flow = __import__("oneflow")
+    from ._oneflow import import_oneflow
+
+    flow = import_oneflow()
     flow.manual_seed(0)
     np.random.seed(0)
     module = case.make()
