@@ -81,9 +81,17 @@ def _convert_parser(probe=False):
     p.add_argument("--calib-method", choices=calib_methods, default="entropy")
     p.add_argument("--calib-images", type=int, help="use N calibration images, spread evenly over the set (all classes stay represented)")
     p.add_argument("--recalibrate", action="store_true", help="recompute the calibration cache even if one matches")
+    p.add_argument("--calib-cache", help="an existing TensorRT calibration cache: int8 from it, no images "
+                                         "(read only, never rewritten)")
+    p.add_argument("--max-flips", help="flip budget vs fp32 on the check images, e.g. 1%% or 13: layers stay "
+                                       "in float until int8/fp16 predictions agree that well (see docs/precision.md)")
+    p.add_argument("--check-data", help="images judging --max-flips (default: a split of --calib)")
     p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
     p.add_argument("--max-batch", type=int, help="TensorRT profile: max batch (default: --batch)")
     p.add_argument("--workspace", dest="workspace_mb", type=int, help="TensorRT workspace limit (MiB)")
+    p.add_argument("--strongly-typed", action="store_const", const=True, default=None,
+                   help="TensorRT: parse the network strongly typed (precision from the ONNX; "
+                        "default: by TensorRT version and ONNX)")
     tc = p.add_mutually_exclusive_group()
     tc.add_argument("--timing-cache", help="TensorRT timing cache file or folder (read and updated; "
                                            "default: one per TensorRT version and GPU under ~/.cache/ofconvert)")

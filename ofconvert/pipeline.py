@@ -41,6 +41,10 @@ class ConvertOptions:
     max_batch: Optional[int] = None        # TensorRT profile max
     workspace_mb: Optional[int] = None
     timing_cache: Optional[str] = None
+    calib_cache: Optional[str] = None      # an existing TensorRT calibration cache: int8 without images
+    strongly_typed: Optional[bool] = None  # TensorRT: None = decided by version and ONNX (engine.plan_build)
+    max_flips: Optional[str] = None        # int8/fp16 flip budget vs fp32: "1%" or a count (ofconvert.budget)
+    check_data: Optional[str] = None       # images judging the flip budget (default: a split of --calib)
 
     def check(self):
         check_type(self.model, str, "model", "a zoo name or flowvision:NAME")
@@ -57,8 +61,18 @@ class ConvertOptions:
             raise OfconvertError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.calib_method not in CALIB_METHODS:
             raise OfconvertError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
-        if self.precision == "int8" and not self.calib:
-            raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, e.g. calib/imagenet1k)")
+        if self.calib_cache is not None:
+            check_type(self.calib_cache, (str, os.PathLike), "calib_cache", "a path")
+            if self.precision != "int8":
+                raise OfconvertError("--calib-cache is for --int8")
+            if self.calib:
+                raise OfconvertError("give --calib DIR (calibrate on images) or --calib-cache FILE (reuse a cache), not both")
+            from .calibration import read_cache
+
+            read_cache(self.calib_cache)   # missing, garbled, foreign: one line now, before the export
+        if self.precision == "int8" and not self.calib and self.calib_cache is None:
+            raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, e.g. calib/imagenet1k) "
+                                 "or --calib-cache FILE")
         if self.calib and not os.path.exists(self.calib):
             raise OfconvertError(f"--calib: no such folder or manifest: {self.calib}")
         if self.output and (os.path.isdir(self.output) or self.output.endswith(os.sep)):
@@ -94,7 +108,8 @@ class ConvertOptions:
             from .engine import EngineOptions, require_tensorrt
 
             EngineOptions(precision=self.precision, batch=self.batch, max_batch=self.max_batch,
-                          workspace_mb=self.workspace_mb, timing_cache=self.timing_cache).validate()
+                          workspace_mb=self.workspace_mb, timing_cache=self.timing_cache,
+                          strongly_typed=self.strongly_typed).validate()
             require_tensorrt()
         paths = _paths(self)
         for role, flavour in _written(self):   # never replace a file of another precision
@@ -198,18 +213,31 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
         to_fp16(paths["fp32"], paths["fp16"])
         res.artefacts["fp16"] = onnx_for_engine = paths["fp16"]
     elif opts.precision == "int8":
-        from .calibration import calibrate
         from .precision import quantize_qdq
 
-        cfg = get_config(opts.model).preprocess
-        cal = calibrate(paths["fp32"], opts.calib, cfg, method=opts.calib_method, num_images=opts.calib_images,
-                        regenerate=opts.recalibrate)
-        log(("reused" if cal.reused else "computed") + f" calibration cache {cal.cache_path}")
-        res.calibration = {"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
-                           "method": cal.method, "images": cal.num_images, "skipped": cal.skipped}
-        res.artefacts["calib_cache"] = cache_path = cal.cache_path
-        quantize_qdq(paths["fp32"], paths["int8"], cal.scales, target="trt")
-        quantize_qdq(paths["fp32"], paths["int8-cpu"], cal.scales, target="cpu")
+        if opts.calib_cache is not None:   # the user's cache: read only, never rewritten, no images
+            from .calibration import calibration_tensors, read_cache, validate_scales
+
+            import onnx
+
+            scales = read_cache(opts.calib_cache)
+            validate_scales(scales, calibration_tensors(onnx.load(paths["fp32"])), opts.calib_cache)
+            log(f"using calibration cache {opts.calib_cache} (no images)")
+            res.calibration = {"cache": os.fspath(opts.calib_cache), "reused": True, "method": "cache"}
+            cache_path = os.fspath(opts.calib_cache)
+        else:
+            from .calibration import calibrate
+
+            cfg = get_config(opts.model).preprocess
+            cal = calibrate(paths["fp32"], opts.calib, cfg, method=opts.calib_method, num_images=opts.calib_images,
+                            regenerate=opts.recalibrate)
+            log(("reused" if cal.reused else "computed") + f" calibration cache {cal.cache_path}")
+            res.calibration = {"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
+                               "method": cal.method, "images": cal.num_images, "skipped": cal.skipped}
+            res.artefacts["calib_cache"] = cache_path = cal.cache_path
+            scales = cal.scales
+        quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt")
+        quantize_qdq(paths["fp32"], paths["int8-cpu"], scales, target="cpu")
         log(f"int8 Q/DQ -> {paths['int8']} (TensorRT: symmetric int8) and {paths['int8-cpu']} (CPU: uint8 activations)")
         res.artefacts["int8"] = onnx_for_engine = paths["int8"]
         res.artefacts["int8-cpu"] = paths["int8-cpu"]
@@ -219,6 +247,6 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
         log(f"building TensorRT engine -> {paths['engine']}")
         res.engine = build_engine(onnx_for_engine, paths["engine"], precision=opts.precision, calib_cache=cache_path,
                                   batch=opts.batch, max_batch=opts.max_batch, workspace_mb=opts.workspace_mb,
-                                  timing_cache=opts.timing_cache)
+                                  timing_cache=opts.timing_cache, strongly_typed=opts.strongly_typed)
         res.artefacts["engine"] = paths["engine"]
     return res
