@@ -11,8 +11,8 @@ the *graph* travels and the weights are regenerated there:
                   tensor (random weights of the right scale: throughput only), and
                   the fp16 model is made with ofconvert.precision.to_fp16.
 
-    python tools/gpu_ship_onnx.py pack --src out/export --dst .gpuonnx --models resnet50,vgg16
-    python tools/gpu_ship_onnx.py unpack --dir .gpuonnx --out /tmp/ofc_onnx
+    python scripts/gpu/gpu_ship_onnx.py pack --src out/export --dst .gpuonnx --models resnet50,vgg16
+    python scripts/gpu/gpu_ship_onnx.py unpack --dir .gpuonnx --out /tmp/ofc_onnx
 """
 import argparse
 import json
@@ -22,7 +22,6 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def pack(src, dst, models):

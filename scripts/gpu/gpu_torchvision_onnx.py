@@ -4,7 +4,7 @@ ONNX files for alexnet, vgg16, resnet50, inception_v3 from torchvision's
 architectures with random, seeded weights (throughput does not depend on weight
 values), so that 0.7 GB of fp32 ONNX need not travel there.
 
-    python3 tools/gpu_torchvision_onnx.py --out /tmp/gpu_onnx
+    python3 scripts/gpu/gpu_torchvision_onnx.py --out /tmp/gpu_onnx
 
 Writes <model>.onnx (fp32, input `input` [N,3,S,S], output `logits`, opset 17,
 torch.onnx TorchScript exporter) and <model>.fp16.onnx (through
@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ofconvert import fileio  # noqa: E402
 from ofconvert.config import METADATA_KEY, get_config  # noqa: E402

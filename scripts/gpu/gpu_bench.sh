@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU machine (docs/gpu.md): ONNX files from torchvision, then the benchmark.
-#   bash tools/gpu_bench.sh sweep   # ort-cuda settings sweep -> /tmp/fastest.txt
-#   bash tools/gpu_bench.sh final   # the 4-model table, ORT defaults vs the fastest settings
+#   bash scripts/gpu/gpu_bench.sh sweep   # ort-cuda settings sweep -> /tmp/fastest.txt
+#   bash scripts/gpu/gpu_bench.sh final   # the 4-model table, ORT defaults vs the fastest settings
 # Needs onnxruntime-gpu on PYTHONPATH (../shared/gpu/README.md). Results in $OUT (or out/gpu).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUTDIR=${OUT:-out/gpu}
 ONNX=/tmp/gpu_onnx
 export PYTHONUNBUFFERED=1
-python3 tools/gpu_torchvision_onnx.py --out "$ONNX"
+python3 scripts/gpu/gpu_torchvision_onnx.py --out "$ONNX"
 case "${1:-final}" in
 sweep)
   python3 tools/bench.py --models resnet50,inception_v3 --backends ort-cuda --precisions fp32,fp16 \
