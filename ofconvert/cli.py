@@ -2,12 +2,16 @@
 
     ofconvert list
     ofconvert calib-set --from DIR [--per-class 1] -o calib/imagenet1k
+    ofconvert bench --models M --backends B --precisions P --batch 8,50 [--streams K] [--out-dir DIR]
+    ofconvert eval --data DIR --models M --backends B --precisions P [--out-dir DIR]
+    ofconvert inspect FILE [--json]
     ofconvert MODEL --to onnx|trt [-o PATH] [--opset N] [--weights FILE] [--no-validate]
                     [--fp16 | --int8 --calib DIR [--calib-method M] [--calib-images N] [--recalibrate]]
                     [--batch N] [--max-batch N] [--workspace MB] [--timing-cache PATH]
 
-User mistakes print one line (``ofconvert: error: ...``) and exit 2.
-Conversions and ``calib-set`` run in a child process (``ofconvert.isolation``):
+Every command shares its option names (``ofconvert.cli_args``) and its error
+printer: user mistakes print one line (``ofconvert: error: ...``) and exit 2, an
+interrupt ``ofconvert: interrupted`` and exit 130. Conversions and ``calib-set`` run in a child process (``ofconvert.isolation``):
 Ctrl-C or SIGTERM prints ``ofconvert: interrupted``, exits 130 and leaves every
 existing file as it was and no temp file behind.
 """
@@ -15,13 +19,12 @@ import argparse
 import os
 import sys
 
+from . import cli_args
+from .cli_args import Parser as _Parser
 from .errors import OfconvertError
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse prints usage too: keep it short)
-        sys.stderr.write(f"ofconvert: error: {message}\n")
-        sys.exit(2)
+#: subcommand words (anything else is the model of a conversion)
+COMMANDS = ("list", "calib-set", "bench", "eval", "inspect")
 
 
 class _ProbeFailed(Exception):
@@ -53,9 +56,9 @@ def _shape(text):
     return t
 
 
-def _convert_parser(probe=False):
-    if probe:   # the parent: no import of pipeline (numpy, ...); the child checks the choice
-        calib_methods, cls = None, _Probe
+def _convert_parser(probe=False, for_help=False):
+    if probe or for_help:   # the parent: no import of pipeline (numpy, ...); the child checks the choice
+        calib_methods, cls = None, (_Probe if probe else _Parser)
     else:
         from .pipeline import CALIB_METHODS as calib_methods
         cls = _Parser
@@ -78,7 +81,8 @@ def _convert_parser(probe=False):
     prec.add_argument("--int8", dest="precision", action="store_const", const="int8")
     p.set_defaults(precision="fp32")
     p.add_argument("--calib", help="calibration images (folder or manifest), e.g. calib/imagenet1k")
-    p.add_argument("--calib-method", choices=calib_methods, default="entropy")
+    p.add_argument("--calib-method", choices=calib_methods, default="entropy",
+                   help="entropy (default), percentile or minmax")
     p.add_argument("--calib-images", type=int, help="use N calibration images, spread evenly over the set (all classes stay represented)")
     p.add_argument("--recalibrate", action="store_true", help="recompute the calibration cache even if one matches")
     p.add_argument("--calib-cache", help="an existing TensorRT calibration cache: int8 from it, no images "
@@ -134,6 +138,40 @@ def _cmd_calib_set(argv):
     return 0
 
 
+def _cmd_bench(argv):
+    from .bench.cli import run
+
+    return run(argv)
+
+
+def _cmd_eval(argv):
+    from .evaluation.cli import run
+
+    return run(argv)
+
+
+def _cmd_inspect(argv):
+    p = _Parser(prog="ofconvert inspect", description="What a file holds: an ONNX model, a calibration cache "
+                                                      "or a TensorRT engine's sidecar.")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    a = p.parse_args(argv)
+    try:
+        from .inspect import format_inspection, inspect_file
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.inspect":
+            raise
+        raise OfconvertError("ofconvert inspect is not available in this install (no ofconvert.inspect)") from None
+    info = inspect_file(a.file)
+    if a.json:
+        from .fileio import json_text
+
+        print(json_text(info))
+    else:
+        print(format_inspection(info))
+    return 0
+
+
 def _cmd_convert(argv):
     a = _convert_parser().parse_args(argv)
     from .pipeline import ConvertOptions, convert
@@ -166,26 +204,25 @@ def _watch_folders(argv):
     return folders
 
 
+_IN_PROCESS = {"list": _cmd_list, "calib-set": _cmd_calib_set, "bench": _cmd_bench, "eval": _cmd_eval,
+               "inspect": _cmd_inspect}
+
+
 def run_inprocess(argv):
-    """Run a command in this process (the child of ``main``, or ``list``)."""
-    cmd = {"list": _cmd_list, "calib-set": _cmd_calib_set}.get(argv[0])
-    try:
-        return cmd(argv[1:]) if cmd else _cmd_convert(argv)
-    except OfconvertError as e:
-        sys.stderr.write(f"ofconvert: error: {e}\n")
-        return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("ofconvert: interrupted\n")
-        return 130
+    """Run a command in this process (the child of ``main``, or a command that
+    isolates its own work: list, bench, eval, inspect)."""
+    cmd = _IN_PROCESS.get(argv[0])
+    return cli_args.run_entry(lambda a: cmd(a[1:]) if cmd else _cmd_convert(a), argv)
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        _convert_parser().print_help()
-        print("\nother commands: ofconvert list | ofconvert calib-set --from DIR -o OUT")
+        _convert_parser(for_help=True).print_help()
+        print("\nother commands: ofconvert list | ofconvert calib-set --from DIR -o OUT | ofconvert bench ... | "
+              "ofconvert eval --data DIR --models M ... | ofconvert inspect FILE  (each with --help)")
         return 0 if argv else 2
-    if argv[0] == "list":
+    if argv[0] in ("list", "bench", "eval", "inspect"):
         return run_inprocess(argv)
     from . import isolation
 
@@ -195,11 +232,9 @@ def main(argv=None):
             return run_inprocess(argv)
         return isolation.run_isolated(argv, watch)
     except OfconvertError as e:
-        sys.stderr.write(f"ofconvert: error: {e}\n")
-        return e.exit_code
+        return cli_args.report_error(e)
     except KeyboardInterrupt:   # before the handlers are set or after they are restored
-        sys.stderr.write(f"{isolation.INTERRUPTED_MESSAGE}\n")
-        return isolation.INTERRUPTED_EXIT
+        return cli_args.report_interrupt()
 
 
 if __name__ == "__main__":

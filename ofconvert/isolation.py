@@ -1,4 +1,16 @@
-"""Run a CLI command in a child process, so that Ctrl-C / SIGTERM is clean.
+"""Child processes: the CLI's conversions (``run_isolated``) and the one worker
+protocol of the benchmark, the evaluator and the production of missing model
+files (``run_worker`` / ``worker_main``), with one child environment (``child_env``).
+
+Workers: ``run_worker("module:function", job, timeout_s)`` starts a fresh Python
+that calls ``function(job, emit)``; ``emit(dict)`` sends an event (a stdout line
+``@@ofconvert-worker <json>``) that reaches the parent's ``on_event`` as it
+happens, and the function's return value (JSON) comes back through a file. A
+worker that crashes, exits non-zero or outlives ``timeout_s`` raises
+``WorkerFailed`` with the reason (the caller turns it into an n/a or error row);
+an interrupted parent kills its worker and removes the job folder.
+
+Conversions: run a CLI command in a child process, so that Ctrl-C / SIGTERM is clean.
 
 OneFlow installs C-level signal handling: a SIGINT during an export kills the
 process with SIGSEGV (or exit 255), or makes it hang when Python's handler is
@@ -44,6 +56,8 @@ _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if 
 # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp"): 8 characters of [a-z0-9_] in between
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _BOOTSTRAP = "from ofconvert.isolation import child_main; child_main()"
+_WORKER_BOOTSTRAP = "from ofconvert.isolation import worker_main; worker_main()"
+EVENT_PREFIX = "@@ofconvert-worker "
 
 
 def available():
@@ -220,3 +234,102 @@ def child_main():
     with contextlib.suppress(Exception):   # in case the mask was inherited blocked
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_SIGNALS))
     sys.exit(getattr(importlib.import_module(module), func)(sys.argv[1:]))
+
+
+# ---------------------------------------------------------------------------
+# Workers (benchmark, evaluator, production of model files)
+# ---------------------------------------------------------------------------
+class WorkerFailed(Exception):
+    """A worker that produced no result; ``reason`` is one line for a report row."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _last_line(path):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def run_worker(target, job, timeout_s=None, threads=None, on_event=None):
+    """Run ``target(job, emit)`` (``"module:function"``) in a fresh Python process
+    with :func:`child_env` (``OMP_NUM_THREADS`` = threads) and return its result.
+    ``on_event(dict)`` receives the worker's events as they come. Raises
+    WorkerFailed(reason) for a crash, a non-zero exit or the timeout; an
+    interrupt (KeyboardInterrupt) kills the worker and propagates."""
+    import json
+
+    from . import fileio
+
+    with tempfile.TemporaryDirectory(prefix="ofconvert-worker-") as tmp:
+        job_path, res_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+        err_path = os.path.join(tmp, "stderr.txt")
+        fileio.write_json(job_path, job)
+        cmd = [sys.executable, "-c", _WORKER_BOOTSTRAP, target, job_path, res_path]
+        timed_out = []
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(cmd, env=child_env(threads), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err, text=True, bufsize=1, errors="replace")
+
+            def expire():
+                timed_out.append(True)
+                with contextlib.suppress(OSError):
+                    proc.kill()
+
+            timer = threading.Timer(timeout_s, expire) if timeout_s else None
+            try:
+                if timer is not None:
+                    timer.start()
+                for line in proc.stdout:
+                    if line.startswith(EVENT_PREFIX) and on_event is not None:
+                        on_event(json.loads(line[len(EVENT_PREFIX):]))
+                rc = proc.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if proc.poll() is None:
+                    with contextlib.suppress(OSError):
+                        proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+        if timed_out:
+            raise WorkerFailed(f"worker timed out after {timeout_s:.0f} s")
+        if rc == 0 and os.path.isfile(res_path):
+            with open(res_path) as f:
+                return json.load(f)
+        tail = _last_line(err_path)[:200]
+        if rc < 0:
+            name = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
+            raise WorkerFailed(f"worker died ({name})" + (f": {tail}" if tail else ""))
+        raise WorkerFailed(f"worker exited with code {rc}" + (f": {tail}" if tail else ""))
+
+
+def worker_main():
+    """Entry point of a worker (see ``_WORKER_BOOTSTRAP``): ``sys.argv[1:]`` =
+    target, job file, result file. A user error (OfconvertError) is one stderr
+    line and exit 2; anything else a traceback whose last line is the reason."""
+    import importlib
+    import json
+
+    from . import fileio
+
+    target, job_path, res_path = sys.argv[1:4]
+    module, func = target.split(":")
+    with open(job_path) as f:
+        job = json.load(f)
+
+    def emit(event):
+        sys.stdout.write(EVENT_PREFIX + json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    try:
+        result = getattr(importlib.import_module(module), func)(job, emit)
+    except OfconvertError as e:
+        sys.stderr.write("\n" + (str(e).splitlines()[0] if str(e) else type(e).__name__) + "\n")
+        sys.exit(2)
+    fileio.write_json(res_path, result)

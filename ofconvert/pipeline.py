@@ -73,6 +73,8 @@ class ConvertOptions:
         if self.precision == "int8" and not self.calib and self.calib_cache is None:
             raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, e.g. calib/imagenet1k) "
                                  "or --calib-cache FILE")
+        if self.max_flips is not None or self.check_data is not None:
+            self._check_budget()
         if self.calib and not os.path.exists(self.calib):
             raise OfconvertError(f"--calib: no such folder or manifest: {self.calib}")
         if self.output and (os.path.isdir(self.output) or self.output.endswith(os.sep)):
@@ -81,7 +83,7 @@ class ConvertOptions:
             check_output_name(self.output, self.precision, self.to)
         if self.calib_images is not None and self.calib_images < 1:
             raise OfconvertError("--calib-images must be >= 1")
-        if self.precision == "int8":   # empty folder, bad manifest...: fail before the export
+        if self.precision == "int8" and self.calib:   # empty folder, bad manifest...: fail before the export
             from .calibration import list_calibration_images
 
             found = list_calibration_images(self.calib, self.calib_images)
@@ -116,12 +118,34 @@ class ConvertOptions:
             check_overwrite(paths[role], flavour)
 
 
+    def _check_budget(self):
+        from .budget import parse_budget
+
+        if self.max_flips is None:
+            raise OfconvertError("--check-data is for --max-flips")
+        if self.precision not in ("int8", "fp16"):
+            raise OfconvertError("--max-flips needs --int8 or --fp16 (it keeps layers in float until int8/fp16 "
+                                 "predictions agree with fp32)")
+        check_type(self.max_flips, (str, int), "max_flips", "a string like '1%' or a number of images")
+        parse_budget(self.max_flips)
+        if self.check_data is not None:
+            check_type(self.check_data, (str, os.PathLike), "check_data", "a path")
+            from .calibration import list_calibration_images
+
+            list_calibration_images(self.check_data)   # missing / empty: one line now
+        elif self.calib_cache is not None or (self.precision == "fp16" and not self.calib):
+            raise OfconvertError("--max-flips needs check images: --check-data DIR"
+                                 + (" (or --calib DIR)" if self.precision == "fp16" else
+                                    " (with --calib-cache there is no calibration set to split)"))
+
+
 @dataclasses.dataclass
 class ConvertResult:
     artefacts: dict                       # role -> path
     export: Optional[dict] = None
     calibration: Optional[dict] = None
     engine: Optional[dict] = None
+    budget: Optional[dict] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -206,7 +230,11 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
     res.artefacts["fp32"] = paths["fp32"]
     onnx_for_engine = paths["fp32"]
     cache_path = None
-    if opts.precision == "fp16":
+    if opts.precision == "fp16" and opts.max_flips is not None:
+        check = list_check_images(opts)
+        _to_budget(opts, paths, res, None, check, ("fp16",), log)
+        res.artefacts["fp16"] = onnx_for_engine = paths["fp16"]
+    elif opts.precision == "fp16":
         from .precision import to_fp16
 
         log(f"fp16 -> {paths['fp16']}")
@@ -229,16 +257,28 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
             from .calibration import calibrate
 
             cfg = get_config(opts.model).preprocess
-            cal = calibrate(paths["fp32"], opts.calib, cfg, method=opts.calib_method, num_images=opts.calib_images,
-                            regenerate=opts.recalibrate)
+            calib_data, cache_kw = opts.calib, {}
+            if opts.max_flips is not None and opts.check_data is None:   # check images: a split of --calib
+                from .budget.data import split_calibration_set
+                from .calibration import default_cache_path, list_calibration_images
+
+                calib_data, _ = split_calibration_set(list_calibration_images(opts.calib, opts.calib_images))
+                cache_kw["cache_path"] = default_cache_path(paths["fp32"], opts.calib_method + ".split")
+            cal = calibrate(paths["fp32"], calib_data, cfg, method=opts.calib_method,
+                            num_images=None if cache_kw else opts.calib_images, regenerate=opts.recalibrate,
+                            **cache_kw)
             log(("reused" if cal.reused else "computed") + f" calibration cache {cal.cache_path}")
             res.calibration = {"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
                                "method": cal.method, "images": cal.num_images, "skipped": cal.skipped}
             res.artefacts["calib_cache"] = cache_path = cal.cache_path
             scales = cal.scales
-        quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt")
-        quantize_qdq(paths["fp32"], paths["int8-cpu"], scales, target="cpu")
-        log(f"int8 Q/DQ -> {paths['int8']} (TensorRT: symmetric int8) and {paths['int8-cpu']} (CPU: uint8 activations)")
+        if opts.max_flips is not None:
+            _to_budget(opts, paths, res, scales, list_check_images(opts), ("int8-cpu", "int8"), log)
+        else:
+            quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt")
+            quantize_qdq(paths["fp32"], paths["int8-cpu"], scales, target="cpu")
+            log(f"int8 Q/DQ -> {paths['int8']} (TensorRT: symmetric int8) and {paths['int8-cpu']} "
+                "(CPU: uint8 activations)")
         res.artefacts["int8"] = onnx_for_engine = paths["int8"]
         res.artefacts["int8-cpu"] = paths["int8-cpu"]
     if opts.to == "trt":
@@ -250,3 +290,36 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
                                   timing_cache=opts.timing_cache, strongly_typed=opts.strongly_typed)
         res.artefacts["engine"] = paths["engine"]
     return res
+
+
+def list_check_images(opts: ConvertOptions):
+    """The images judging ``--max-flips``: ``--check-data``, else the check half of
+    ``--calib`` for int8 (the other half calibrates), or all of ``--calib`` for fp16."""
+    from .calibration import list_calibration_images
+
+    if opts.check_data is not None:
+        return list_calibration_images(opts.check_data)
+    paths = list_calibration_images(opts.calib, opts.calib_images)
+    if opts.precision == "fp16":
+        return paths
+    from .budget.data import split_calibration_set
+
+    return split_calibration_set(paths)[1]
+
+
+def _to_budget(opts, paths, res, scales, check, flavours, log):
+    """The fewest layers in float that keep top-1 flips vs fp32 within --max-flips
+    (ofconvert.budget); writes each flavour with its .budget.json (+ .budget.png)."""
+    from .budget import quantize_to_budget, require_met
+    from .budget.report import write_models
+
+    log(f"flip budget {opts.max_flips} on {len(check)} check images "
+        f"({'--check-data' if opts.check_data else 'a split of --calib' if opts.precision == 'int8' else '--calib'})")
+    b = quantize_to_budget(paths["fp32"], check, opts.max_flips, precision=opts.precision, scales=scales,
+                           flavours=flavours, preprocess=get_config(opts.model).preprocess,
+                           check_source=os.fspath(opts.check_data or opts.calib), log=log)
+    require_met(b)
+    written = write_models(b, {f: paths[f] for f in flavours}, log=log)
+    res.budget = {f: {"path": p, "report": p + ".budget.json", "float_layers": b.flavours[f].k,
+                      "flips": b.flavours[f].flips, "check_images": b.check["images"]} for f, p in written.items()}
+    res.budget["search_s"] = b.search_s

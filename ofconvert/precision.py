@@ -28,6 +28,8 @@ from .errors import OfconvertError
 from .onnx_fix import fold_batchnorm, set_metadata, topological_sort
 
 PRECISION_KEY = "ofconvert.precision"
+#: comma-separated names of the nodes a mixed-precision model keeps in float (fp32)
+FLOAT_NODES_KEY = "ofconvert.float_nodes"
 TARGETS = ("trt", "cpu")
 INT8_MAX = 127.0
 _MIN_SCALE = 1e-6 / 127.0
@@ -83,10 +85,16 @@ def _graph_index(model):
     return const, producer
 
 
-def qdq_activations(model, target="trt"):
+def node_key(node):
+    """The name a node is kept in float by (``exclude``): its name, else its first output."""
+    return node.name or (node.output[0] if node.output else "")
+
+
+def qdq_activations(model, target="trt", exclude=()):
     """Activation tensors (ONNX names, graph order) that :func:`quantize_qdq` puts a
     Q/DQ pair on for ``target``: inputs of Conv/Gemm/MatMul, both inputs of Adds of
-    two activations (residual adds), and on "cpu" the inputs of pooling and Pad."""
+    two activations (residual adds), and on "cpu" the inputs of pooling and Pad;
+    nodes named in ``exclude`` (:func:`node_key`) ask for none."""
     const, _ = _graph_index(model)
     acts = []
 
@@ -95,6 +103,8 @@ def qdq_activations(model, target="trt"):
             acts.append(t)
 
     for n in model.graph.node:
+        if exclude and node_key(n) in exclude:
+            continue
         if n.op_type in ("Conv", "Gemm"):
             add(n.input[0])
         elif n.op_type == "MatMul":
@@ -106,6 +116,48 @@ def qdq_activations(model, target="trt"):
         elif target == "cpu" and n.op_type in _CPU_EXTRA_OPS:
             add(n.input[0])
     return acts
+
+
+def _is_residual_add(node, const):
+    return node.op_type == "Add" and len(node.input) == 2 and all(i and i not in const for i in node.input)
+
+
+def qdq_layers(model):
+    """The units a mixed-precision search keeps in float: ``{layer: [node keys]}`` in
+    graph order. A layer is a Conv / Gemm / MatMul / residual Add (what gets Q/DQ on
+    its inputs) together with the pooling / Pad nodes that only feed it (through
+    Flatten / Reshape / ...): keeping a Conv in float must also drop the CPU
+    flavour's Q/DQ pair in front of its Pad, or the float Conv would still see
+    quantized input. A pooling / Pad node that feeds no single layer is its own unit."""
+    const, _ = _graph_index(model)
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    main = [n for n in model.graph.node if n.op_type in _WEIGHT_OPS or _is_residual_add(n, const)]
+    layers = {node_key(n): [node_key(n)] for n in main}
+    main_keys = set(layers)
+    extra = {}
+    for n in model.graph.node:
+        if n.op_type not in _CPU_EXTRA_OPS:
+            continue
+        cur = n
+        while True:
+            cs = consumers.get(cur.output[0], [])
+            if len(cs) != 1:
+                cur = None
+                break
+            cur = cs[0]
+            if node_key(cur) in main_keys or (cur.op_type not in _SCALE_PRESERVING + _CPU_EXTRA_OPS
+                                               and cur.op_type not in _NONNEG_PASSTHROUGH):
+                break
+        if cur is not None and node_key(cur) in main_keys:
+            layers[node_key(cur)].append(node_key(n))
+        else:
+            extra[node_key(n)] = [node_key(n)]
+    order = {node_key(n): k for k, n in enumerate(model.graph.node)}
+    layers.update(extra)
+    return dict(sorted(layers.items(), key=lambda kv: order[kv[0]]))
 
 
 def scale_sources(model, tensors):
@@ -143,15 +195,24 @@ def _zero_constants(model):
 # ---------------------------------------------------------------------------
 # fp16
 # ---------------------------------------------------------------------------
-def to_fp16(src, dst, keep_io_types=False):
+def to_fp16(src, dst, keep_io_types=False, exclude=()):
     """Write an fp16 copy of ``src`` to ``dst``. ``keep_io_types``: keep float32 input
     and output (Cast nodes inside) instead of float16 I/O. metadata_props are kept,
-    plus ``ofconvert.precision = fp16``."""
+    plus ``ofconvert.precision = fp16``. ``exclude``: node names kept in float32."""
     model = _load(src)
-    return _save(_to_fp16_impl(model, keep_io_types), dst)
+    return _save(_to_fp16_impl(model, keep_io_types, exclude), dst)
 
 
-def _to_fp16_impl(model, keep_io_types):
+def fp16_model(model, keep_io_types=False, exclude=()):
+    """:func:`to_fp16` on a ModelProto (copied, never modified) -> ModelProto."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return _to_fp16_impl(m, keep_io_types, exclude)
+
+
+def _to_fp16_impl(model, keep_io_types, exclude=()):
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
@@ -159,11 +220,18 @@ def _to_fp16_impl(model, keep_io_types):
 
         raise BackendUnavailableError(f"fp16 conversion needs onnxruntime ({e})") from None
     meta = [(p.key, p.value) for p in model.metadata_props]
-    out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types))
+    exclude = sorted(exclude or ())
+    unnamed = [n for n in model.graph.node if not n.name and node_key(n) in exclude]
+    for n in unnamed:   # the converter blocks by node name
+        n.name = node_key(n)
+    out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types), node_block_list=exclude or None)
     del out.metadata_props[:]
     for k, v in meta:
         out.metadata_props.add(key=k, value=v)
-    set_metadata(out, {PRECISION_KEY: "fp16" + ("-fp32io" if keep_io_types else "")})
+    meta = {PRECISION_KEY: "fp16" + ("-fp32io" if keep_io_types else "")}
+    if exclude:
+        meta[FLOAT_NODES_KEY] = ",".join(exclude)
+    set_metadata(out, meta)
     topological_sort(out.graph)  # the converter appends its I/O Casts at the end
     return out
 
@@ -171,20 +239,30 @@ def _to_fp16_impl(model, keep_io_types):
 # ---------------------------------------------------------------------------
 # int8 Q/DQ
 # ---------------------------------------------------------------------------
-def quantize_qdq(src, dst, scales, target="trt"):
+def quantize_qdq(src, dst, scales, target="trt", exclude=()):
     """Write a Q/DQ int8 model of the fp32 ``src`` to ``dst`` using the activation
     ``scales`` ({tensor: scale}, dynamic range = scale*127, e.g.
     ``calibrate(...).scales``). Raises OfconvertError when a tensor that needs a
-    scale has none (a cache made for another model)."""
+    scale has none (a cache made for another model). ``exclude``: node names
+    (:func:`node_key`) kept in float: no Q/DQ on their inputs, float weights."""
+    return _save(quantize_model(_load(src), scales, target, exclude), dst)
+
+
+def quantize_model(model, scales, target="trt", exclude=()):
+    """:func:`quantize_qdq` on a ModelProto (copied, never modified) -> ModelProto."""
+    import onnx
+
     if target not in TARGETS:
         raise OfconvertError(f"unknown quantization target {target!r}; known: {', '.join(TARGETS)}")
-    model = _load(src)
-    return _save(_QDQRewriter(model, dict(scales), target).run(), dst)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return _QDQRewriter(m, dict(scales), target, exclude).run()
 
 
 class _QDQRewriter:
-    def __init__(self, model, scales, target):
+    def __init__(self, model, scales, target, exclude=()):
         self.model, self.scales, self.target = model, scales, target
+        self.exclude = frozenset(exclude or ())
         self.g = model.graph
         self._dq_of = {}   # fp32 tensor -> its DequantizeLinear output
 
@@ -236,18 +314,41 @@ class _QDQRewriter:
         new_nodes = []
         for t in acts:
             new_nodes.extend(self._qdq_activation(t, scale_of[t]))
+        unfused = self._unfused_convs(set(acts)) if self.target == "cpu" else set()
         for node in list(self.g.node):
-            if node.op_type in _WEIGHT_OPS:
+            if node.op_type in _WEIGHT_OPS and node_key(node) not in self.exclude and node_key(node) not in unfused:
                 new_nodes.extend(self._quantize_weights(node, scale_of))
         if self.target == "cpu":
             new_nodes = self._pads_on_uint8(new_nodes, scale_of)
         self._insert_nodes(new_nodes)
         self._drop_unused_initializers()
-        set_metadata(self.model, {PRECISION_KEY: f"int8-qdq-{self.target}"})
+        meta = {PRECISION_KEY: f"int8-qdq-{self.target}"}
+        if self.exclude:
+            meta[FLOAT_NODES_KEY] = ",".join(sorted(self.exclude))
+        set_metadata(self.model, meta)
         return self.model
 
+    def _unfused_convs(self, acts):
+        """CPU: Convs whose output (through Relu/Clip) gets no Q/DQ pair, because the
+        layer after them is kept in float. ONNX Runtime cannot make them QLinearConv,
+        and a float Conv fed by DequantizeLinear weights loses its packed-weight kernels
+        (several times slower than fp32): they keep float weights instead."""
+        out = set()
+        for n in self.g.node:
+            if n.op_type != "Conv":
+                continue
+            t = n.output[0]
+            while t not in acts:
+                cs = self.consumers.get(t, [])
+                if len(cs) != 1 or cs[0].op_type not in ("Relu", "Clip"):
+                    break
+                t = cs[0].output[0]
+            if t not in acts:
+                out.add(node_key(n))
+        return out
+
     def _activations_to_quantize(self):
-        acts = qdq_activations(self.model, self.target)
+        acts = qdq_activations(self.model, self.target, self.exclude)
         missing = [t for t in acts if t not in self.scales]
         if missing:
             raise OfconvertError(f"the calibration scales do not cover this model: {len(missing)} tensor(s) "
@@ -309,6 +410,8 @@ class _QDQRewriter:
         dq = helper.make_node("DequantizeLinear", [q_out, sname, zname], [dq_out],
                               name=self._unique(base + "_DequantizeLinear"))
         for c in self.consumers.get(t, []):
+            if node_key(c) in self.exclude:   # kept in float: reads the float tensor
+                continue
             for k, i in enumerate(c.input):
                 if i == t:
                     c.input[k] = dq_out

@@ -1,10 +1,11 @@
-"""TensorRT facts shared by ``engine`` (decisions) and ``engine_trt`` (execution),
-so neither imports the other: the install hint and version parsing."""
+"""TensorRT facts shared by the decision layers (``ofconvert.trt.plan``, ``caches``,
+``sidecar``) and the execution layer (``ofconvert.trt.backend``): the install hint
+and version parsing. Imports nothing heavy."""
 import re
 from typing import Tuple
 
 TRT_INSTALL_HINT = ("TensorRT is not installed (import tensorrt failed); on a machine with an NVIDIA GPU: "
-                    "pip install 'tensorrt>=10' cuda-python (see docs/tensorrt.md)")
+                    "pip install 'tensorrt>=10' polygraphy (see docs/tensorrt.md)")
 
 
 def parse_version(version) -> Tuple[int, int, int]:

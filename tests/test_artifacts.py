@@ -279,7 +279,7 @@ def test_bench_cli_refuses_the_issue_case_with_one_line(flavours, tmp_path):
     p = run_tool("bench.py", "--models", "efficientnet_lite0", "--onnx-dir", d, "--backends", "ort-cpu",
                  "--precisions", "fp32,int8", "--batch", "1", "--iters", "1", "--warmup", "0", "--out", out,
                  "--no-progress", "--no-png", timeout=300)
-    assert _one_line_error(p, "error:"), p.stderr
+    assert _one_line_error(p, "ofconvert: error:"), p.stderr
     assert f"{d}/efficientnet_lite0.onnx is an int8 (Q/DQ) model, not fp32" in p.stderr
     assert not out.exists()                                  # refused before any measurement
 
@@ -352,9 +352,9 @@ def test_eval_cli_refuses_the_issue_case_with_one_line(flavours, stubs, tmp_path
     p = run_tool("eval.py", "--data", stubs, "--models", "tiny", "--variants", "ort-cpu:fp32",
                  "--reference", "ort-cpu:fp32", "--models-dir", d, "--limit", "2", "--cache-dir", tmp_path / "c",
                  "--workers", "1", "--no-progress", "--out-dir", tmp_path / "o", timeout=300)
-    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]   # (eval.py names the dataset first)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("ofconvert: error:")]   # (eval.py names the dataset first)
     assert p.returncode == 2 and not has_traceback(p) and len(errors) == 1, p.stderr
-    assert errors[0].startswith(f"error: {d}/tiny.onnx is an int8 (Q/DQ) model, not fp32"), p.stderr
+    assert errors[0].startswith(f"ofconvert: error: {d}/tiny.onnx is an int8 (Q/DQ) model, not fp32"), p.stderr
     assert p.stderr.strip().splitlines()[-1] == errors[0]
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
 

@@ -102,7 +102,7 @@ def test_reports_contain_the_measurements(tiny_run, tmp_path):
     assert "### Batch 1 (img/s)" in md and "### Batch 3 (img/s)" in md
     assert "| model | ort-cpu(fp32) | ort-cpu(int8) |" in md
     measured = next(r for r in results if r.backend == "ort-cpu" and r.precision == "fp32" and r.batch == 1)
-    assert f"| tiny (16) | {ofconvert.bench._fmt(measured.img_per_s)} |" in md
+    assert f"| tiny (16) | {ofconvert.bench.fmt(measured.img_per_s)} |" in md
     assert "n/a [" in md and "the OneFlow backend needs a zoo model name" in md
     with open(paths["png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -151,6 +151,8 @@ def test_speedup_table_compares_settings():
     ["--input", "disk"],
     ["--onnx-dir", "/nonexistent/folder"],
     ["--frobnicate"],
+    ["--streams", "0"],
+    ["--models-dir", "/nonexistent/folder"],
 ])
 def test_cli_bad_arguments_exit_2_with_one_line(args):
     proc = run_tool("bench.py", "--backends", "ort-cpu", *args, "--no-progress", timeout=120)
@@ -164,9 +166,9 @@ def test_cli_runs_a_real_zoo_export_at_fp32_and_fp16(zoo_onnx, tmp_path):
     src = tmp_path / "efficientnet_lite0.onnx"
     shutil.copy(zoo_onnx("efficientnet_lite0"), src)
     out = tmp_path / "out"
-    proc = run_tool("bench.py", "--models", "efficientnet_lite0", "--onnx-dir", tmp_path, "--backends", "ort-cpu",
+    proc = run_tool("bench.py", "--models", "efficientnet_lite0", "--models-dir", tmp_path, "--backends", "ort-cpu",
                     "--precisions", "fp32,fp16", "--batch", "2", "--warmup", "1", "--iters", "2", "--threads", "1",
-                    "--out", out, "--no-progress", timeout=600)
+                    "--out-dir", out, "--no-progress", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "efficientnet_lite0.fp16.onnx").is_file()
     rows = json.loads((out / "bench.json").read_text())["results"]
@@ -180,3 +182,35 @@ def test_oneflow_backend_runs_in_its_own_process():
     res = benchmark(["efficientnet_lite0"], ["oneflow"], ["fp32"], [1], BenchOptions(warmup=1, iters=2, threads=1))
     assert len(res) == 1 and res[0].status == "ok", res[0].reason
     assert res[0].pid != os.getpid() and res[0].img_per_s > 0
+
+
+def test_streams_run_concurrent_sessions_and_report_aggregate_and_latency(tmp_path):
+    """--streams K: K sessions run the same batch concurrently; img/s is the aggregate
+    (K x iters x batch / wall time, at most K x batch / mean request latency), the
+    latencies are per request, and the markdown gets a latency table."""
+    path = _tiny_onnx(tmp_path / "tiny.onnx")
+    one, = benchmark([path], ["ort-cpu"], ["fp32"], [2], BenchOptions(warmup=1, iters=6, threads=1))
+    assert one.streams == 1 and one.column == "ort-cpu(fp32)"
+    assert one.img_per_s == pytest.approx(2 / (one.latency_ms_mean / 1e3))
+    three, = benchmark([path], ["ort-cpu"], ["fp32"], [2], BenchOptions(warmup=1, iters=6, threads=1, streams=3))
+    assert three.status == "ok", three.reason
+    assert three.streams == 3 and three.column == "ort-cpu(fp32, 3 streams)"
+    ceiling = 3 * 2 / (three.latency_ms_mean / 1e3)
+    assert 0.2 * ceiling <= three.img_per_s <= 1.05 * ceiling
+    assert 0 < three.latency_ms_p50 <= three.latency_ms_p99
+    md = markdown([three], options=BenchOptions(streams=3))
+    assert "3 concurrent streams" in md and "latency per request, p50 / p99 (ms)" in md
+    assert f"{three.latency_ms_p50:.1f} / {three.latency_ms_p99:.1f}" in md
+    paths = write_reports([three], str(tmp_path / "out"), options=BenchOptions(streams=3), png=False)
+    row = json.loads(open(paths["json"]).read())["results"][0]
+    assert row["streams"] == 3 and row["latency_ms_p99"] == three.latency_ms_p99
+
+
+def test_old_option_names_are_aliases(tmp_path):
+    assert BenchOptions(onnx_dir="/x", calib_data="/c") == BenchOptions(models_dir="/x", calib="/c")
+    from ofconvert.bench.cli import build_parser
+
+    old = build_parser().parse_args(["--onnx-dir", "m", "--calib-data", "c", "--out", "o"])
+    new = build_parser().parse_args(["--models-dir", "m", "--calib", "c", "--out-dir", "o"])
+    assert vars(old) == vars(new)
+    assert "--onnx-dir" not in build_parser().format_help()

@@ -1,9 +1,10 @@
-"""TensorRT engines (ofconvert.engine, engine_trt, runners.tensorrt).
+"""TensorRT engines (ofconvert.engine over ofconvert/trt/, runners.tensorrt, runners.ort_trt).
 
 Everything around TensorRT runs here without it: profile math, ONNX inspection,
 strategy by TensorRT version, calibration-cache re-targeting, timing-cache
 wiring, sidecar write/read, compatibility refusal, the missing-TensorRT message
-and ONNX Runtime's TensorRT-provider options. The tests that need TensorRT and a
+and ONNX Runtime's TensorRT-provider options. The build and run paths themselves
+run against the TensorRT stand-in in tests/test_trt_contract.py. The tests that need TensorRT and a
 GPU (real builds of zoo models, outputs compared with ONNX Runtime CPU on real
 images) are at the end and skip with the reason when TensorRT is absent; see
 docs/tensorrt.md for how to run them.
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ofconvert import engine as eng
 from ofconvert import fileio
 from ofconvert.config import METADATA_KEY, PreprocessConfig, get_config
+from ofconvert.runners.ort_trt import ort_trt_provider_options
 from ofconvert.errors import (BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError,
                               OfconvertError)
 
@@ -31,16 +33,17 @@ def _tensorrt_status():
     if not hasattr(trt, "Builder"):
         return None, "the installed tensorrt package is a stub without bindings"
     try:
-        from ofconvert.engine_trt import gpu_info
+        from ofconvert.trt.backend import gpu_info, load_tensorrt
 
+        load_tensorrt()  # polygraphy beside it
         gpu_info()
-    except Exception as e:  # no cuda-python or no GPU
-        return None, f"tensorrt is installed but no usable GPU/cuda-python: {e}"
+    except Exception as e:  # no polygraphy, no libcudart or no GPU
+        return None, f"tensorrt is installed but no polygraphy/usable GPU: {e}"
     return trt, ""
 
 
 TRT, TRT_SKIP_REASON = _tensorrt_status()
-needs_trt = pytest.mark.skipif(TRT is None, reason=f"needs TensorRT 10/11 + cuda-python + an NVIDIA GPU: "
+needs_trt = pytest.mark.skipif(TRT is None, reason=f"needs TensorRT 10/11 + polygraphy + an NVIDIA GPU: "
                                                    f"{TRT_SKIP_REASON} (docs/tensorrt.md)")
 needs_no_trt = pytest.mark.skipif(TRT is not None, reason="TensorRT is installed: the missing-TensorRT path cannot run")
 
@@ -397,7 +400,7 @@ def test_build_engine_without_tensorrt_names_what_to_install(tiny_onnx, tmp_path
     with pytest.raises(BackendUnavailableError) as ei:
         eng.build_engine(tiny_onnx, str(engine_path), precision="fp32", batch=2, timing_cache=False)
     msg = str(ei.value)
-    assert "\n" not in msg and "pip install" in msg and "tensorrt" in msg and "cuda-python" in msg
+    assert "\n" not in msg and "pip install" in msg and "tensorrt" in msg and "polygraphy" in msg
     assert ei.value.exit_code == 2
     assert list(tmp_path.iterdir()) == [tmp_path / "tiny.onnx"]  # nothing half-written
     with pytest.raises(BackendUnavailableError) as ei2:
@@ -436,16 +439,16 @@ def test_build_engine_reports_user_mistakes_before_looking_for_tensorrt(tiny_onn
 # ONNX Runtime's TensorRT execution provider
 # ---------------------------------------------------------------------------
 def test_ort_trt_options_by_precision(tmp_path):
-    assert eng.ort_trt_provider_options("fp32") == {}
-    assert eng.ort_trt_provider_options("fp16") == {"trt_fp16_enable": True}
-    opts = eng.ort_trt_provider_options("fp16", engine_cache_dir=tmp_path / "ec", workspace_mb=512)
+    assert ort_trt_provider_options("fp32") == {}
+    assert ort_trt_provider_options("fp16") == {"trt_fp16_enable": True}
+    opts = ort_trt_provider_options("fp16", engine_cache_dir=tmp_path / "ec", workspace_mb=512)
     assert opts == {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
                     "trt_engine_cache_path": str(tmp_path / "ec"), "trt_timing_cache_enable": True,
                     "trt_timing_cache_path": str(tmp_path / "ec"), "trt_max_workspace_size": 512 << 20}
-    opts = eng.ort_trt_provider_options("fp32", engine_cache_dir=tmp_path / "ec", timing_cache_dir=tmp_path / "tc")
+    opts = ort_trt_provider_options("fp32", engine_cache_dir=tmp_path / "ec", timing_cache_dir=tmp_path / "tc")
     assert opts["trt_timing_cache_path"] == str(tmp_path / "tc")
     with pytest.raises(OfconvertError, match="unknown precision"):
-        eng.ort_trt_provider_options("int4")
+        ort_trt_provider_options("int4")
 
 
 @pytest.mark.parametrize("engine_cache", [None, "engines", "deep/engine/cache"])
@@ -453,7 +456,7 @@ def test_ort_trt_calibration_table_resolves_to_our_cache(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)  # relative inputs are taken from the working directory
     os.makedirs("calib")
     cache = _write_cache(tmp_path / "calib" / "m.entropy.calib.cache", {"input": 0.02, "x": 0.5})
-    opts = eng.ort_trt_provider_options("int8", calib_cache=os.path.relpath(cache), engine_cache_dir=engine_cache)
+    opts = ort_trt_provider_options("int8", calib_cache=os.path.relpath(cache), engine_cache_dir=engine_cache)
     assert opts["trt_int8_enable"] is True and opts["trt_int8_use_native_calibration_table"] is True
     name = opts["trt_int8_calibration_table_name"]
     assert not os.path.isabs(name)
@@ -471,22 +474,22 @@ def test_ort_trt_int8_refusals(tiny_onnx, tmp_path):
     qdq = str(tmp_path / "q.onnx")
     onnx.save(_tiny_model(qdq=True), qdq)
     with pytest.raises(OfconvertError, match="refuses a calibration table for a Q/DQ model"):
-        eng.ort_trt_provider_options("int8", calib_cache=cache, onnx_path=qdq)
-    assert eng.ort_trt_provider_options("int8", onnx_path=qdq) == {"trt_int8_enable": True}
+        ort_trt_provider_options("int8", calib_cache=cache, onnx_path=qdq)
+    assert ort_trt_provider_options("int8", onnx_path=qdq) == {"trt_int8_enable": True}
     with pytest.raises(OfconvertError, match="needs the Q/DQ ONNX or a calibration cache"):
-        eng.ort_trt_provider_options("int8", onnx_path=tiny_onnx)
+        ort_trt_provider_options("int8", onnx_path=tiny_onnx)
     with pytest.raises(OfconvertError, match="for int8"):
-        eng.ort_trt_provider_options("fp16", calib_cache=cache)
+        ort_trt_provider_options("fp16", calib_cache=cache)
     with pytest.raises(CalibrationCacheError):
-        eng.ort_trt_provider_options("int8", calib_cache=tiny_onnx)
+        ort_trt_provider_options("int8", calib_cache=tiny_onnx)
 
 
 def test_ort_trt_profile_shapes(tiny_onnx):
-    opts = eng.ort_trt_provider_options("fp32", profile=eng.compute_profile(4, 32), onnx_path=tiny_onnx)
+    opts = ort_trt_provider_options("fp32", profile=eng.compute_profile(4, 32), onnx_path=tiny_onnx)
     assert opts == {"trt_profile_min_shapes": "input:1x3x8x8", "trt_profile_opt_shapes": "input:4x3x8x8",
                     "trt_profile_max_shapes": "input:32x3x8x8"}
     with pytest.raises(OfconvertError, match="need onnx_path"):
-        eng.ort_trt_provider_options("fp32", profile=eng.compute_profile(4))
+        ort_trt_provider_options("fp32", profile=eng.compute_profile(4))
 
 
 # ---------------------------------------------------------------------------
@@ -609,7 +612,7 @@ def test_ort_tensorrt_provider_fp16_matches_cpu(zoo_onnx, real_batch, tmp_path):
     from ofconvert.runners import make_runner
 
     src = zoo_onnx("efficientnet_lite0")
-    opts = eng.ort_trt_provider_options("fp16", engine_cache_dir=tmp_path / "ort-engines",
+    opts = ort_trt_provider_options("fp16", engine_cache_dir=tmp_path / "ort-engines",
                                         profile=eng.compute_profile(8, 16), onnx_path=src)
     with make_runner("ort-cpu", src, threads=1) as ref:
         want = ref.infer(real_batch)

@@ -134,5 +134,5 @@ def test_eval_tool_ctrl_c_is_one_line_exit_130(tmp_path, datasets):
     os.killpg(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-1000:]
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "eval: interrupted"
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "ofconvert: interrupted"
     assert os.listdir(tmpd) == []

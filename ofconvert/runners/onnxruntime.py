@@ -39,10 +39,13 @@ class OnnxRuntimeRunner(BaseRunner):
     shape; fails at load when a node falls back to the CPU). The CPU provider is
     always kept as a fallback for nodes the chosen provider does not take (except
     with cuda_graph, where ONNX Runtime requires every node on the GPU).
+    optimized_model_path: ONNX Runtime writes the graph it actually runs there
+    (after its fusions and layout changes; for profiling, docs/gpu.md).
     """
 
     def __init__(self, onnx_path, provider="cpu", provider_options=None, threads=None,
-                 io_binding=False, graph_optimization="all", name=None, cuda_graph=False):
+                 io_binding=False, graph_optimization="all", name=None, cuda_graph=False,
+                 optimized_model_path=None):
         if cuda_graph and provider != "cuda":
             raise OfconvertError("cuda_graph needs the CUDA provider")
         if provider not in PROVIDERS:
@@ -57,6 +60,7 @@ class OnnxRuntimeRunner(BaseRunner):
         self.cuda_graph = bool(cuda_graph)
         self._bound = {}  # batch shape -> (input OrtValue, output OrtValue, binding); cuda_graph only
         self.graph_optimization = graph_optimization
+        self.optimized_model_path = optimized_model_path
         self.session = None
 
     def activate_impl(self):
@@ -80,6 +84,8 @@ class OnnxRuntimeRunner(BaseRunner):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
         so.log_severity_level = 3
+        if self.optimized_model_path:
+            so.optimized_model_filepath = os.fspath(self.optimized_model_path)
         options = dict(self.provider_options)
         if self.cuda_graph:
             options["enable_cuda_graph"] = "1"

@@ -1,5 +1,5 @@
 """The op conformance suite runs each family in a worker process
-(``python tools/ops_report.py --family F --json ...``): OneFlow 0.9 aborts after
+(``python -m scripts.evidence.ops_report --family F --json ...``): OneFlow 0.9 aborts after
 some hundreds of nn.Graph compilations in one process, and one crashing case
 must not take the other families with it. Each parametrized test then asserts
 its own case's outcome."""
@@ -21,7 +21,7 @@ def family_outcomes(tmp_path_factory):
             from ofconvert.conformance import OPSETS_TESTED, case_names
 
             out = tmp_path_factory.mktemp("ops") / f"{family}.json"
-            cmd = [sys.executable, os.path.join(ROOT, "tools", "ops_report.py"), "--family", family,
+            cmd = [sys.executable, "-m", "scripts.evidence.ops_report", "--family", family,
                    "--json", str(out), "--md", "", "--resume"]
             for o in OPSETS_TESTED:
                 cmd += ["--opset", str(o)]

@@ -1,19 +1,18 @@
-#!/usr/bin/env python
-"""Evidence for the export: for each zoo model, export time, ONNX size and the
+"""Evidence for docs/export.md: per zoo model, export time, ONNX size and validation figures (JSON).
+
+Evidence for the export: for each zoo model, export time, ONNX size and the
 validation figures (real images + random input, batch 1/3/8); for
 efficientnet_lite0 also top-1 on imagenet-sample-1000 from OneFlow and from ONNX
 Runtime and the number of images where they disagree. One model at a time
 (vgg16 peaks at ~12 GB). JSON to -o.
 
-    python tools/export_report.py --models efficientnet_lite0,resnet50 -o out/export_report.json
+    .venv/bin/python -m scripts.evidence.export_report --models efficientnet_lite0,resnet50 -o out/export_report.json
 """
 import argparse
 import json
 import os
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def lite0_accuracy(onnx_path, limit=None):

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
-"""Evidence for fp16 / int8: accuracy, mismatches vs fp32, CPU throughput, calibration time.
+"""Evidence for docs/precision.md: fp16/int8 accuracy, mismatches vs fp32, CPU throughput, calibration time (JSON).
 
-    python tools/precision_report.py --onnx-dir /tmp/ofc -o out/precision_report.json
+    .venv/bin/python -m scripts.evidence.precision_report --onnx-dir /tmp/ofc -o out/precision_report.json
 
 For each model (an fp32 ``<model>.onnx`` in --onnx-dir): fp16 and int8 Q/DQ variants
 (every calibration method x {trt, cpu} flavour) are written next to the report,
@@ -13,18 +12,15 @@ imagenet-sample-1000), never on the evaluation images.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ofconvert import calibration, precision  # noqa: E402
-from ofconvert.config import get_config  # noqa: E402
-from ofconvert.data import datasets_root, load_and_crop, normalize  # noqa: E402
-from ofconvert.fileio import write_json  # noqa: E402
-from ofconvert.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
+from ofconvert import calibration, precision
+from ofconvert.config import get_config
+from ofconvert.data import datasets_root, load_and_crop, normalize
+from ofconvert.fileio import write_json
+from ofconvert.runners.onnxruntime import OnnxRuntimeRunner
 
 
 def load_eval_set(name, n, cfg):

@@ -1,0 +1,184 @@
+"""int8 / fp16 to a flip budget: keep the most sensitive layers in float until the
+model's top-1 predictions differ from the fp32 model's on at most N check images.
+
+Layers (:func:`ofconvert.precision.qdq_layers`) are ranked by sensitivity
+(:mod:`.sensitivity`), then the search (:mod:`.search`) keeps the k most sensitive
+in float, measuring flips on a check set (:mod:`.data`: separate from calibration
+and evaluation images; default a split of the calibration set) and ONNX Runtime
+CPU speed at each step. :mod:`.report` writes the models with their
+``.budget.json`` report (and the curve as PNG), atomically. See docs/budget.md.
+"""
+import dataclasses
+import re
+import time
+from typing import Dict, List, Optional
+
+from ..errors import OfconvertError
+from . import data as D
+from .search import Evaluator, Step, search, steps_list
+from .sensitivity import MODES, layer_sensitivity
+
+__all__ = ["BudgetOptions", "BudgetResult", "FlavourResult", "parse_budget", "quantize_to_budget",
+           "BudgetNotMetError", "Step", "MODES"]
+
+
+class BudgetNotMetError(OfconvertError):
+    """No candidate with at least one layer still quantized meets the budget."""
+
+
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)\s*$")
+
+
+def parse_budget(value, n_check=None):
+    """``"1%"`` / ``"0.5%"`` (of the check images) or ``"13"`` / ``13`` (images) ->
+    the number of flips allowed (with ``n_check``; a percentage rounds down), or,
+    without ``n_check``, only validates. OfconvertError on anything else."""
+    m = _BUDGET_RE.match(str(value)) if not isinstance(value, bool) else None
+    if m is None:
+        raise OfconvertError(f"--max-flips must be a percentage of the check images (e.g. 1%) or a number of "
+                             f"images (e.g. 13), got {value!r}")
+    x, pct = float(m.group(1)), bool(m.group(2))
+    if pct and x >= 100:
+        raise OfconvertError(f"--max-flips {value}: a percentage must be below 100 %")
+    if not pct and x != int(x):
+        raise OfconvertError(f"--max-flips {value}: a number of images must be whole (or add %)")
+    if n_check is None:
+        return None
+    return int(x * n_check / 100.0 + 1e-9) if pct else int(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetOptions:
+    sensitivity_mode: str = "one"       # see .sensitivity.MODES
+    sensitivity_images: int = 64        # check images scoring each layer
+    threads: int = 2                    # ONNX Runtime intra-op threads (sensitivity, checks, speed)
+    speed_batch: int = 8
+    speed_runs: int = 5                 # median of this many short runs
+    check_fraction: float = 0.5         # share of --calib used as check set when no --check-data
+    decode_workers: Optional[int] = None
+
+
+@dataclasses.dataclass
+class FlavourResult:
+    flavour: str                        # "int8" (TensorRT Q/DQ), "int8-cpu" or "fp16"
+    budget_flips: int
+    met: bool
+    k: Optional[int]                    # layers kept in float
+    float_layers: List[dict]            # [{layer, nodes, sensitivity, rank}]
+    flips: Optional[int]
+    img_s: Optional[float]
+    steps: List[Step]
+    speed_note: str = ""
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["steps"] = [s.to_dict() if hasattr(s, "to_dict") else s for s in self.steps]
+        return d
+
+
+@dataclasses.dataclass
+class BudgetResult:
+    model: str
+    precision: str
+    max_flips: str
+    check: dict                         # images, source, skipped, overlap
+    fp32_img_s: Optional[float]
+    sensitivity: Dict[str, float]       # layer -> score, most sensitive first
+    sensitivity_mode: str
+    flavours: Dict[str, FlavourResult]
+    layers: Dict[str, List[str]]
+    search_s: float = 0.0
+    sensitivity_s: float = 0.0
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["flavours"] = {k: v.to_dict() for k, v in self.flavours.items()}
+        return d
+
+
+_FLAVOURS = {"int8": ("int8", "trt"), "int8-cpu": ("int8", "cpu"), "fp16": ("fp16", None)}
+_NO_SPEED = {"int8": "TensorRT Q/DQ flavour: flips measured with ONNX Runtime CPU executing its Q/DQ graph; "
+                     "its speed only means something on a GPU (TensorRT), not measured here",
+             "fp16": "fp16 is for the GPU: flips measured with ONNX Runtime CPU (fp16 weights/activations, "
+                     "fp32 where the CPU has no fp16 kernel); CPU speed of fp16 is meaningless, not measured"}
+
+
+def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", scales=None,
+                       flavours=None, preprocess=None, options: BudgetOptions = BudgetOptions(),
+                       check_source=None, log=None) -> BudgetResult:
+    """Search, for each flavour (``"int8-cpu"``, ``"int8"`` (TensorRT Q/DQ) for int8;
+    ``"fp16"``), the fewest layers to keep in float so that top-1 flips vs the fp32
+    model on ``check_images`` (a list of image paths) stay <= ``max_flips``
+    ("1%" or a count). ``scales``: calibration scales (int8). Returns the result;
+    :func:`ofconvert.budget.report.write_models` writes the models and reports.
+    Raises BudgetNotMetError when no candidate meets the budget."""
+    import onnx
+
+    from ..calibration import _preprocess_from_model
+    from ..precision import qdq_layers
+
+    t0 = time.perf_counter()
+    if precision not in ("int8", "fp16"):
+        raise OfconvertError("--max-flips needs --int8 or --fp16")
+    if precision == "int8" and not scales:
+        raise OfconvertError("int8 to a flip budget needs calibration scales")
+    if options.sensitivity_mode not in MODES:
+        raise OfconvertError(f"unknown sensitivity mode {options.sensitivity_mode!r}")
+    parse_budget(max_flips)
+    flavours = list(flavours or (("int8-cpu", "int8") if precision == "int8" else ("fp16",)))
+    log = log or (lambda *_: None)
+    model = onnx.load(str(fp32_onnx))
+    preprocess = preprocess or _preprocess_from_model(model)
+    images = D.ImageSet(check_images, preprocess, options.decode_workers)
+    budget = parse_budget(max_flips, len(images))
+    fp32 = D.session(model, options.threads)
+    ref = D.logits(fp32, images)
+    ref_top1 = ref.argmax(1)
+    from .search import throughput
+
+    shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])
+    fp32_ips = round(throughput(fp32, shape, options.speed_batch, options.speed_runs), 1) \
+        if "int8-cpu" in flavours else None
+    del fp32
+    layers = qdq_layers(model)
+    log(f"flip budget {max_flips} = {budget} of {len(images)} check images; {len(layers)} layers"
+        + (f"; fp32 {fp32_ips:.0f} img/s (batch {options.speed_batch}, {options.threads} threads)" if fp32_ips else ""))
+    # sensitivity: with the CPU flavour for int8 (what is timed), fp16 for fp16
+    t1 = time.perf_counter()
+    target = "cpu" if "int8-cpu" in flavours else "trt"
+    sens = layer_sensitivity(model, layers, precision, scales, target, images, ref, options.sensitivity_mode,
+                             options.threads, options.sensitivity_images, log)
+    sens_s = time.perf_counter() - t1
+    order = sorted(sens, key=lambda k: -sens[k])
+    log("most sensitive: " + ", ".join(f"{k} ({sens[k]:.2g})" for k in order[:5]))
+    results = {}
+    for fl in flavours:
+        prec, tgt = _FLAVOURS[fl]
+        ev = Evaluator(model, layers, order, prec, scales, tgt, images, ref_top1, options.threads,
+                       speed=(fl == "int8-cpu"), speed_batch=options.speed_batch, speed_runs=options.speed_runs,
+                       log=log)
+        k = search(ev, budget, len(order) - 1)   # all layers in float is the fp32 model, not an answer
+        step = ev.steps.get(k) if k is not None else None
+        results[fl] = FlavourResult(
+            fl, budget, k is not None, k,
+            [{"layer": n, "nodes": layers[n], "sensitivity": sens[n], "rank": i + 1}
+             for i, n in enumerate(order[:k or 0])],
+            step.flips if step else None, step.img_s if step else None, steps_list(ev),
+            _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""))
+        results[fl]._evaluator = ev
+    res = BudgetResult(str(fp32_onnx), precision, str(max_flips),
+                       {"images": len(images), "skipped": images.skipped, "source": check_source or "list"},
+                       fp32_ips, {k: sens[k] for k in order}, options.sensitivity_mode, results, layers,
+                       round(time.perf_counter() - t0, 1), round(sens_s, 1))
+    return res
+
+
+def require_met(res: BudgetResult):
+    """BudgetNotMetError naming the flavours that missed the budget."""
+    missed = [f for f, r in res.flavours.items() if not r.met]
+    if missed:
+        best = {f: min(s.flips for s in res.flavours[f].steps) for f in missed}
+        raise BudgetNotMetError(
+            f"flip budget {res.max_flips} ({res.flavours[missed[0]].budget_flips} of {res.check['images']} check "
+            f"images) cannot be met for {', '.join(missed)} with any layer still quantized (fewest flips "
+            f"measured: {', '.join(f'{f} {b}' for f, b in best.items())}); raise --max-flips or use the fp32 model")

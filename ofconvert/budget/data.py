@@ -1,0 +1,90 @@
+"""The check set: images judging a flip budget, decoded once (``preprocache``),
+kept as uint8 and normalised batch by batch; the fp32 reference logits; the
+default split of a calibration set into calibration and check halves; overlap
+between image sets by file content."""
+import hashlib
+
+import numpy as np
+
+from ..errors import DataError, OfconvertError
+
+
+def split_calibration_set(paths, check_fraction=0.5):
+    """(calibration paths, check paths): an evenly spread, deterministic
+    ``check_fraction`` of ``paths`` is the check set, the rest calibrates. For a
+    1-per-class set sorted by class both halves cover half of the classes each."""
+    paths = list(paths)
+    if not 0 < check_fraction < 1:
+        raise OfconvertError(f"check fraction must be in (0, 1), got {check_fraction}")
+    n_check = int(round(len(paths) * check_fraction))
+    if n_check < 1 or n_check >= len(paths):
+        raise DataError(f"cannot split {len(paths)} calibration image(s) into calibration and check sets: "
+                        "give --check-data DIR")
+    idx = set(np.linspace(0, len(paths), n_check, endpoint=False).astype(int).tolist())
+    return [p for i, p in enumerate(paths) if i not in idx], [p for i, p in enumerate(paths) if i in idx]
+
+
+def content_hashes(paths):
+    """{sha256 of the file bytes: path}."""
+    out = {}
+    for p in paths:
+        with open(p, "rb") as f:
+            out[hashlib.sha256(f.read()).hexdigest()] = p
+    return out
+
+
+def overlap(a, b):
+    """Paths of ``b`` whose content equals a file of ``a`` (same bytes, any name)."""
+    ha = content_hashes(a)
+    return [p for h, p in content_hashes(b).items() if h in ha]
+
+
+class ImageSet:
+    """Decoded images (uint8 NHWC, built once by ``preprocache``) + preprocessing."""
+
+    def __init__(self, paths, preprocess, workers=None):
+        from ..preprocache import CacheOptions, get_cached_images
+
+        if not paths:
+            raise DataError("no check images")
+        entry = get_cached_images(list(paths), preprocess, CacheOptions(workers=workers))
+        valid = entry.valid
+        if len(valid) == 0:
+            raise DataError(f"no readable check images ({len(entry.skipped)} unreadable)")
+        self.u8 = np.ascontiguousarray(entry.array[valid])
+        self.paths = [entry.paths[i] for i in valid]
+        self.skipped = len(entry.skipped)
+        self.preprocess = preprocess
+
+    def __len__(self):
+        return len(self.u8)
+
+    def batches(self, batch_size=50, limit=None):
+        from ..data import normalize
+
+        n = len(self) if limit is None else min(limit, len(self))
+        for i in range(0, n, batch_size):
+            yield normalize(self.u8[i:min(i + batch_size, n)], self.preprocess)
+
+
+def session(model, threads=2):
+    """An ONNX Runtime CPU session for a ModelProto, full graph optimisation
+    (the Q/DQ fusions), ``threads`` intra-op threads, one inter-op thread."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise OfconvertError(f"ONNX Runtime cannot load a candidate model: {str(e).splitlines()[0]}") from None
+
+
+def logits(sess, images, batch_size=50, limit=None):
+    """First output of ``sess`` over ``images`` (float32 input cast to the model's type)."""
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    outs = [sess.run(None, {inp.name: x.astype(dtype, copy=False)})[0] for x in images.batches(batch_size, limit)]
+    return np.concatenate(outs).astype(np.float32)

@@ -1,0 +1,107 @@
+"""Evaluation reports: the top-1 / mismatch and top-5 tables, CSV, PNG and the
+JSON context (dataset, caches, timings); written by ``ofconvert.report``."""
+from typing import Dict, List, Optional, Sequence
+
+from .. import report
+from .variants import EvalRow
+
+RANDOM_MARK = "†"
+CSV_FIELDS = ("model", "backend", "precision", "status", "pretrained", "is_reference", "reference", "images",
+              "skipped", "top1", "top5", "mismatches", "seconds", "images_per_s", "model_path", "model_sha256",
+              "detected_precision", "reason")
+
+
+def _columns(rows):
+    return list(dict.fromkeys((r.backend, r.precision) for r in rows))
+
+
+def _pct(x):
+    return "-" if x is None else f"{100.0 * x:.2f}%"
+
+
+def _name(rows, model):
+    first = next(r for r in rows if r.model == model)
+    return model if first.pretrained else f"{model} {RANDOM_MARK}"
+
+
+def format_markdown(rows: Sequence[EvalRow], metric="top1") -> str:
+    """The report table: rows = models, columns = backend (precision). ``metric="top1"``:
+    cells ``top-1 / mismatches vs reference``; ``"top5"``: top-5 accuracy."""
+    cols = _columns(rows)
+    models = list(dict.fromkeys(r.model for r in rows))
+    cell = {(r.model, r.backend, r.precision): r for r in rows}
+    notes = []
+    lines = ["| model | " + " | ".join(f"{b} ({p})" for b, p in cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+    for m in models:
+        out = []
+        for b, p in cols:
+            r = cell.get((m, b, p))
+            if r is None:
+                out.append("")
+            elif r.status != "ok":
+                notes.append(f"{m} {b} ({p}): {r.reason}")
+                out.append(f"{r.status} [{len(notes)}]")
+            elif metric == "top5":
+                out.append(_pct(r.top5))
+            else:
+                mm = "ref" if r.is_reference else ("n/a" if r.mismatches is None else str(r.mismatches))
+                out.append(f"{_pct(r.top1)} / {mm}")
+        lines.append(f"| {_name(rows, m)} | " + " | ".join(out) + " |")
+    if metric == "top1" and rows:
+        lines += ["", f"Cells: top-1 / number of top-1 predictions that differ from the reference ({rows[0].reference})."]
+    if any(not r.pretrained for r in rows):
+        lines.append(f"{RANDOM_MARK} random weights: accuracy is meaningless, mismatch counts are what matters.")
+    lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    if metric == "top1":
+        lines += format_files(rows)
+    return "\n".join(lines)
+
+
+def format_files(rows: Sequence[EvalRow]) -> List[str]:
+    """Markdown lines: the file behind every cell that ran (path, precision read
+    from its content, sha256)."""
+    ran = [r for r in rows if r.model_sha256 or (r.backend == "oneflow" and r.status in ("ok", "error"))]
+    return report.files_markdown([(r.model, f"{r.backend} ({r.precision})", r.model_path if r.model_sha256 else "",
+                                   r.detected_precision, r.model_sha256) for r in ran], "variant")
+
+
+def format_csv(rows: Sequence[EvalRow]) -> str:
+    return report.csv_text(rows, CSV_FIELDS)
+
+
+def panels(rows: Sequence[EvalRow]):
+    """One bar-chart panel: top-1 per model and variant, the mismatch count on each bar."""
+    models = list(dict.fromkeys(r.model for r in rows))
+    cell = {(r.model, r.backend, r.precision): r for r in rows if r.status == "ok" and r.top1 is not None}
+    series = []
+    for b, p in _columns(rows):
+        got = [cell.get((m, b, p)) for m in models]
+        series.append((f"{b} ({p})", [100 * r.top1 if r else None for r in got],
+                       [("ref" if r.is_reference else str(r.mismatches)) if r else None for r in got]))
+    return [{"title": "ImageNet top-1 / mismatches vs reference\n(number on a bar: mismatches vs reference; "
+                      f"{RANDOM_MARK} random weights)", "groups": [_name(rows, m) for m in models], "series": series}]
+
+
+def write_reports(rows: Sequence[EvalRow], out_dir, context: Optional[dict] = None, png=True) -> Dict[str, str]:
+    """Write eval.md, eval.json (every mismatching image), eval.csv and eval.png into
+    ``out_dir``; returns {kind: path}. ``context``: extra JSON fields (dataset, timings)."""
+    md = format_markdown(rows) + "\n\nTop-5:\n\n" + format_markdown(rows, metric="top5") + "\n"
+    payload = dict(context or {}, rows=[r.to_dict() for r in rows])
+    return report.write_reports(out_dir, "eval", md, payload, format_csv(rows), panels(rows) if png and rows else None,
+                                ylabel="top-1 (%)", ylim=(0, 105))
+
+
+def report_context(ev) -> dict:
+    """Dataset, cache and timing facts of an ``Evaluator`` for the JSON report."""
+    return {
+        "dataset": {"root": ev.dataset.root, "layout": ev.dataset.layout, "labels": ev.dataset.label_source,
+                    "images": len(ev.dataset)},
+        "reference": str(ev.reference),
+        "caches": [{"preprocess": c.preprocess.to_dict(), "npy": c.npy_path, "hit": c.hit,
+                    "fast_decode": c.fast_decode, "build_seconds": round(c.build_seconds, 3), "workers": c.workers,
+                    "skipped": [{"path": p, "reason": r} for p, r in c.skipped.items()]}
+                   for c in ev.caches.values()],
+        "timings": {k: round(v, 3) for k, v in ev.timings.items()},
+    }
+
+

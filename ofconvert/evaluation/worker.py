@@ -1,0 +1,63 @@
+"""Worker side of the evaluator (runs in the per-backend process started by
+``isolation.run_worker``, or in-process with ``isolate=False``): each job reads
+the uint8 cache batch by batch, normalises, infers and keeps the top-5 ids."""
+import time
+
+import numpy as np
+
+from ..config import PreprocessConfig
+from ..errors import BackendUnavailableError, OfconvertError
+
+TOPK = 5
+
+
+def run_backend(spec, emit):
+    """``isolation.run_worker`` target: ``spec["jobs"]`` -> {id: result}."""
+    return {str(k): v for k, v in run_jobs(spec["jobs"], emit).items()}
+
+
+def run_jobs(jobs, emit):
+    """Run ``jobs`` (dicts built by the Evaluator) and return {id: result}.
+    ``emit(event)`` receives start/progress/done events."""
+    from ..data import normalize
+    from ..runners import make_runner
+
+    results = {}
+    for j in jobs:
+        emit({"event": "start", "id": j["id"], "desc": f"{j['model']} {j['backend']}:{j['precision']}",
+              "total": int(np.load(j["valid"]).shape[0])})
+        try:
+            res = _run_one(j, make_runner, normalize, emit)
+        except (OfconvertError, ImportError) as e:
+            status = "n/a" if isinstance(e, (BackendUnavailableError, ImportError)) else "error"
+            res = {"status": status, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+        except Exception as e:  # a backend failing on this model: report it in the row, go on
+            res = {"status": "error", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        res["id"] = j["id"]
+        emit(dict(res, event="done"))
+        results[j["id"]] = res
+    return results
+
+
+def _run_one(j, make_runner, normalize, emit):
+    pre = PreprocessConfig.from_json(j["preprocess"])
+    kwargs = {"threads": j["threads"]} if j["backend"].startswith("ort-") and j["threads"] else {}
+    runner = make_runner(j["backend"], j["path"], **kwargs)
+    images = np.load(j["npy"], mmap_mode="r")
+    valid = np.load(j["valid"])
+    bs = j["batch"]
+    top = np.zeros((len(valid), TOPK), dtype=np.int32)
+    with runner:
+        t0 = time.perf_counter()
+        for s in range(0, len(valid), bs):
+            idx = valid[s:s + bs]
+            x = normalize(images[idx], pre)
+            logits = np.asarray(runner.infer(x))
+            if logits.ndim != 2 or logits.shape[0] != len(idx) or logits.shape[1] < TOPK:
+                raise OfconvertError(f"{j['path']}: expected logits of shape ({len(idx)}, classes), "
+                                     f"got {logits.shape}")
+            top[s:s + len(idx)] = np.argsort(-logits, axis=1, kind="stable")[:, :TOPK]
+            emit({"event": "progress", "id": j["id"], "n": len(idx)})
+        seconds = time.perf_counter() - t0
+    np.save(j["out"], top)
+    return {"status": "ok", "seconds": seconds}

@@ -1,0 +1,148 @@
+"""Reports shared by the benchmark and the evaluator: the environment, the
+"Files" table, CSV, a grouped-bar PNG and the writer of ``<stem>.md/.json/.csv/.png``
+(each file atomic). matplotlib loads only to draw."""
+import csv
+import io
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from . import fileio
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_name():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            name, _, driver = out.stdout.strip().splitlines()[0].partition(",")
+            return name.strip(), driver.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None, None
+
+
+def environment():
+    """CPU/GPU names and library versions (read without importing OneFlow/TensorRT)."""
+    from importlib import metadata
+
+    def version(*dists):
+        for d in dists:
+            try:
+                return f"{metadata.version(d)}" + ("" if d == dists[0] else f" ({d})")
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    gpu, driver = _gpu_name()
+    ort_version, ort_providers = None, None
+    try:  # the imported module, not a dist name: onnxruntime-gpu may shadow onnxruntime
+        import onnxruntime
+
+        ort_version, ort_providers = onnxruntime.__version__, onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    return {
+        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "gpu": gpu, "gpu_driver": driver,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "numpy": version("numpy"), "onnx": version("onnx"),
+        "onnxruntime": ort_version, "onnxruntime_providers": ort_providers, "oneflow": version("oneflow"),
+        "tensorrt": version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "torch": version("torch"),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+
+
+def files_markdown(entries, column="column"):
+    """Markdown lines of the "Files" table: ``entries`` are (model, column, path,
+    detected precision, sha256); path "" = the OneFlow zoo model (no file)."""
+    if not entries:
+        return []
+    lines = ["", "### Files (precision read from the file's content)", "",
+             f"| model | {column} | file | precision | sha256 |", "|---|---|---|---|---|"]
+    for model, col, path, prec, sha in entries:
+        if path:
+            lines.append(f"| {model} | {col} | {path} | {prec} | {sha} |")
+        else:
+            lines.append(f"| {model} | {col} | OneFlow zoo model {model} (no file) | fp32 | |")
+    return lines
+
+
+def csv_text(rows, fields):
+    """One CSV line per row (objects with those attributes); None is empty."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(fields)
+    for r in rows:
+        w.writerow(["" if getattr(r, f) is None else getattr(r, f) for f in fields])
+    return buf.getvalue()
+
+
+def grouped_bars(path, panels, ylabel, ylim=None, dpi=100):
+    """Grouped bar chart, one panel per entry of ``panels``: dicts with ``title``,
+    ``groups`` (x labels) and ``series``: [(label, values, annotations)], values
+    None where missing (no bar), annotations None or one text per value."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    width_in = max(7, max(0.9 * len(p["groups"]) * max(1, len(p["series"])) + 3 for p in panels))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(min(width_in, 16), 4.5 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        groups, series = panel["groups"], panel["series"]
+        width = 0.8 / max(1, len(series))
+        for k, (label, values, notes) in enumerate(series):
+            xs, ys, texts = [], [], []
+            for i, v in enumerate(values):
+                if v is None:
+                    continue
+                xs.append(i + (k - (len(series) - 1) / 2) * width)
+                ys.append(v)
+                texts.append(notes[i] if notes else None)
+            bars = ax.bar(xs, ys, width, label=label)
+            for bar, text in zip(bars, texts):
+                if text:
+                    ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                                va="bottom", fontsize=7)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups)
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.set_title(panel["title"], fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_reports(out_dir, stem, markdown, payload, csv, panels=None, ylabel="", ylim=None):
+    """Write ``<stem>.md``, ``.json`` (payload), ``.csv`` and, with ``panels``, ``.png``
+    (see :func:`grouped_bars`; skipped with a note when matplotlib is missing) into
+    out_dir; returns {kind: path}."""
+    paths = {"md": os.path.join(out_dir, stem + ".md"), "json": os.path.join(out_dir, stem + ".json"),
+             "csv": os.path.join(out_dir, stem + ".csv")}
+    fileio.write_text(paths["md"], markdown)
+    fileio.write_json(paths["json"], payload)
+    fileio.write_text(paths["csv"], csv)
+    if panels:
+        try:
+            paths["png"] = grouped_bars(os.path.join(out_dir, stem + ".png"), panels, ylabel, ylim)
+        except ImportError as e:
+            print(f"{stem}: no chart ({e})", file=sys.stderr)
+    return paths

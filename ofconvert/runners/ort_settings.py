@@ -1,0 +1,86 @@
+"""How the ``ort-cuda`` backend runs a model (``--ort-cuda``): IO binding, NHWC,
+CUDA graph, cuDNN algorithm search; ``default`` and ``fastest`` presets
+(docs/gpu.md). ``OrtCudaSettings.runner_kwargs()`` are keyword arguments of
+``make_runner("ort-cuda", path, ...)``."""
+import dataclasses
+from typing import Optional
+
+from ..errors import OfconvertError
+
+CUDNN_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
+@dataclasses.dataclass(frozen=True)
+class OrtCudaSettings:
+    """How the ``ort-cuda`` backend runs a model.
+
+    io_binding: feed/fetch through an IO binding (needed for device-resident input).
+    prefer_nhwc: let the CUDA provider run convolutions in NHWC (tensor-core friendly).
+    cuda_graph: capture the whole model once and replay it (needs every node on
+    the GPU and fixed-address buffers; implies io_binding).
+    cudnn_conv_algo_search: None leaves ONNX Runtime's default (EXHAUSTIVE).
+    """
+
+    io_binding: bool = False
+    prefer_nhwc: bool = False
+    cuda_graph: bool = False
+    cudnn_conv_algo_search: Optional[str] = None
+
+    _FLAGS = {"iobind": "io_binding", "nhwc": "prefer_nhwc", "graph": "cuda_graph"}
+
+    @classmethod
+    def parse(cls, spec):
+        """``default`` (ONNX Runtime as shipped), ``fastest`` (the benchmark's default,
+        see docs/gpu.md) or flags joined by ``+``: ``iobind``, ``nhwc``, ``graph``,
+        ``algo=EXHAUSTIVE|HEURISTIC|DEFAULT``; e.g. ``nhwc+graph+algo=heuristic``."""
+        spec = str(spec).strip()
+        if spec in PRESETS:
+            return PRESETS[spec]
+        if spec == "plain":
+            return cls()
+        kw = {}
+        for part in filter(None, spec.split("+")):
+            if part in cls._FLAGS:
+                kw[cls._FLAGS[part]] = True
+            elif part.lower().startswith("algo="):
+                algo = part.split("=", 1)[1].upper()
+                if algo not in CUDNN_ALGO_SEARCH:
+                    raise OfconvertError(f"bad cuDNN algo search {algo!r} in {spec!r}; one of {', '.join(CUDNN_ALGO_SEARCH)}")
+                kw["cudnn_conv_algo_search"] = algo
+            else:
+                raise OfconvertError(f"bad ort-cuda settings {spec!r}: unknown part {part!r}; use default, fastest or "
+                                     f"{'+'.join(cls._FLAGS)}+algo=EXHAUSTIVE|HEURISTIC|DEFAULT")
+        if not kw:
+            raise OfconvertError(f"empty ort-cuda settings {spec!r}")
+        return cls(**kw)
+
+    @property
+    def label(self):
+        for name, preset in PRESETS.items():
+            if preset == self:
+                return name
+        return self.spec
+
+    @property
+    def spec(self):
+        parts = [flag for flag, attr in self._FLAGS.items() if getattr(self, attr)]
+        if self.cudnn_conv_algo_search:
+            parts.append("algo=" + self.cudnn_conv_algo_search.lower())
+        return "+".join(parts) or "plain"
+
+    def runner_kwargs(self):
+        opts = {}
+        if self.prefer_nhwc:
+            opts["prefer_nhwc"] = "1"
+        if self.cudnn_conv_algo_search:
+            opts["cudnn_conv_algo_search"] = self.cudnn_conv_algo_search
+        return {"provider_options": opts, "io_binding": self.io_binding or self.cuda_graph,
+                "cuda_graph": self.cuda_graph}
+
+
+PRESETS = {
+    # ONNX Runtime's CUDA provider as a user gets it: session.run() on numpy arrays.
+    "default": OrtCudaSettings(),
+    # The fastest valid combination measured on an H200 (docs/gpu.md, docs/results/).
+    "fastest": OrtCudaSettings(io_binding=True, prefer_nhwc=True, cuda_graph=True, cudnn_conv_algo_search="HEURISTIC"),
+}

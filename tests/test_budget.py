@@ -1,0 +1,176 @@
+"""int8 / fp16 to a flip budget (ofconvert.budget): layer units, Q/DQ exclusion,
+budget parsing, the search on a small CNN with one layer made very sensitive, an
+unmeetable budget, the written artefacts and the option checks."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ofconvert import budget as B
+from ofconvert import calibration as C
+from ofconvert import precision as P
+from ofconvert.artifacts import detect_precision
+from ofconvert.config import PreprocessConfig
+from ofconvert.errors import OfconvertError
+from ofconvert.pipeline import ConvertOptions
+from test_calibration import tiny_cnn, write_images
+from conftest import has_traceback, run_cli
+
+CFG = PreprocessConfig(32)
+OPTS = B.BudgetOptions(sensitivity_images=16, speed_runs=1, threads=1, decode_workers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("budget")
+    os.environ.setdefault("OFCONVERT_CACHE", str(d / "cache"))
+    model = tiny_cnn(d / "tiny.onnx", explicit_pad=True)
+    imgs = write_images(str(d / "imgs"), n=24, size=(48, 40))
+    scales = C.calibrate(model, imgs[:8], CFG, method="minmax").scales
+    return model, scales, imgs[8:], d
+
+
+def _sabotage(scales, tensors, factor=1e4):
+    """Scales so coarse that quantizing these tensors wipes them out."""
+    return {t: s * factor if t in tensors else s for t, s in scales.items()}
+
+
+def test_parse_budget():
+    assert B.parse_budget("1%", 500) == 5
+    assert B.parse_budget("0.5%", 500) == 2
+    assert B.parse_budget("2 %", 1300) == 26
+    assert B.parse_budget("13", 500) == 13 and B.parse_budget(0, 500) == 0
+    for bad in ("abc", "-1", "1.5", "100%", "", "1%%", True):
+        with pytest.raises(OfconvertError, match="max-flips"):
+            B.parse_budget(bad)
+
+
+def test_layers_group_pad_with_its_conv(tiny):
+    import onnx
+
+    layers = P.qdq_layers(onnx.load(tiny[0]))
+    assert list(layers)[:1] == ["stem"] and layers["c1"] == ["c1", "c1_pad"] and layers["c2"] == ["c2", "c2_pad"]
+    assert layers["fc"] == ["fc", "gap"] and "add" in layers
+
+
+@pytest.mark.parametrize("target", ["trt", "cpu"])
+def test_exclude_keeps_layer_float_and_file_stays_int8(tiny, target):
+    import onnx
+
+    model, scales, _, d = tiny
+    out = P.quantize_qdq(model, d / f"x.{target}.onnx", scales, target=target, exclude={"c1", "c1_pad"})
+    m = onnx.load(out)
+    node = {n.name: n for n in m.graph.node}
+    inits = {t.name for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    assert node["c1"].input[1] in inits                          # float weight, no DequantizeLinear
+    assert producer[node["c1"].input[0]].op_type == "Pad"        # reads the float Pad output
+    assert producer[node["c1_pad"].input[0]].op_type != "DequantizeLinear"
+    assert producer[node["c2"].input[1]].op_type == "DequantizeLinear"   # the others stay int8
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta[P.FLOAT_NODES_KEY] == "c1,c1_pad"
+    assert detect_precision(out) == ("int8" if target == "trt" else "int8-cpu")
+
+
+def test_fp16_exclude_keeps_nodes_fp32(tiny):
+    import onnx
+
+    model, _, _, d = tiny
+    out = P.to_fp16(model, d / "x.fp16.onnx", keep_io_types=True, exclude={"fc"})
+    m = onnx.load(out)
+    fc = next(n for n in m.graph.node if n.name == "fc")
+    inits = {t.name: t for t in m.graph.initializer}
+    assert inits[fc.input[1]].data_type == onnx.TensorProto.FLOAT
+    assert inits[next(n for n in m.graph.node if n.name == "c1").input[1]].data_type == onnx.TensorProto.FLOAT16
+    assert detect_precision(out) == "fp16"
+
+
+def test_zero_flips_keeps_the_sabotaged_layer_in_float(tiny):
+    model, scales, check, d = tiny
+    bad = _sabotage(scales, {"flat", "gap"})     # the classifier's input
+    res = B.quantize_to_budget(model, check, "0", scales=bad, options=OPTS)
+    for fl in ("int8-cpu", "int8"):
+        r = res.flavours[fl]
+        assert r.met and r.flips == 0, r
+        assert "fc" in [x["layer"] for x in r.float_layers]
+        assert r.steps[0].k == 0 and r.steps[0].flips > 0      # all-int8 breaks the budget
+    assert next(iter(res.sensitivity)) == "fc"                  # ranked most sensitive
+    assert res.flavours["int8-cpu"].img_s > 0 and res.flavours["int8"].img_s is None
+    from ofconvert.budget.report import write_models
+
+    paths = {"int8-cpu": str(d / "t.int8-cpu.onnx"), "int8": str(d / "t.int8.onnx")}
+    write_models(res, paths)
+    assert detect_precision(paths["int8-cpu"]) == "int8-cpu" and detect_precision(paths["int8"]) == "int8"
+    rep = json.load(open(paths["int8-cpu"] + ".budget.json"))
+    assert rep["format"] == "ofconvert-budget/1" and rep["this"]["flips"] == 0 and "fc" in rep["this"]["float_layers"]
+    assert os.path.getsize(paths["int8-cpu"] + ".budget.png") > 1000
+    assert not os.path.exists(paths["int8"] + ".budget.png")
+
+
+class _Stub:
+    """An evaluator whose flips fall with k as given (no model)."""
+
+    def __init__(self, flips):
+        self.flips, self.steps = flips, {}
+
+    def __call__(self, k):
+        from ofconvert.budget.search import Step
+
+        self.steps.setdefault(k, Step(k, self.flips[k], 0.0, None, 0.0))
+        return self.steps[k]
+
+
+def test_search_finds_fewest_and_reports_unmet():
+    from ofconvert.budget.search import search
+
+    flips = [30, 20, 12, 9, 7, 5, 5, 4, 2, 1, 1, 0]
+    for budget in range(0, 31):
+        ev = _Stub(flips)
+        k = search(ev, budget, len(flips) - 1)
+        assert k == next(i for i, f in enumerate(flips) if f <= budget), budget
+        assert len(ev.steps) <= 2 * 4 + 1                       # galloping + bisection, not a scan
+    ev = _Stub([9, 8, 7, 6, 5])
+    assert search(ev, 4, 4) is None and 4 in ev.steps          # every k up to max_k tried: unmet
+
+
+def test_unmeetable_budget_is_reported_not_exceeded(tiny, monkeypatch):
+    model, scales, check, _ = tiny
+    import importlib
+
+    S = importlib.import_module("ofconvert.budget.search")
+
+    real = S.Evaluator.__call__
+
+    def always_flips(self, k):   # a model no layer choice can save: flips stay at >= 1
+        step = real(self, k)
+        step.flips = max(step.flips, 1)
+        return step
+
+    monkeypatch.setattr(S.Evaluator, "__call__", always_flips)
+    res = B.quantize_to_budget(model, check, "0", scales=scales, flavours=("int8",), options=OPTS)
+    r = res.flavours["int8"]
+    assert not r.met and r.k is None and r.flips is None and r.float_layers == []
+    assert max(s.k for s in r.steps) == len(res.layers) - 1     # tried up to one layer still quantized
+    with pytest.raises(B.BudgetNotMetError, match="cannot be met"):
+        B.require_met(res)
+
+
+def test_options_checked_before_any_work(tmp_path):
+    def opts(**kw):
+        return ConvertOptions(model="efficientnet_lite0", output=str(tmp_path / "m.onnx"), **kw)
+
+    with pytest.raises(OfconvertError, match="needs --int8 or --fp16"):
+        opts(max_flips="1%").check()
+    with pytest.raises(OfconvertError, match="max-flips must be"):
+        ConvertOptions(model="efficientnet_lite0", precision="fp16", max_flips="lots").check()
+    with pytest.raises(OfconvertError, match="--check-data is for --max-flips"):
+        opts(check_data=str(tmp_path)).check()
+    with pytest.raises(OfconvertError, match="needs check images"):
+        ConvertOptions(model="efficientnet_lite0", precision="fp16", max_flips="1%").check()
+
+
+def test_cli_bad_budget_one_line_exit_2(tmp_path):
+    p = run_cli("efficientnet_lite0", "--to", "onnx", "--max-flips", "1%", cwd=str(tmp_path), timeout=120)
+    assert p.returncode == 2 and not has_traceback(p), p.stderr[-500:]
+    assert p.stderr.strip().count("\n") == 0 and "--max-flips needs --int8 or --fp16" in p.stderr

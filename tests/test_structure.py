@@ -1,0 +1,177 @@
+"""The package's shape: no module-level import cycle inside ``ofconvert`` (read
+with ``ast``, so nothing is imported), the modules of the bench/eval/CLI/shared
+layers stay small enough to hold one layer each, no ``sys.path`` insert anywhere,
+and ``tools/`` holds only the two user tools."""
+import ast
+import glob
+import os
+
+import pytest
+
+from conftest import ROOT
+
+PKG = os.path.join(ROOT, "ofconvert")
+MAX_LINES = 450
+# the layers this structure owns (bench, eval, CLI, shared report/artifacts/isolation, runners registry, data)
+OWNED = ["__init__.py", "cli.py", "cli_args.py", "report.py", "progress.py", "isolation.py", "onnx_fix.py",
+         "data.py", "datasets.py", "preprocache.py", "artifacts/*.py", "bench/*.py", "evaluation/*.py",
+         "runners/__init__.py", "runners/base.py", "runners/oneflow.py", "runners/ort_settings.py"]
+
+
+def _modules():
+    """{dotted module name: path} of every module of the package."""
+    out = {}
+    for path in glob.glob(os.path.join(PKG, "**", "*.py"), recursive=True):
+        rel = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+        if rel[-1] == "__init__":
+            rel = rel[:-1]
+        out[".".join(rel)] = path
+    return out
+
+
+def _top_level_imports(tree):
+    """Import statements executed at import time: module level, including inside
+    module-level if/try/with blocks, never inside functions or classes."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for field in ("body", "orelse", "finalbody"):
+                todo.extend(getattr(node, field, []) or [])
+            for h in getattr(node, "handlers", []):
+                todo.extend(h.body)
+
+
+def import_graph():
+    mods = _modules()
+    graph = {m: set() for m in mods}
+    for mod, path in mods.items():
+        is_pkg = path.endswith("__init__.py")
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in _top_level_imports(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                if node.level:
+                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    base = base[:len(base) - (node.level - 1)]
+                    prefix = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    prefix = node.module
+                subs = [f"{prefix}.{a.name}" for a in node.names]
+                # `from pkg import submodule` inside pkg loads the submodule (pkg itself is already
+                # loading); `from pkg import name` needs pkg's own body: an edge to pkg
+                names_only = any(t not in mods for t in subs)
+                targets = subs + ([prefix] if names_only or not mod.startswith(prefix + ".") else [])
+            for t in targets:
+                if t in mods and t != mod:
+                    graph[mod].add(t)
+    return graph
+
+
+def cycles(graph):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_checker_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_relative_imports():
+    g = import_graph()
+    assert "ofconvert.errors" in g["ofconvert.artifacts.names"]
+    assert "ofconvert.bench.options" in g["ofconvert.bench.driver"]
+    assert "ofconvert.runners.ort_settings" in g["ofconvert.bench.worker"]
+
+
+def test_no_module_level_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize("pattern", OWNED)
+def test_owned_modules_stay_small(pattern):
+    paths = glob.glob(os.path.join(PKG, pattern))
+    assert paths, pattern
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            n = sum(1 for _ in f)
+        assert n <= MAX_LINES, f"{os.path.relpath(p, ROOT)} has {n} lines (> {MAX_LINES}): split it by layer"
+
+
+def test_no_sys_path_inserts():
+    offenders = []
+    for folder in ("ofconvert", "tools", "scripts", "tests"):
+        for p in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True):
+            with open(p, encoding="utf-8") as f:
+                text = f.read()
+            if p != os.path.abspath(__file__) and ("sys.path.insert" in text or "sys.path.append" in text):
+                offenders.append(os.path.relpath(p, ROOT))
+    assert offenders == []
+
+
+def test_tools_holds_only_the_user_tools():
+    assert sorted(os.listdir(os.path.join(ROOT, "tools"))) in (["bench.py", "eval.py"],
+                                                               ["__pycache__", "bench.py", "eval.py"])
+
+
+def test_cli_help_loads_no_numpy_or_onnx():
+    import subprocess
+    import sys
+
+    code = ("import sys, ofconvert.cli, ofconvert.cli_args, ofconvert.bench.cli, ofconvert.evaluation.cli; "
+            "print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+
+
+def test_subcommands_are_wired_with_one_error_printer(tmp_path):
+    """bench, eval and inspect are words of the ofconvert CLI; a usage mistake in any
+    entry is one `ofconvert: error:` line and exit 2 (inspect's content is tested by
+    tests/test_inspect.py)."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+    p = run("-m", "ofconvert", "inspect", "--help")
+    assert p.returncode == 0 and "--json" in p.stdout and "file" in p.stdout, p.stderr
+    for args in (["-m", "ofconvert", "bench", "--frobnicate"], ["-m", "ofconvert", "eval", "--models", "x"],
+                 ["-m", "ofconvert", "inspect"], ["-m", "ofconvert", "list", "extra"],
+                 [os.path.join(ROOT, "tools", "bench.py"), "--streams", "0", "--backends", "ort-cpu"],
+                 [os.path.join(ROOT, "tools", "eval.py"), "--data", str(tmp_path), "--models", "nosuch"]):
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.startswith("ofconvert: error:") and p.stderr.count("\n") == 1, (args, p.stderr)
+    assert os.listdir(tmp_path) == []
