@@ -257,23 +257,34 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
             from .calibration import calibrate
 
             cfg = get_config(opts.model).preprocess
-            calib_data, cache_kw = opts.calib, {}
-            if opts.max_flips is not None and opts.check_data is None:   # check images: a split of --calib
+            calib_data, split = opts.calib, opts.max_flips is not None and opts.check_data is None
+            methods = [opts.calib_method]
+            if opts.max_flips is not None:   # the check set picks the method: every one is calibrated (cached)
+                methods += [m for m in CALIB_METHODS if m != opts.calib_method]
+            if split:   # check images: a split of --calib, the rest calibrates
                 from .budget.data import split_calibration_set
-                from .calibration import default_cache_path, list_calibration_images
+                from .calibration import list_calibration_images
 
                 calib_data, _ = split_calibration_set(list_calibration_images(opts.calib, opts.calib_images))
-                cache_kw["cache_path"] = default_cache_path(paths["fp32"], opts.calib_method + ".split")
-            cal = calibrate(paths["fp32"], calib_data, cfg, method=opts.calib_method,
-                            num_images=None if cache_kw else opts.calib_images, regenerate=opts.recalibrate,
-                            **cache_kw)
-            log(("reused" if cal.reused else "computed") + f" calibration cache {cal.cache_path}")
+            cals = {}
+            for m in methods:
+                kw = {"cache_path": default_cache_path_for(paths["fp32"], m, split)} if split else {}
+                cals[m] = cal = calibrate(paths["fp32"], calib_data, cfg, method=m,
+                                          num_images=None if split else opts.calib_images,
+                                          regenerate=opts.recalibrate, **kw)
+                log(("reused" if cal.reused else "computed") + f" calibration cache {cal.cache_path}")
+            cal = cals[opts.calib_method]
             res.calibration = {"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
                                "method": cal.method, "images": cal.num_images, "skipped": cal.skipped}
             res.artefacts["calib_cache"] = cache_path = cal.cache_path
-            scales = cal.scales
+            scales = cal.scales if len(cals) == 1 else {m: c.scales for m, c in cals.items()}
         if opts.max_flips is not None:
-            _to_budget(opts, paths, res, scales, list_check_images(opts), ("int8-cpu", "int8"), log)
+            b = _to_budget(opts, paths, res, scales, list_check_images(opts), ("int8-cpu", "int8"), log)
+            if opts.calib_cache is None and b.calibration and b.calibration["chosen"] in cals:
+                cal = cals[b.calibration["chosen"]]   # the cache of the method the models use
+                res.calibration.update({"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
+                                        "method": cal.method, "chosen_on_check_set": b.calibration["flips"]})
+                res.artefacts["calib_cache"] = cache_path = cal.cache_path
         else:
             quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt")
             quantize_qdq(paths["fp32"], paths["int8-cpu"], scales, target="cpu")
@@ -323,3 +334,13 @@ def _to_budget(opts, paths, res, scales, check, flavours, log):
     res.budget = {f: {"path": p, "report": p + ".budget.json", "float_layers": b.flavours[f].k,
                       "flips": b.flavours[f].flips, "check_images": b.check["images"]} for f, p in written.items()}
     res.budget["search_s"] = b.search_s
+    return b
+
+
+def default_cache_path_for(fp32_path, method, split):
+    """The cache of ``method``: ``<stem>.<method>.calib.cache``, or
+    ``<stem>.<method>.split.calib.cache`` when only the calibration half of --calib
+    calibrated (--max-flips without --check-data)."""
+    from .calibration import default_cache_path
+
+    return default_cache_path(fp32_path, method + (".split" if split else ""))

@@ -130,6 +130,18 @@ def test_ort_cuda_settings_parse_and_map_to_runner_options():
             OrtCudaSettings.parse(bad)
 
 
+def test_fastest_fuses_the_conv_bias_and_the_evaluator_uses_it_without_a_graph():
+    # fuse_conv_bias: 1.37-1.50x on the H200 (docs/gpu.md); the evaluator's last batch is smaller: no CUDA graph
+    from ofconvert.runners.ort_settings import EVAL_SETTINGS
+
+    fast = OrtCudaSettings.parse("fastest").runner_kwargs()
+    assert fast["provider_options"]["fuse_conv_bias"] == "1" and fast["cuda_graph"]
+    assert OrtCudaSettings.parse("nhwc+fusebias").runner_kwargs()["provider_options"] == {
+        "prefer_nhwc": "1", "fuse_conv_bias": "1"}
+    ev = EVAL_SETTINGS.runner_kwargs()
+    assert ev["provider_options"] == fast["provider_options"] and ev["io_binding"] and not ev["cuda_graph"]
+
+
 def test_speedup_table_compares_settings():
     from ofconvert.bench import BenchResult
 

@@ -18,7 +18,7 @@ from test_calibration import tiny_cnn, write_images
 from conftest import has_traceback, run_cli
 
 CFG = PreprocessConfig(32)
-OPTS = B.BudgetOptions(sensitivity_images=16, speed_runs=1, threads=1, decode_workers=1)
+OPTS = B.BudgetOptions(sensitivity_images=16, speed_rounds=1, speed_run_s=0.02, threads=1, decode_workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,46 @@ def test_cli_bad_budget_one_line_exit_2(tmp_path):
     p = run_cli("efficientnet_lite0", "--to", "onnx", "--max-flips", "1%", cwd=str(tmp_path), timeout=120)
     assert p.returncode == 2 and not has_traceback(p), p.stderr[-500:]
     assert p.stderr.strip().count("\n") == 0 and "--max-flips needs --int8 or --fp16" in p.stderr
+
+
+def test_rank_is_greedy_cover_per_speed_cost():
+    from ofconvert.budget.sensitivity import Effect, rank
+
+    eff = {"a": Effect([0, 1, 2], [], 0.1, cost=0.0),      # fixes 3, free
+           "b": Effect([0, 1, 2, 3], [], 0.2, cost=0.5),   # fixes one more, but slow
+           "c": Effect([3], [], 0.05, cost=0.0),
+           "d": Effect([4], [5, 6], 0.3),                  # breaks more than it fixes: KL order only
+           "e": Effect([], [], 0.4)}
+    assert rank(eff) == ["a", "c", "e", "d", "b"]          # b fixes nothing new after a and c
+    assert rank(eff, cost_floor=10.0)[0] == "b"            # cost ignored: most fixes first
+    assert rank(eff, mode="kl") == ["e", "d", "b", "a", "c"]
+
+
+def test_speed_meter_interleaves_and_reports_the_ratio(tiny):
+    import onnx
+
+    from ofconvert.budget import data as D
+    from ofconvert.budget.search import SpeedMeter
+
+    s = D.session(onnx.load(tiny[0]), 1)
+    ips, fp32, ratio = SpeedMeter(s, (3, 32, 32), batch=2, rounds=3, run_s=0.02)(s)
+    assert ips > 0 and fp32 > 0 and 0.5 < ratio < 2.0      # the same model against itself
+
+
+def test_check_set_chooses_the_calibration(tiny):
+    model, scales, check, _ = tiny
+    bad = _sabotage(scales, {"flat", "gap"})
+    res = B.quantize_to_budget(model, check, "50%", scales={"bad": bad, "good": scales}, flavours=("int8",),
+                               options=OPTS)
+    assert res.calibration["chosen"] == "good" and res.calibration["flips"]["bad"] > 0
+    assert res.flavours["int8"].k == 0 and res.sensitivity == {}   # met at once: no sensitivity pass
+
+
+def test_weight_bits_limit_the_int8_weights(tiny):
+    import onnx
+    from onnx import numpy_helper
+
+    model, scales, _, _ = tiny
+    m = P.quantize_model(onnx.load(model), scales, "cpu", weight_bits=7)
+    w = [numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert w and max(int(abs(a).max()) for a in w) == 63

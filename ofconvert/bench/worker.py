@@ -81,11 +81,17 @@ def measure(steps, warmup, iters):
     latencies = [[] for _ in steps]
     spans = [None] * len(steps)   # (first start, last end) of each stream's timed phase
     errors = []
+    # Each stream warms up in its own thread (ONNX Runtime's CUDA provider keeps its
+    # handles and captured CUDA graph per thread), one stream at a time: a CUDA graph
+    # capture is global to the process, and another thread's CUDA call during it
+    # fails the capture ("operation not permitted when stream is capturing").
+    warming = threading.Lock()
 
     def loop(k):
         try:
-            for _ in range(warmup):
-                steps[k]()
+            with warming:
+                for _ in range(warmup):
+                    steps[k]()
         except Exception as e:
             errors.append(e)
         start.wait()

@@ -15,11 +15,11 @@ from typing import Dict, List, Optional
 
 from ..errors import OfconvertError
 from . import data as D
-from .search import Evaluator, Step, search, steps_list
-from .sensitivity import MODES, layer_sensitivity
+from .search import Evaluator, SpeedMeter, Step, search, steps_list
+from .sensitivity import MODES, Effect, build
 
 __all__ = ["BudgetOptions", "BudgetResult", "FlavourResult", "parse_budget", "quantize_to_budget",
-           "BudgetNotMetError", "Step", "MODES"]
+           "BudgetNotMetError", "Step", "MODES", "Effect", "SpeedMeter", "require_met"]
 
 
 class BudgetNotMetError(OfconvertError):
@@ -49,11 +49,12 @@ def parse_budget(value, n_check=None):
 
 @dataclasses.dataclass(frozen=True)
 class BudgetOptions:
-    sensitivity_mode: str = "one"       # see .sensitivity.MODES
-    sensitivity_images: int = 64        # check images scoring each layer
+    sensitivity_mode: str = "flips"     # see .sensitivity.MODES
+    sensitivity_images: int = 64        # check images scoring each layer in "kl" mode ("flips": all)
     threads: int = 2                    # ONNX Runtime intra-op threads (sensitivity, checks, speed)
     speed_batch: int = 8
-    speed_runs: int = 5                 # median of this many short runs
+    speed_rounds: int = 5               # fp32 / candidate timing rounds, alternated (medians)
+    speed_run_s: float = 0.3            # each timing run lasts at least this
     check_fraction: float = 0.5         # share of --calib used as check set when no --check-data
     decode_workers: Optional[int] = None
 
@@ -69,6 +70,7 @@ class FlavourResult:
     img_s: Optional[float]
     steps: List[Step]
     speed_note: str = ""
+    speedup: Optional[float] = None     # img_s / fp32 img/s, timed interleaved
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -83,12 +85,13 @@ class BudgetResult:
     max_flips: str
     check: dict                         # images, source, skipped, overlap
     fp32_img_s: Optional[float]
-    sensitivity: Dict[str, float]       # layer -> score, most sensitive first
+    sensitivity: Dict[str, dict]        # layer -> Effect.to_dict(), in the search's order
     sensitivity_mode: str
     flavours: Dict[str, FlavourResult]
     layers: Dict[str, List[str]]
     search_s: float = 0.0
     sensitivity_s: float = 0.0
+    calibration: Optional[dict] = None  # {"chosen": method, "flips": {method: all-int8 check flips}}
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -103,19 +106,30 @@ _NO_SPEED = {"int8": "TensorRT Q/DQ flavour: flips measured with ONNX Runtime CP
                      "fp32 where the CPU has no fp16 kernel); CPU speed of fp16 is meaningless, not measured"}
 
 
+def _scale_sets(scales):
+    """``scales`` is {tensor: scale} or {method: {tensor: scale}} -> {method: scales}."""
+    if scales and all(isinstance(v, dict) for v in scales.values()):
+        return dict(scales)
+    return {"given": scales}
+
+
 def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", scales=None,
                        flavours=None, preprocess=None, options: BudgetOptions = BudgetOptions(),
                        check_source=None, log=None) -> BudgetResult:
     """Search, for each flavour (``"int8-cpu"``, ``"int8"`` (TensorRT Q/DQ) for int8;
     ``"fp16"``), the fewest layers to keep in float so that top-1 flips vs the fp32
     model on ``check_images`` (a list of image paths) stay <= ``max_flips``
-    ("1%" or a count). ``scales``: calibration scales (int8). Returns the result;
-    :func:`ofconvert.budget.report.write_models` writes the models and reports.
-    Raises BudgetNotMetError when no candidate meets the budget."""
+    ("1%" or a count). ``scales``: calibration scales (int8), {tensor: scale}, or
+    {method: {tensor: scale}} to let the check set choose the calibration (fewest
+    all-int8 flips). Returns the result; :func:`ofconvert.budget.report.write_models`
+    writes the models and reports; :func:`require_met` raises BudgetNotMetError
+    when a flavour missed the budget."""
     import onnx
 
     from ..calibration import _preprocess_from_model
     from ..precision import qdq_layers
+    from .search import SpeedMeter
+    from .sensitivity import kl_to_reference, layer_effects, rank
 
     t0 = time.perf_counter()
     if precision not in ("int8", "fp16"):
@@ -134,43 +148,61 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     fp32 = D.session(model, options.threads)
     ref = D.logits(fp32, images)
     ref_top1 = ref.argmax(1)
-    from .search import throughput
-
     shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])
-    fp32_ips = round(throughput(fp32, shape, options.speed_batch, options.speed_runs), 1) \
+    meter = SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s) \
         if "int8-cpu" in flavours else None
-    del fp32
     layers = qdq_layers(model)
-    log(f"flip budget {max_flips} = {budget} of {len(images)} check images; {len(layers)} layers"
-        + (f"; fp32 {fp32_ips:.0f} img/s (batch {options.speed_batch}, {options.threads} threads)" if fp32_ips else ""))
-    # sensitivity: with the CPU flavour for int8 (what is timed), fp16 for fp16
-    t1 = time.perf_counter()
-    target = "cpu" if "int8-cpu" in flavours else "trt"
-    sens = layer_sensitivity(model, layers, precision, scales, target, images, ref, options.sensitivity_mode,
-                             options.threads, options.sensitivity_images, log)
-    sens_s = time.perf_counter() - t1
-    order = sorted(sens, key=lambda k: -sens[k])
-    log("most sensitive: " + ", ".join(f"{k} ({sens[k]:.2g})" for k in order[:5]))
-    results = {}
+    log(f"flip budget {max_flips} = {budget} of {len(images)} check images; {len(layers)} layers")
+    target = "cpu" if "int8-cpu" in flavours else "trt"   # the sensitivity's flavour (the timed one for int8)
+    calib = None
+    if precision == "int8":   # choose the calibration: fewest all-int8 flips on the check set
+        sets, flips, base = _scale_sets(scales), {}, {}
+        for m, sc in sets.items():
+            base[m] = D.logits(D.session(build(model, precision, sc, target, set()), options.threads), images)
+            flips[m] = int((base[m].argmax(1) != ref_top1).sum())
+        chosen = min(sets, key=lambda m: (flips[m], kl_to_reference(ref, base[m])))
+        scales, base = sets[chosen], base[chosen]
+        calib = {"chosen": chosen, "flips": flips}
+        if len(sets) > 1:
+            log(f"calibration chosen on the check set: {chosen} (all-int8 flips: "
+                + ", ".join(f"{m} {n}" for m, n in flips.items()) + ")")
+    else:
+        base = D.logits(D.session(build(model, precision, scales, target, set()), options.threads), images)
+    evs = {}
     for fl in flavours:
         prec, tgt = _FLAVOURS[fl]
-        ev = Evaluator(model, layers, order, prec, scales, tgt, images, ref_top1, options.threads,
-                       speed=(fl == "int8-cpu"), speed_batch=options.speed_batch, speed_runs=options.speed_runs,
-                       log=log)
+        evs[fl] = Evaluator(model, layers, list(layers), prec, scales, tgt, images, ref_top1, options.threads,
+                            speed=meter if fl == "int8-cpu" else None, log=log)
+        evs[fl](0)
+    t1 = time.perf_counter()
+    order, effects = list(layers), {}
+    if any(ev.steps[0].flips > budget for ev in evs.values()):
+        base_speedup = evs["int8-cpu"].steps[0].speedup if "int8-cpu" in evs else None
+        effects = layer_effects(model, layers, precision, scales, target, images, ref, base,
+                                options.sensitivity_mode, options.threads, options.sensitivity_images,
+                                meter, base_speedup, log)
+        order = rank(effects, options.sensitivity_mode)
+        log("keep in float first: " + ", ".join(
+            f"{n} (fixes {len(effects[n].fixes)}, breaks {len(effects[n].breaks)})" for n in order[:5]))
+    sens_s = time.perf_counter() - t1
+    results = {}
+    for fl, ev in evs.items():
+        ev.order = order
         k = search(ev, budget, len(order) - 1)   # all layers in float is the fp32 model, not an answer
         step = ev.steps.get(k) if k is not None else None
         results[fl] = FlavourResult(
             fl, budget, k is not None, k,
-            [{"layer": n, "nodes": layers[n], "sensitivity": sens[n], "rank": i + 1}
-             for i, n in enumerate(order[:k or 0])],
+            [{"layer": n, "nodes": layers[n], "sensitivity": effects[n].to_dict() if n in effects else None,
+              "rank": i + 1} for i, n in enumerate(order[:k or 0])],
             step.flips if step else None, step.img_s if step else None, steps_list(ev),
-            _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""))
+            _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None)
         results[fl]._evaluator = ev
-    res = BudgetResult(str(fp32_onnx), precision, str(max_flips),
-                       {"images": len(images), "skipped": images.skipped, "source": check_source or "list"},
-                       fp32_ips, {k: sens[k] for k in order}, options.sensitivity_mode, results, layers,
-                       round(time.perf_counter() - t0, 1), round(sens_s, 1))
-    return res
+    fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
+    return BudgetResult(str(fp32_onnx), precision, str(max_flips),
+                        {"images": len(images), "skipped": images.skipped, "source": check_source or "list"},
+                        fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
+                        options.sensitivity_mode, results, layers, round(time.perf_counter() - t0, 1),
+                        round(sens_s, 1), calib)
 
 
 def require_met(res: BudgetResult):

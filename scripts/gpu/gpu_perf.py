@@ -39,6 +39,7 @@ VARIANTS = {
     "fastest+fuse_conv_bias": ({**BASE, "fuse_conv_bias": "1"}, True),
     "fastest+tunable": ({**BASE, "tunable_op_enable": "1", "tunable_op_tuning_enable": "1"}, True),
     "nhwc+exhaustive (no graph)": ({**BASE, "cudnn_conv_algo_search": "EXHAUSTIVE"}, False),
+    "fastest+fuse_conv_bias (no graph)": ({**BASE, "fuse_conv_bias": "1"}, False),
 }
 
 
@@ -68,22 +69,34 @@ def _batch(model, b, dtype):
 
 
 def _time_steps(steps, iters, warmup):
-    """steps: one callable per stream (each runs a batch and waits for it). Runs
-    ``iters`` batches per stream after ``warmup``, all streams at once; returns
-    (wall seconds, per-batch latencies in ms)."""
-    for st in steps:
-        for _ in range(warmup):
-            st()
+    """steps: one callable per stream (each runs a batch and waits for it). Each
+    stream warms up in its own thread, one at a time (ORT's CUDA provider keeps its
+    CUDA graph per thread, and a capture is global to the process), then all run
+    ``iters`` batches at once; returns (wall seconds, per-batch latencies in ms).
+    A failure in any stream raises."""
     lat = [[] for _ in steps]
     start = threading.Barrier(len(steps) + 1)
+    warming = threading.Lock()
+    errors = []
 
     def work(i):
-        start.wait()
         st, out = steps[i], lat[i]
-        for _ in range(iters):
-            t = time.perf_counter()
-            st()
-            out.append((time.perf_counter() - t) * 1e3)
+        try:
+            with warming:
+                for _ in range(warmup):
+                    st()
+        except Exception as e:
+            errors.append(e)
+        start.wait()
+        if errors:
+            return
+        try:
+            for _ in range(iters):
+                t = time.perf_counter()
+                st()
+                out.append((time.perf_counter() - t) * 1e3)
+        except Exception as e:
+            errors.append(e)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(steps))]
     for t in threads:
@@ -92,6 +105,8 @@ def _time_steps(steps, iters, warmup):
     t0 = time.perf_counter()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     return time.perf_counter() - t0, [x for out in lat for x in out]
 
 
@@ -122,9 +137,10 @@ def _row(batch, streams, iters, wall, lat):
 CATEGORIES = [
     ("layout transpose", r"nchwToNhwc|nhwcToNchw|[Tt]ranspose"),
     ("cast", r"[Cc]ast"),
-    ("convolution", r"conv|xmma|implicit_gemm|fprop|wgrad|dgrad|cudnn|winograd|sm\d+_.*gemm|cutlass"),
-    ("gemm (fc)", r"gemm|Gemm|cublas|ampere_.*|sm90_.*"),
+    ("conv bias add (cuDNN generic op)", r"op_generic_tensor_kernel"),
     ("pooling", r"[Pp]ool"),
+    ("convolution", r"conv|xmma|implicit_gemm|fprop|wgrad|dgrad|cudnn|winograd|sm\d+_.*gemm|cutlass|nvjet"),
+    ("gemm (fc)", r"gemm|Gemm|cublas|ampere_.*|sm90_.*"),
     ("reduce", r"[Rr]educe"),
     ("elementwise (add/relu/clip)", r"Elementwise|ElementWise|_Binary|_Unary|Relu|Clip|Add|Mul|elementwise"),
     ("copy / memset", r"[Mm]emcpy|[Mm]emset|[Cc]opy"),
@@ -200,7 +216,7 @@ def cmd_profile(a):
             print(f"   {k['ms_per_batch']:8.4f} ms x{k['calls_per_batch']:<5} [{k['category']}] {k['name'][:110]}", flush=True)
         if "optimized_graph_ops" in run:
             print("   optimized graph:", run["optimized_graph_ops"], flush=True)
-    _write(out, f"profile-{a.model}-{a.precision}-{a.settings.replace(' ', '_')}", res)
+    _write(out, f"profile-{a.model}-{a.precision}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', a.settings)}", res)
 
 
 # ---------------------------------------------------------------------------
@@ -311,9 +327,11 @@ def cmd_table(a):
     for model in a.models:
         path = _onnx(a, model, a.precision)
         for b in a.batches:
-            for name in dict.fromkeys(a.variants or ["default", "fastest"]):
+            names = list(dict.fromkeys(a.variants or ["default", "fastest"]))
+            streamed = a.stream_variants or names[-1:]
+            for name in names + [v for v in streamed if v not in names]:
                 opts, graph = VARIANTS[name]
-                for k in (a.streams if name != "default" else [1]):
+                for k in (a.streams if name in streamed else [1]):
                     try:
                         r = measure_ort(path, model, b, opts, graph, streams=k, iters=a.iters)
                         r.update(status="ok")
@@ -383,6 +401,8 @@ def main(argv=None):
     p.add_argument("--precision", default="fp16")
     p.add_argument("--variants", type=lambda s: s.split(";"))
     p.add_argument("--streams", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4])
+    p.add_argument("--stream-variants", type=lambda s: s.split(";"), help="variants run at every --streams K "
+                   "(default: the last of --variants); the others run one stream")
     p.add_argument("--peers", type=lambda s: [v for v in s.split(",") if v], default=["eager", "compile"])
     a = ap.parse_args(argv)
     {"profile": cmd_profile, "sweep": cmd_sweep, "table": cmd_table}[a.cmd](a)

@@ -1,254 +1,25 @@
-"""Precision transforms of an fp32 ONNX: fp16, and int8 Q/DQ from calibration scales.
-
-* :func:`to_fp16` -- float16 weights and activations (ONNX Runtime's copy of
-  onnxconverter-common's converter, so no extra dependency); the model's I/O can
-  stay float32 (``keep_io_types``); ops without a float16 kernel stay float32.
-* :func:`quantize_qdq` -- explicit quantization (QuantizeLinear/DequantizeLinear
-  pairs), our own graph rewrite (see docs/precision.md for why):
-
-  - weights of Conv (axis 0), Gemm and MatMul: per-channel symmetric int8 in
-    [-127, 127] stored as int8 initializers behind a DequantizeLinear;
-  - activations: per-tensor, one Q/DQ pair per tensor shared by all its consumers,
-    scale from the calibration cache; on the inputs of Conv/Gemm/MatMul and on *both*
-    inputs of residual Adds (so TensorRT can fuse the add into the conv epilogue);
-  - BatchNormalization after a Conv is folded into the Conv first (a Q/DQ'd weight
-    cannot be folded by TensorRT or ONNX Runtime afterwards).
-
-  ``target="trt"``: int8 activations, zero point 0, float biases: what TensorRT's
-  explicit-quantization mode takes. ``target="cpu"``: uint8 activations (zero point
-  0 with scale amax/255 on non-negative tensors such as Relu/Clip outputs, 128
-  otherwise), int8 weights, int32 biases, plus Q/DQ on pooling inputs: the pattern
-  ONNX Runtime's CPU provider fuses into QLinearConv / QLinearAdd / QGemm.
-"""
-import os
-
+"""int8 Q/DQ: our own graph rewrite of an fp32 model from calibration scales, for
+TensorRT (``target="trt"``) or ONNX Runtime CPU (``target="cpu"``); see the
+package docstring and docs/precision.md."""
 import numpy as np
 
-from .errors import OfconvertError
-from .onnx_fix import fold_batchnorm, set_metadata, topological_sort
-
-PRECISION_KEY = "ofconvert.precision"
-#: comma-separated names of the nodes a mixed-precision model keeps in float (fp32)
-FLOAT_NODES_KEY = "ofconvert.float_nodes"
-TARGETS = ("trt", "cpu")
-INT8_MAX = 127.0
-_MIN_SCALE = 1e-6 / 127.0
-_WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
-_POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
-#: ops whose input also gets a Q/DQ pair on the CPU target (so that ORT can keep int8 across them)
-_CPU_EXTRA_OPS = _POOL_OPS + ("Pad",)
-#: ops whose output keeps the input's quantization scale (ORT drops their Q/DQ pair)
-_SCALE_PRESERVING = ("MaxPool", "Pad", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
-#: ops whose output is non-negative when their input is
-_NONNEG_PASSTHROUGH = ("MaxPool", "Pad", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose",
-                       "Squeeze", "Unsqueeze")
-MIN_OPSET = 13
+from ..errors import OfconvertError
+from ..onnx_fix import fold_batchnorm, set_metadata, topological_sort
+from .common import (_MIN_SCALE, _NONNEG_PASSTHROUGH, _WEIGHT_OPS, FLOAT_NODES_KEY, INT8_MAX,
+                     MIN_OPSET, PRECISION_KEY, TARGETS, _load, _onnx_opset, _save, node_key, qdq_activations,
+                     scale_sources)
 
 
-def _load(src):
-    import onnx
-
-    src = os.fspath(src)
-    if not os.path.isfile(src):
-        raise OfconvertError(f"ONNX file not found: {src}")
-    try:
-        return onnx.load(src)
-    except Exception as e:
-        raise OfconvertError(f"cannot load ONNX {src}: {str(e).splitlines()[0] if str(e) else e}") from None
-
-
-def _save(model, dst):
-    import onnx
-
-    from .fileio import atomic_path
-
-    try:
-        onnx.checker.check_model(model)
-    except Exception as e:  # our own rewrite produced an invalid model: a bug, not a user error
-        raise RuntimeError(f"internal error: transformed model fails onnx.checker: {e}") from e
-    with atomic_path(dst) as tmp:
-        onnx.save(model, tmp)
-    return os.fspath(dst)
-
-
-def _onnx_opset(model):
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
-# ---------------------------------------------------------------------------
-# which activations get a Q/DQ pair (shared with the calibration)
-# ---------------------------------------------------------------------------
-def _graph_index(model):
-    g = model.graph
-    const = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    producer = {o: n for n in g.node for o in n.output}
-    return const, producer
-
-
-def node_key(node):
-    """The name a node is kept in float by (``exclude``): its name, else its first output."""
-    return node.name or (node.output[0] if node.output else "")
-
-
-def qdq_activations(model, target="trt", exclude=()):
-    """Activation tensors (ONNX names, graph order) that :func:`quantize_qdq` puts a
-    Q/DQ pair on for ``target``: inputs of Conv/Gemm/MatMul, both inputs of Adds of
-    two activations (residual adds), and on "cpu" the inputs of pooling and Pad;
-    nodes named in ``exclude`` (:func:`node_key`) ask for none."""
-    const, _ = _graph_index(model)
-    acts = []
-
-    def add(t):
-        if t and t not in const and t not in acts:
-            acts.append(t)
-
-    for n in model.graph.node:
-        if exclude and node_key(n) in exclude:
-            continue
-        if n.op_type in ("Conv", "Gemm"):
-            add(n.input[0])
-        elif n.op_type == "MatMul":
-            add(n.input[0])
-            add(n.input[1])
-        elif n.op_type == "Add" and len(n.input) == 2 and all(i and i not in const for i in n.input):
-            add(n.input[0])
-            add(n.input[1])
-        elif target == "cpu" and n.op_type in _CPU_EXTRA_OPS:
-            add(n.input[0])
-    return acts
-
-
-def _is_residual_add(node, const):
-    return node.op_type == "Add" and len(node.input) == 2 and all(i and i not in const for i in node.input)
-
-
-def qdq_layers(model):
-    """The units a mixed-precision search keeps in float: ``{layer: [node keys]}`` in
-    graph order. A layer is a Conv / Gemm / MatMul / residual Add (what gets Q/DQ on
-    its inputs) together with the pooling / Pad nodes that only feed it (through
-    Flatten / Reshape / ...): keeping a Conv in float must also drop the CPU
-    flavour's Q/DQ pair in front of its Pad, or the float Conv would still see
-    quantized input. A pooling / Pad node that feeds no single layer is its own unit."""
-    const, _ = _graph_index(model)
-    consumers = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    main = [n for n in model.graph.node if n.op_type in _WEIGHT_OPS or _is_residual_add(n, const)]
-    layers = {node_key(n): [node_key(n)] for n in main}
-    main_keys = set(layers)
-    extra = {}
-    for n in model.graph.node:
-        if n.op_type not in _CPU_EXTRA_OPS:
-            continue
-        cur = n
-        while True:
-            cs = consumers.get(cur.output[0], [])
-            if len(cs) != 1:
-                cur = None
-                break
-            cur = cs[0]
-            if node_key(cur) in main_keys or (cur.op_type not in _SCALE_PRESERVING + _CPU_EXTRA_OPS
-                                               and cur.op_type not in _NONNEG_PASSTHROUGH):
-                break
-        if cur is not None and node_key(cur) in main_keys:
-            layers[node_key(cur)].append(node_key(n))
-        else:
-            extra[node_key(n)] = [node_key(n)]
-    order = {node_key(n): k for k, n in enumerate(model.graph.node)}
-    layers.update(extra)
-    return dict(sorted(layers.items(), key=lambda kv: order[kv[0]]))
-
-
-def scale_sources(model, tensors):
-    """{tensor: the tensor whose range it reuses}: through MaxPool / Pad (zero) /
-    Reshape / Flatten / Transpose / Squeeze / Unsqueeze back to the first tensor
-    computed otherwise (itself when it is not such an output)."""
-    const, producer = _graph_index(model)
-    zero = _zero_constants(model)
-    out = {}
-    for t in tensors:
-        src, p = t, producer.get(t)
-        while p is not None and p.op_type in _SCALE_PRESERVING and p.input and p.input[0] not in const and (
-                p.op_type != "Pad" or len(p.input) < 3 or not p.input[2] or p.input[2] in zero):
-            src = p.input[0]
-            p = producer.get(src)
-        out[t] = src
-    return out
-
-
-def _zero_constants(model):
-    from onnx import numpy_helper
-
-    pad_values = {n.input[2] for n in model.graph.node if n.op_type == "Pad" and len(n.input) > 2}
-    zero = set()
-    for t in model.graph.initializer:
-        if t.name in pad_values and not np.any(numpy_helper.to_array(t)):
-            zero.add(t.name)
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output[0] in pad_values and n.attribute and \
-                n.attribute[0].name == "value" and not np.any(numpy_helper.to_array(n.attribute[0].t)):
-            zero.add(n.output[0])
-    return zero
-
-
-# ---------------------------------------------------------------------------
-# fp16
-# ---------------------------------------------------------------------------
-def to_fp16(src, dst, keep_io_types=False, exclude=()):
-    """Write an fp16 copy of ``src`` to ``dst``. ``keep_io_types``: keep float32 input
-    and output (Cast nodes inside) instead of float16 I/O. metadata_props are kept,
-    plus ``ofconvert.precision = fp16``. ``exclude``: node names kept in float32."""
-    model = _load(src)
-    return _save(_to_fp16_impl(model, keep_io_types, exclude), dst)
-
-
-def fp16_model(model, keep_io_types=False, exclude=()):
-    """:func:`to_fp16` on a ModelProto (copied, never modified) -> ModelProto."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    return _to_fp16_impl(m, keep_io_types, exclude)
-
-
-def _to_fp16_impl(model, keep_io_types, exclude=()):
-    try:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-    except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
-        from .errors import BackendUnavailableError
-
-        raise BackendUnavailableError(f"fp16 conversion needs onnxruntime ({e})") from None
-    meta = [(p.key, p.value) for p in model.metadata_props]
-    exclude = sorted(exclude or ())
-    unnamed = [n for n in model.graph.node if not n.name and node_key(n) in exclude]
-    for n in unnamed:   # the converter blocks by node name
-        n.name = node_key(n)
-    out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types), node_block_list=exclude or None)
-    del out.metadata_props[:]
-    for k, v in meta:
-        out.metadata_props.add(key=k, value=v)
-    meta = {PRECISION_KEY: "fp16" + ("-fp32io" if keep_io_types else "")}
-    if exclude:
-        meta[FLOAT_NODES_KEY] = ",".join(exclude)
-    set_metadata(out, meta)
-    topological_sort(out.graph)  # the converter appends its I/O Casts at the end
-    return out
-
-
-# ---------------------------------------------------------------------------
-# int8 Q/DQ
-# ---------------------------------------------------------------------------
-def quantize_qdq(src, dst, scales, target="trt", exclude=()):
+def quantize_qdq(src, dst, scales, target="trt", exclude=(), float_weights=()):
     """Write a Q/DQ int8 model of the fp32 ``src`` to ``dst`` using the activation
     ``scales`` ({tensor: scale}, dynamic range = scale*127, e.g.
     ``calibrate(...).scales``). Raises OfconvertError when a tensor that needs a
     scale has none (a cache made for another model). ``exclude``: node names
     (:func:`node_key`) kept in float: no Q/DQ on their inputs, float weights."""
-    return _save(quantize_model(_load(src), scales, target, exclude), dst)
+    return _save(quantize_model(_load(src), scales, target, exclude, float_weights=float_weights), dst)
 
 
-def quantize_model(model, scales, target="trt", exclude=()):
+def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, float_weights=()):
     """:func:`quantize_qdq` on a ModelProto (copied, never modified) -> ModelProto."""
     import onnx
 
@@ -256,13 +27,15 @@ def quantize_model(model, scales, target="trt", exclude=()):
         raise OfconvertError(f"unknown quantization target {target!r}; known: {', '.join(TARGETS)}")
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    return _QDQRewriter(m, dict(scales), target, exclude).run()
+    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits, float_weights).run()
 
 
 class _QDQRewriter:
-    def __init__(self, model, scales, target, exclude=()):
+    def __init__(self, model, scales, target, exclude=(), weight_bits=8, float_weights=()):
         self.model, self.scales, self.target = model, scales, target
+        self.wmax = float(2 ** (int(weight_bits) - 1) - 1)
         self.exclude = frozenset(exclude or ())
+        self.float_weights = frozenset(float_weights or ()) - self.exclude
         self.g = model.graph
         self._dq_of = {}   # fp32 tensor -> its DequantizeLinear output
 
@@ -316,15 +89,16 @@ class _QDQRewriter:
             new_nodes.extend(self._qdq_activation(t, scale_of[t]))
         unfused = self._unfused_convs(set(acts)) if self.target == "cpu" else set()
         for node in list(self.g.node):
-            if node.op_type in _WEIGHT_OPS and node_key(node) not in self.exclude and node_key(node) not in unfused:
+            key = node_key(node)
+            if node.op_type in _WEIGHT_OPS and key not in self.exclude | self.float_weights and key not in unfused:
                 new_nodes.extend(self._quantize_weights(node, scale_of))
         if self.target == "cpu":
             new_nodes = self._pads_on_uint8(new_nodes, scale_of)
         self._insert_nodes(new_nodes)
         self._drop_unused_initializers()
         meta = {PRECISION_KEY: f"int8-qdq-{self.target}"}
-        if self.exclude:
-            meta[FLOAT_NODES_KEY] = ",".join(sorted(self.exclude))
+        if self.exclude or self.float_weights:
+            meta[FLOAT_NODES_KEY] = ",".join(sorted(self.exclude | self.float_weights))
         set_metadata(self.model, meta)
         return self.model
 
@@ -439,10 +213,10 @@ class _QDQRewriter:
             axis = 1
         red = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.abs(w).max(axis=red).astype(np.float64)
-        ws = np.maximum(amax / INT8_MAX, _MIN_SCALE)
+        ws = np.maximum(amax / self.wmax, _MIN_SCALE)
         shape = [1] * w.ndim
         shape[axis] = -1
-        wq = np.clip(np.round(w / ws.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+        wq = np.clip(np.round(w / ws.reshape(shape)), -self.wmax, self.wmax).astype(np.int8)
         base = wname.replace(":", "_")
         qn = self._add_init(self._unique(base + "_quantized"), wq)
         sn = self._add_init(self._unique(base + "_scale"), ws.astype(np.float32))
