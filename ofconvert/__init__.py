@@ -9,7 +9,7 @@ Public API (heavy modules load on first use):
     ofconvert.make_runner(backend, model)                 -> runner
     ofconvert.benchmark(...), ofconvert.evaluate(...)     -> result rows
 """
-import importlib
+from .lazy import lazy_getattr
 
 # Function names never equal a submodule's name (export -> exporter.py, validate ->
 # validation.py, convert -> pipeline.py, evaluate -> evaluation.py), so importing a
@@ -18,26 +18,21 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "list_models": "config", "get_config": "config", "PreprocessConfig": "config", "ModelConfig": "config",
-    "get_model": "zoo",
-    "export": "exporter", "ExportReport": "exporter",
-    "validate": "validation", "ValidationReport": "validation",
-    "convert": "pipeline", "ConvertOptions": "pipeline",
-    "build_engine": "engine",
-    "make_runner": "runners",
-    "benchmark": "bench", "BenchOptions": "bench",
-    "evaluate": "evaluation", "EvalOptions": "evaluation",
-    "calibrate": "calibration",
-    "to_fp16": "precision", "quantize_qdq": "precision",
+    "list_models": ".config", "get_config": ".config", "PreprocessConfig": ".config", "ModelConfig": ".config",
+    "get_model": ".zoo",
+    "export": ".exporter", "ExportReport": ".exporter",
+    "validate": ".validation", "ValidationReport": ".validation",
+    "convert": ".pipeline", "ConvertOptions": ".pipeline",
+    "build_engine": ".engine",
+    "make_runner": ".runners",
+    "benchmark": ".bench", "BenchOptions": ".bench",
+    "evaluate": ".evaluation", "EvalOptions": ".evaluation",
+    "calibrate": ".calibration",
+    "to_fp16": ".precision", "quantize_qdq": ".precision",
+    "quantize_to_budget": ".budget",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'ofconvert' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

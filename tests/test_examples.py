@@ -43,6 +43,9 @@ COMMANDS = {
     "[--calib-images N] [--recalibrate]":
         f"ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --calib-method minmax "
         f"--calib-images 16 --recalibrate -o mm/efficientnet_lite0.int8.onnx {LITE}",
+    "ofconvert efficientnet_lite0 --to onnx --int8 --calib-cache efficientnet_lite0.entropy.calib.cache":
+        f"ofconvert efficientnet_lite0 --to onnx --int8 --calib-cache efficientnet_lite0.entropy.calib.cache {LITE}",
+    "ofconvert inspect efficientnet_lite0.int8-cpu.onnx": "ofconvert inspect efficientnet_lite0.int8-cpu.onnx",
     "ofconvert resnet50 --to onnx --weights my.npz":
         ("skip", "needs the user's weights file (--weights is covered by tests/test_weights_errors.py)"),
     "ofconvert flowvision:vit_tiny_patch16_224 --to onnx --input-shape 3,224,224 --opset 17":

@@ -15,7 +15,7 @@ Modules: ``options`` (BenchOptions, BenchResult), ``driver`` (plan, run:
 ``benchmark``), ``worker`` (timing, streams), ``report`` (markdown, CSV, PNG),
 ``cli`` (``ofconvert bench``). Heavy packages load lazily.
 """
-import importlib
+from ..lazy import lazy_getattr
 
 # public name -> module (loaded on first use: `ofconvert bench --help` loads no numpy)
 _LAZY = {"environment": "..report", "OrtCudaSettings": "..runners.ort_settings", "PRESETS": "..runners.ort_settings",
@@ -24,10 +24,4 @@ _LAZY = {"environment": "..report", "OrtCudaSettings": "..runners.ort_settings",
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

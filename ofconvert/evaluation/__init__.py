@@ -22,7 +22,7 @@ Modules: ``variants`` (Variant, EvalOptions, EvalRow, model files), ``evaluator`
 (Evaluator, evaluate), ``worker`` (inference in the backend process), ``report``
 (markdown, CSV, PNG), ``cli`` (``ofconvert eval``).
 """
-import importlib
+from ..lazy import lazy_getattr
 
 # public name -> module (loaded on first use: `ofconvert eval --help` loads no numpy)
 _LAZY = {"Evaluator": ".evaluator", "evaluate": ".evaluator", "run_jobs": ".worker", "TOPK": ".worker",
@@ -35,10 +35,4 @@ _LAZY.update({n: ".variants" for n in ("DEFAULT_REFERENCE", "FALLBACK_REFERENCE"
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
