@@ -73,11 +73,13 @@ COMMANDS = {
     "cp .gpu5/* /tmp/ortparts/ && bash /tmp/ortparts/install-ort-gpu.sh && export PYTHONPATH=/tmp/site "
     "&& bash scripts/gpu/gpu_bench.sh sweep": ("skip", GPU),
     "export PYTHONPATH=/tmp/site && bash scripts/gpu/gpu_bench.sh final": ("skip", GPU),
-    # the flip budget (docs/precision.md) is the int8 helper's work in progress: to run once it lands
+    # the flip budget (docs/precision.md): 16 calibration images (8 calibrate, 8 check), a loose budget
     "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --max-flips 1%":
-        ("skip", "flip-budget search: not yet given a short variant (feature landing in parallel)"),
+        "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --calib-images 16 "
+        f"--max-flips 50% {LITE}",
     "ofconvert resnet50 --to onnx --fp16 --max-flips 0 --check-data DIR":
-        ("skip", "flip-budget search: not yet given a short variant (feature landing in parallel)"),
+        "ofconvert efficientnet_lite0 --to onnx --fp16 --max-flips 0 --check-data {datasets}/imagenet-stubs-16 "
+        f"{LITE}",
 }
 
 

@@ -1,12 +1,16 @@
-"""int8 / fp16 to a flip budget: keep the most sensitive layers in float until the
-model's top-1 predictions differ from the fp32 model's on at most N check images.
+"""int8 / fp16 to a flip budget: keep layers in float until the model's top-1
+predictions differ from the fp32 model's on at most N check images.
 
-Layers (:func:`ofconvert.precision.qdq_layers`) are ranked by sensitivity
-(:mod:`.sensitivity`), then the search (:mod:`.search`) keeps the k most sensitive
-in float, measuring flips on a check set (:mod:`.data`: separate from calibration
-and evaluation images; default a split of the calibration set) and ONNX Runtime
-CPU speed at each step. :mod:`.report` writes the models with their
-``.budget.json`` report (and the curve as PNG), atomically. See docs/budget.md.
+The check set (:mod:`.data`: separate from calibration and evaluation images;
+default a split of the calibration set) first chooses the calibration (int8:
+fewest all-int8 flips among the methods given); layers
+(:func:`ofconvert.precision.qdq_layers`) are then scored by what keeping each
+alone in float does on the check set and ordered greedily, flips fixed per speed
+lost (:mod:`.sensitivity`); the search (:mod:`.search`) keeps the first k in
+float, measuring flips and ONNX Runtime CPU speed against fp32 (timed
+alternately) at each step. :mod:`.report` writes the models with their
+``.budget.json`` report (and the curve as PNG), atomically. See docs/precision.md
+and docs/budget.md.
 """
 import dataclasses
 import re

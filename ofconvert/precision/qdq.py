@@ -10,32 +10,36 @@ from .common import (_MIN_SCALE, _NONNEG_PASSTHROUGH, _WEIGHT_OPS, FLOAT_NODES_K
                      scale_sources)
 
 
-def quantize_qdq(src, dst, scales, target="trt", exclude=(), float_weights=()):
+def quantize_qdq(src, dst, scales, target="trt", exclude=()):
     """Write a Q/DQ int8 model of the fp32 ``src`` to ``dst`` using the activation
     ``scales`` ({tensor: scale}, dynamic range = scale*127, e.g.
     ``calibrate(...).scales``). Raises OfconvertError when a tensor that needs a
     scale has none (a cache made for another model). ``exclude``: node names
     (:func:`node_key`) kept in float: no Q/DQ on their inputs, float weights."""
-    return _save(quantize_model(_load(src), scales, target, exclude, float_weights=float_weights), dst)
+    return _save(quantize_model(_load(src), scales, target, exclude), dst)
 
 
-def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, float_weights=()):
-    """:func:`quantize_qdq` on a ModelProto (copied, never modified) -> ModelProto."""
+def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8):
+    """:func:`quantize_qdq` on a ModelProto (copied, never modified) -> ModelProto.
+    ``weight_bits`` < 8 limits the int8 weights to +-(2^(bits-1) - 1) (7: ORT's
+    ``reduce_range``, against the u8s8 ``vpmaddubsw`` saturation of AVX2 without
+    VNNI; on efficientnet_lite0 it costs accuracy instead, docs/budget.md)."""
+    if not 2 <= int(weight_bits) <= 8:
+        raise OfconvertError(f"weight_bits must be in 2..8, got {weight_bits}")
     import onnx
 
     if target not in TARGETS:
         raise OfconvertError(f"unknown quantization target {target!r}; known: {', '.join(TARGETS)}")
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits, float_weights).run()
+    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits).run()
 
 
 class _QDQRewriter:
-    def __init__(self, model, scales, target, exclude=(), weight_bits=8, float_weights=()):
+    def __init__(self, model, scales, target, exclude=(), weight_bits=8):
         self.model, self.scales, self.target = model, scales, target
         self.wmax = float(2 ** (int(weight_bits) - 1) - 1)
         self.exclude = frozenset(exclude or ())
-        self.float_weights = frozenset(float_weights or ()) - self.exclude
         self.g = model.graph
         self._dq_of = {}   # fp32 tensor -> its DequantizeLinear output
 
@@ -89,16 +93,15 @@ class _QDQRewriter:
             new_nodes.extend(self._qdq_activation(t, scale_of[t]))
         unfused = self._unfused_convs(set(acts)) if self.target == "cpu" else set()
         for node in list(self.g.node):
-            key = node_key(node)
-            if node.op_type in _WEIGHT_OPS and key not in self.exclude | self.float_weights and key not in unfused:
+            if node.op_type in _WEIGHT_OPS and node_key(node) not in self.exclude and node_key(node) not in unfused:
                 new_nodes.extend(self._quantize_weights(node, scale_of))
         if self.target == "cpu":
             new_nodes = self._pads_on_uint8(new_nodes, scale_of)
         self._insert_nodes(new_nodes)
         self._drop_unused_initializers()
         meta = {PRECISION_KEY: f"int8-qdq-{self.target}"}
-        if self.exclude or self.float_weights:
-            meta[FLOAT_NODES_KEY] = ",".join(sorted(self.exclude | self.float_weights))
+        if self.exclude:
+            meta[FLOAT_NODES_KEY] = ",".join(sorted(self.exclude))
         set_metadata(self.model, meta)
         return self.model
 
