@@ -65,8 +65,8 @@ def test_exclude_keeps_layer_float_and_file_stays_int8(tiny, target):
     inits = {t.name for t in m.graph.initializer}
     producer = {o: n for n in m.graph.node for o in n.output}
     assert node["c1"].input[1] in inits                          # float weight, no DequantizeLinear
-    assert producer[node["c1"].input[0]].op_type == "Pad"        # reads the float Pad output
-    assert producer[node["c1_pad"].input[0]].op_type != "DequantizeLinear"
+    assert "c1_pad" not in node and list(node["c1"].attribute[-1].ints) == [1, 1, 1, 1]   # Pad folded
+    assert producer[node["c1"].input[0]].op_type == "Relu"      # reads the float tensor, no Q/DQ
     assert producer[node["c2"].input[1]].op_type == "DequantizeLinear"   # the others stay int8
     meta = {p.key: p.value for p in m.metadata_props}
     assert meta[P.FLOAT_NODES_KEY] == "c1,c1_pad"
@@ -94,8 +94,12 @@ def test_zero_flips_keeps_the_sabotaged_layer_in_float(tiny):
         r = res.flavours[fl]
         assert r.met and r.flips == 0, r
         assert "fc" in [x["layer"] for x in r.float_layers]
-        assert r.steps[0].k == 0 and r.steps[0].flips > 0      # all-int8 breaks the budget
-    assert next(iter(res.sensitivity)) == "fc"                  # ranked most sensitive
+        assert r.steps[0].k == 0 and r.steps[0].j == 0 and r.steps[0].flips > 0   # all-int8 breaks the budget
+        assert r.suffix >= 1 and r.k == r.prefix + r.suffix   # the classifier is the graph's last layer
+    assert res.sensitivity == {} and res.strategy == "contiguous"
+    ranked = B.quantize_to_budget(model, check, "0", scales=bad, flavours=("int8",),
+                                  options=B.BudgetOptions(**{**OPTS.__dict__, "strategy": "ranked"}))
+    assert next(iter(ranked.sensitivity)) == "fc" and ranked.flavours["int8"].met   # ranked most sensitive
     assert res.flavours["int8-cpu"].img_s > 0 and res.flavours["int8"].img_s is None
     from ofconvert.budget.report import write_models
 
@@ -134,6 +138,89 @@ def test_search_finds_fewest_and_reports_unmet():
     assert search(ev, 4, 4) is None and 4 in ev.steps          # every k up to max_k tried: unmet
 
 
+class _Grid:
+    """A contiguous-search evaluator on synthetic flips / speed-ups of (k, j)."""
+
+    def __init__(self, n, flips, speed):
+        from ofconvert.budget.search import Evaluator
+
+        self.graph, self.flips, self.speed, self.steps = [f"L{i}" for i in range(n)], flips, speed, {}
+        self.names = lambda k, j=0: Evaluator.names(self, k, j)
+        self.order = list(self.graph)
+
+    def __call__(self, k, j=0):
+        from ofconvert.budget.search import Step
+
+        return self.steps.setdefault((k, j), Step(k, self.flips(k, j), 0.0, None, 0.0, j=j))
+
+    def timed(self, k, j=0):
+        st = self(k, j)
+        st.speedup = self.speed(k, j)
+        return st
+
+
+def test_contiguous_search_picks_the_fastest_prefix_suffix():
+    from ofconvert.budget.search import contiguous_search
+
+    n = 30
+    flips = lambda k, j: max(0, 20 - k - 6 * min(j, 2))   # noqa: E731  the suffix's first 2 layers fix 6 each
+    speed = lambda k, j: 2.0 - 0.02 * k - 0.1 * j          # noqa: E731  a suffix layer costs 5 prefix layers
+    ev = _Grid(n, flips, speed)
+    k, j = contiguous_search(ev, 5, suffixes=(0, 1, 2, 3, 4))
+    assert (k, j) == (3, 2) and flips(k, j) <= 5             # 15+0: x1.70, 9+1: x1.72, 3+2: x1.74, 3+3 slower
+    assert ev.names(k, j) == ["L0", "L1", "L2", "L28", "L29"]
+    assert max(s.k for s in ev.steps.values() if s.j == 2) <= 9   # bounded by the previous suffix's answer
+    ev = _Grid(n, flips, lambda k, j: 2.0 - 0.02 * k - 0.1 * j + (0.2 if k == 17 else 0.0))
+    ev.cut = [None] + [10 if k == 17 else 100 for k in range(1, n + 1)]   # the cheap int8/float handover
+    assert contiguous_search(ev, 5, suffixes=(0,)) == (17, 0)             # 15 passes; 17 cuts cheaper, faster
+    assert contiguous_search(_Grid(n, lambda k, j: 1, speed), 0) is None                 # unmeetable
+    assert contiguous_search(_Grid(n, lambda k, j: 0, speed), 0) == (0, 0)               # met at once
+
+
+def test_fold_zero_pads_keeps_outputs_and_drops_the_pad(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ofconvert.budget import data as D
+
+    rng = np.random.default_rng(0)
+    ini = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+           numpy_helper.from_array(np.array([0, 0, 0, 1, 0, 0, 1, 2], np.int64), "p"),      # asymmetric
+           numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "p2"),
+           numpy_helper.from_array(np.float32(1.0), "one")]
+    nodes = [helper.make_node("Pad", ["x", "p"], ["xp"], name="pad"),
+             helper.make_node("Conv", ["xp", "w"], ["y"], name="conv", pads=[1, 0, 0, 1]),
+             helper.make_node("Pad", ["y", "p2", "one"], ["yp"], name="pad1"),        # pads with 1: kept
+             helper.make_node("Conv", ["yp", "w2"], ["z"], name="conv2")]
+    ini.append(numpy_helper.from_array(rng.standard_normal((2, 4, 3, 3)).astype(np.float32), "w2"))
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 9, 8])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 2, None, None])], ini)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    f = onnx.ModelProto()
+    f.CopyFrom(m)
+    assert P.fold_zero_pads(f) == {"x": "xp"}
+    onnx.checker.check_model(f)
+    assert [n.op_type for n in f.graph.node] == ["Conv", "Pad", "Conv"]
+    assert list(next(a for a in f.graph.node[0].attribute if a.name == "pads").ints) == [1, 1, 1, 3]
+    x = {"x": rng.standard_normal((2, 3, 9, 8)).astype(np.float32)}
+    a, b = D.session(m, 1).run(None, x)[0], D.session(f, 1).run(None, x)[0]
+    assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+
+
+def test_quantized_models_fold_the_pads_with_the_same_scales(tiny):
+    import onnx
+
+    model, scales, check, _ = tiny
+    m = onnx.load(model)
+    for target in ("cpu", "trt"):
+        q = P.quantize_model(m, scales, target)
+        assert not [n for n in q.graph.node if n.op_type == "Pad"]
+        assert len([n for n in P.quantize_model(m, scales, target, fold_pads=False).graph.node
+                    if n.op_type == "Pad"]) == 2
+    no_pad_scales = {t: s for t, s in scales.items() if t not in ("stem.relu", "c1.relu")}   # Pad inputs
+    assert P.quantize_model(m, {**no_pad_scales}, "trt") is not None   # the Pad outputs' ranges serve
+
+
 def test_unmeetable_budget_is_reported_not_exceeded(tiny, monkeypatch):
     model, scales, check, _ = tiny
     import importlib
@@ -142,8 +229,8 @@ def test_unmeetable_budget_is_reported_not_exceeded(tiny, monkeypatch):
 
     real = S.Evaluator.__call__
 
-    def always_flips(self, k):   # a model no layer choice can save: flips stay at >= 1
-        step = real(self, k)
+    def always_flips(self, k, j=0):   # a model no layer choice can save: flips stay at >= 1
+        step = real(self, k, j)
         step.flips = max(step.flips, 1)
         return step
 
@@ -152,6 +239,7 @@ def test_unmeetable_budget_is_reported_not_exceeded(tiny, monkeypatch):
     r = res.flavours["int8"]
     assert not r.met and r.k is None and r.flips is None and r.float_layers == []
     assert max(s.k for s in r.steps) == len(res.layers) - 1     # tried up to one layer still quantized
+    assert {s.j for s in r.steps} == {j for j in OPTS.suffixes if j < len(res.layers)}   # every suffix
     with pytest.raises(B.BudgetNotMetError, match="cannot be met"):
         B.require_met(res)
 

@@ -155,8 +155,9 @@ def test_cpu_flavour_is_fused_by_onnxruntime(tiny_calibrated):
 
 
 def test_explicit_pad_runs_on_uint8_in_cpu_flavour(tmp_path):
-    """Relu -> Pad -> Conv (efficientnet's "same" padding): on the cpu target the Pad
-    moves between the Q and the DQ, so no float op sits between two QLinearConv."""
+    """Relu -> Pad -> Conv (efficientnet's "same" padding): folded into the Conv's
+    ``pads`` by default (both targets); unfolded, on the cpu target the Pad moves
+    between the Q and the DQ, so no float op sits between two QLinearConv."""
     import onnx
 
     model = tiny_cnn(tmp_path / "pad.onnx", explicit_pad=True)
@@ -167,16 +168,26 @@ def test_explicit_pad_runs_on_uint8_in_cpu_flavour(tmp_path):
 
     x, _ = load_batch(C.list_calibration_images(str(tmp_path / "imgs")), CFG)
     ref = _run(model, x)
+    outs = {}
     for target in P.TARGETS:
-        out = P.quantize_qdq(model, tmp_path / f"pad.{target}.onnx", res.scales, target=target)
-        m, inits, producer = _qdq_structure(out)
-        pad_in = producer[next(n for n in m.graph.node if n.op_type == "Pad").input[0]]
-        assert pad_in.op_type == ("QuantizeLinear" if target == "cpu" else "DequantizeLinear")
-        assert np.abs(_run(out, x) - ref).max() < 0.1 * np.abs(ref).max()
-    opt = str(tmp_path / "pad.opt.onnx")
-    _run(str(tmp_path / "pad.cpu.onnx"), x, optimized=opt)
-    ops = collections.Counter(n.op_type for n in onnx.load(opt).graph.node)
-    assert ops["QLinearConv"] == 3 and ops["DequantizeLinear"] <= 2, ops
+        for fold in (False, True):
+            out = str(tmp_path / f"pad.{target}.{fold}.onnx")
+            onnx.save(P.quantize_model(onnx.load(model), res.scales, target, fold_pads=fold), out)
+            m, inits, producer = _qdq_structure(out)
+            pads = [n for n in m.graph.node if n.op_type == "Pad"]
+            if fold:
+                assert not pads
+            else:
+                assert producer[pads[0].input[0]].op_type == ("QuantizeLinear" if target == "cpu"
+                                                              else "DequantizeLinear")
+            outs[target, fold] = _run(out, x)
+            assert np.abs(outs[target, fold] - ref).max() < 0.1 * np.abs(ref).max()
+    assert np.array_equal(outs["cpu", True], outs["cpu", False])   # the same arithmetic, without the Pad ops
+    for fold in (False, True):
+        opt = str(tmp_path / f"pad.opt.{fold}.onnx")
+        _run(str(tmp_path / f"pad.cpu.{fold}.onnx"), x, optimized=opt)
+        ops = collections.Counter(n.op_type for n in onnx.load(opt).graph.node)
+        assert ops["QLinearConv"] == 3 and ops["DequantizeLinear"] <= 2 and ops["Pad"] == (0 if fold else 2), ops
 
 
 def test_scales_for_another_model(tiny_calibrated, tmp_path):

@@ -3,12 +3,14 @@ predictions differ from the fp32 model's on at most N check images.
 
 The check set (:mod:`.data`: separate from calibration and evaluation images;
 default a split of the calibration set) first chooses the calibration (int8:
-fewest all-int8 flips among the methods given); layers
-(:func:`ofconvert.precision.qdq_layers`) are then scored by what keeping each
-alone in float does on the check set and ordered greedily, flips fixed per speed
-lost (:mod:`.sensitivity`); the search (:mod:`.search`) keeps the first k in
-float, measuring flips and ONNX Runtime CPU speed against fp32 (timed
-alternately) at each step. :mod:`.report` writes the models with their
+fewest all-int8 flips among the methods given). The default strategy
+(``"contiguous"``, :func:`.search.contiguous_search`) keeps a run of layers
+(:func:`ofconvert.precision.qdq_layers`, graph order) from the input and/or one
+before the output in float -- at most two int8/float boundaries, what ONNX
+Runtime CPU runs fastest -- and picks the fastest (prefix, suffix) meeting the
+budget, flips and speed (timed alternately with fp32) measured. ``"ranked"``:
+layers scored by what keeping each alone in float does on the check set, ordered
+greedily, flips fixed per speed lost (:mod:`.sensitivity`), the first k kept. :mod:`.report` writes the models with their
 ``.budget.json`` report (and the curve as PNG), atomically. See docs/precision.md
 and docs/budget.md.
 """
@@ -19,11 +21,14 @@ from typing import Dict, List, Optional
 
 from ..errors import OfconvertError
 from . import data as D
-from .search import Evaluator, SpeedMeter, Step, search, steps_list
+from .search import SUFFIXES, Evaluator, SpeedMeter, Step, contiguous_search, search, steps_list
 from .sensitivity import MODES, Effect, build
 
 __all__ = ["BudgetOptions", "BudgetResult", "FlavourResult", "parse_budget", "quantize_to_budget",
-           "BudgetNotMetError", "Step", "MODES", "Effect", "SpeedMeter", "require_met"]
+           "BudgetNotMetError", "Step", "MODES", "STRATEGIES", "Effect", "SpeedMeter", "require_met", "choose"]
+
+#: "contiguous": float prefix and/or suffix (default); "ranked": the first k of the sensitivity ranking
+STRATEGIES = ("contiguous", "ranked")
 
 
 class BudgetNotMetError(OfconvertError):
@@ -53,7 +58,9 @@ def parse_budget(value, n_check=None):
 
 @dataclasses.dataclass(frozen=True)
 class BudgetOptions:
-    sensitivity_mode: str = "flips"     # see .sensitivity.MODES
+    strategy: str = "contiguous"        # see STRATEGIES
+    suffixes: tuple = SUFFIXES          # float suffix lengths tried by the contiguous search
+    sensitivity_mode: str = "flips"     # see .sensitivity.MODES (strategy "ranked")
     sensitivity_images: int = 64        # check images scoring each layer in "kl" mode ("flips": all)
     threads: int = 2                    # ONNX Runtime intra-op threads (sensitivity, checks, speed)
     speed_batch: int = 8
@@ -68,13 +75,15 @@ class FlavourResult:
     flavour: str                        # "int8" (TensorRT Q/DQ), "int8-cpu" or "fp16"
     budget_flips: int
     met: bool
-    k: Optional[int]                    # layers kept in float
+    k: Optional[int]                    # layers kept in float (prefix + suffix)
     float_layers: List[dict]            # [{layer, nodes, sensitivity, rank}]
     flips: Optional[int]
     img_s: Optional[float]
     steps: List[Step]
     speed_note: str = ""
     speedup: Optional[float] = None     # img_s / fp32 img/s, timed interleaved
+    prefix: Optional[int] = None        # the first ``prefix`` layers of the order in float
+    suffix: int = 0                     # and the last ``suffix`` of the graph
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -96,6 +105,7 @@ class BudgetResult:
     search_s: float = 0.0
     sensitivity_s: float = 0.0
     calibration: Optional[dict] = None  # {"chosen": method, "flips": {method: all-int8 check flips}}
+    strategy: str = "contiguous"
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -140,6 +150,8 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
         raise OfconvertError("--max-flips needs --int8 or --fp16")
     if precision == "int8" and not scales:
         raise OfconvertError("int8 to a flip budget needs calibration scales")
+    if options.strategy not in STRATEGIES:
+        raise OfconvertError(f"unknown search strategy {options.strategy!r}; known: {', '.join(STRATEGIES)}")
     if options.sensitivity_mode not in MODES:
         raise OfconvertError(f"unknown sensitivity mode {options.sensitivity_mode!r}")
     parse_budget(max_flips)
@@ -172,15 +184,15 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
                 + ", ".join(f"{m} {n}" for m, n in flips.items()) + ")")
     else:
         base = D.logits(D.session(build(model, precision, scales, target, set()), options.threads), images)
-    evs = {}
+    evs, ranked = {}, options.strategy == "ranked"
     for fl in flavours:
         prec, tgt = _FLAVOURS[fl]
         evs[fl] = Evaluator(model, layers, list(layers), prec, scales, tgt, images, ref_top1, options.threads,
-                            speed=meter if fl == "int8-cpu" else None, log=log)
-        evs[fl](0)
+                            speed=meter if fl == "int8-cpu" else None, log=log, time_all=ranked)
+        evs[fl].timed(0)
     t1 = time.perf_counter()
     order, effects = list(layers), {}
-    if any(ev.steps[0].flips > budget for ev in evs.values()):
+    if ranked and any(ev.steps[0].flips > budget for ev in evs.values()):
         base_speedup = evs["int8-cpu"].steps[0].speedup if "int8-cpu" in evs else None
         effects = layer_effects(model, layers, precision, scales, target, images, ref, base,
                                 options.sensitivity_mode, options.threads, options.sensitivity_images,
@@ -192,21 +204,32 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     results = {}
     for fl, ev in evs.items():
         ev.order = order
-        k = search(ev, budget, len(order) - 1)   # all layers in float is the fp32 model, not an answer
-        step = ev.steps.get(k) if k is not None else None
+        kj = choose(ev, budget, options)
+        step = ev(*kj) if kj is not None else None
+        names = ev.names(*kj) if kj is not None else []
         results[fl] = FlavourResult(
-            fl, budget, k is not None, k,
+            fl, budget, kj is not None, len(names) if kj is not None else None,
             [{"layer": n, "nodes": layers[n], "sensitivity": effects[n].to_dict() if n in effects else None,
-              "rank": i + 1} for i, n in enumerate(order[:k or 0])],
+              "rank": i + 1} for i, n in enumerate(names)],
             step.flips if step else None, step.img_s if step else None, steps_list(ev),
-            _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None)
+            _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None,
+            kj[0] if kj else None, kj[1] if kj else 0)
         results[fl]._evaluator = ev
     fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
     return BudgetResult(str(fp32_onnx), precision, str(max_flips),
                         {"images": len(images), "skipped": images.skipped, "source": check_source or "list"},
                         fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
                         options.sensitivity_mode, results, layers, round(time.perf_counter() - t0, 1),
-                        round(sens_s, 1), calib)
+                        round(sens_s, 1), calib, options.strategy)
+
+
+def choose(ev, budget, options: BudgetOptions = BudgetOptions()):
+    """(prefix k, suffix j) the strategy picks for ``budget`` flips, or None (unmet);
+    all layers in float is the fp32 model, not an answer."""
+    if options.strategy == "ranked":
+        k = search(ev, budget, len(ev.order) - 1)
+        return None if k is None else (k, 0)
+    return contiguous_search(ev, budget, options.suffixes)
 
 
 def require_met(res: BudgetResult):

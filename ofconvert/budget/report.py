@@ -13,7 +13,7 @@ def summary(res, flavour):
     r = res.flavours[flavour]
     return {"max_flips": res.max_flips, "budget_flips": r.budget_flips, "check_images": res.check["images"],
             "flips": r.flips, "float_layers": [x["layer"] for x in r.float_layers], "img_s": r.img_s,
-            "fp32_img_s": res.fp32_img_s, "speedup": r.speedup,
+            "fp32_img_s": res.fp32_img_s, "speedup": r.speedup, "float_prefix": r.prefix, "float_suffix": r.suffix,
             "calibration": (res.calibration or {}).get("chosen")}
 
 
@@ -35,20 +35,20 @@ def plot_curve(res, path, budgets=None, title=None):
     r = res.flavours.get("int8-cpu")
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     if r is not None:
-        steps = sorted((s for s in r.steps if s.img_s), key=lambda s: s.k)
-        ax.plot([s.img_s for s in steps], [s.flip_pct for s in steps], "o-", label="int8-cpu candidates")
+        steps = sorted((s for s in r.steps if s.img_s), key=lambda s: s.img_s)
+        ax.plot([s.img_s for s in steps], [s.flip_pct for s in steps], "o", label="int8-cpu candidates (timed)")
         for s in steps:
-            ax.annotate(f"k={s.k}" + (f" {s.speedup:.2f}x" if s.speedup else ""), (s.img_s, s.flip_pct),
+            ax.annotate(f"{s.k}+{s.j}" + (f" {s.speedup:.2f}x" if s.speedup else ""), (s.img_s, s.flip_pct),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
         if r.met:
-            ax.plot([r.img_s], [100.0 * r.flips / res.check["images"]], "r*", ms=14, label=f"chosen (k={r.k})")
+            ax.plot([r.img_s], [100.0 * r.flips / res.check["images"]], "r*", ms=14, label=f"chosen ({r.prefix}+{r.suffix} in float)")
     if res.fp32_img_s:
         ax.axvline(res.fp32_img_s, color="gray", ls=":", label=f"fp32 {res.fp32_img_s:.0f} img/s")
     for b in budgets or [r.budget_flips * 100.0 / res.check["images"]] if r else []:
         ax.axhline(b, color="r", ls="--", lw=0.8)
     ax.set_xlabel("ONNX Runtime CPU img/s (batch 8)")
     ax.set_ylabel(f"top-1 flips vs fp32, % of {res.check['images']} check images")
-    ax.set_title(title or "flips vs speed: k layers kept in float (x = speed-up vs fp32, timed interleaved)")
+    ax.set_title(title or "flips vs speed: k+j = float prefix+suffix (x = speed-up vs fp32, timed interleaved)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -68,7 +68,7 @@ def write_models(res, paths, log=None):
     for fl, r in res.flavours.items():
         if not r.met:
             continue
-        model = r._evaluator.model_for(r.k)
+        model = r._evaluator.model_for(r.prefix, r.suffix)
         set_metadata(model, {BUDGET_KEY: json.dumps(summary(res, fl), sort_keys=True)})
         try:
             onnx.checker.check_model(model)

@@ -1,15 +1,26 @@
-"""The search: keep layers in float, in the order of :mod:`.sensitivity`, fewest
-first, until the candidate's top-1 predictions differ from fp32's on at most
-``budget`` check images. Every candidate is built, run on the whole check set
-(flips) and, for the CPU flavour, timed in ONNX Runtime against the fp32 model
-*in the same moment* (:class:`SpeedMeter`: fp32 and candidate runs alternate,
-medians of each, so load from other processes hits both and the ratio stays
-honest), so every step of the curve is measured.
+"""The search: which layers to keep in float so that the candidate's top-1
+predictions differ from fp32's on at most ``budget`` check images, as fast as
+possible. Every candidate is built and run on the whole check set (flips); CPU
+candidates are timed in ONNX Runtime against the fp32 model *in the same moment*
+(:class:`SpeedMeter`: fp32 and candidate runs alternate, medians of each, so load
+from other processes hits both and the ratio stays honest).
 
-Galloping then bisection over k = number of layers in float (0, 1, 2, 4, 8, ...,
-then between the last failing and the first passing k): ~2 log2(K) candidates.
-Flips are not strictly monotone in k; the answer is the smallest measured k that
-meets the budget, and every step is reported."""
+A candidate is (k, j): the first k layers of the evaluator's ``order`` and the
+last j layers of the graph (in topological order) kept in float.
+
+* :func:`contiguous_search` (default, ``order`` = graph order): a float prefix
+  (from the input) and/or a float suffix (head, classifier), so at most two
+  int8/float boundaries: for each suffix length j the smallest prefix k meeting
+  the budget, each of those timed, the fastest wins. On ONNX Runtime CPU every
+  float island inside the int8 graph costs layout conversions (int8 runs NHWC,
+  float Convs NCHWc) and Q/DQ: scattered float layers are several times dearer
+  per flip fixed than a prefix (docs/budget.md).
+* :func:`search` (``order`` = the :mod:`.sensitivity` ranking, j = 0): the first
+  k layers of the ranking, every candidate timed.
+
+Both bisect over k after galloping (0, 1, 2, 4, 8, ...): ~2 log2(K) candidates
+per j. Flips are not strictly monotone in k; the answer is the smallest measured
+k that meets the budget, and every step is reported."""
 import dataclasses
 import time
 from typing import List, Optional
@@ -22,13 +33,18 @@ from .sensitivity import build
 
 @dataclasses.dataclass
 class Step:
-    k: int                        # layers kept in float (the first k of the order)
+    k: int                        # the first k layers of the order kept in float (the prefix)
     flips: int                    # check images whose top-1 differs from fp32's
     flip_pct: float
     img_s: Optional[float]        # ONNX Runtime CPU throughput, None where not meaningful
     seconds: float                # time to build, check and time this candidate
     fp32_img_s: Optional[float] = None   # fp32, timed interleaved with this candidate
     speedup: Optional[float] = None      # img_s / fp32_img_s (median of per-round ratios)
+    j: int = 0                           # the last j layers of the graph kept in float (the suffix)
+
+    @property
+    def n_float(self):
+        return self.k + self.j
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -84,51 +100,79 @@ class SpeedMeter:
 
 
 class Evaluator:
-    """Builds, checks and times the candidate with the first ``k`` layers of
-    ``order`` kept in float; memoised by k. ``speed``: a :class:`SpeedMeter` (or
-    None: flips only)."""
+    """Builds, checks (and times) the candidate with the first ``k`` layers of
+    ``order`` and the last ``j`` of the graph kept in float; memoised by (k, j).
+    ``speed``: a :class:`SpeedMeter` (or None: flips only); ``time_all``: time
+    every candidate when it is checked, else only those :meth:`timed` asks for."""
 
     def __init__(self, model, layers, order, precision, scales, target, images, ref_top1, threads=2,
-                 speed=None, log=None):
+                 speed=None, log=None, time_all=True):
         self.model, self.layers, self.order = model, layers, list(order)
+        self.graph = list(layers)          # qdq_layers order: topological
         self.precision, self.scales, self.target = precision, scales, target
         self.images, self.ref_top1, self.threads = images, ref_top1, threads
-        self.speed = speed
+        self.speed, self.time_all = speed, time_all
+        self.cut = cut_sizes(model, self.graph)
         self.log = log
         self.steps = {}
         self.top1 = {}
 
-    def exclude(self, k):
-        return {nd for name in self.order[:k] for nd in self.layers[name]}
+    def names(self, k, j=0):
+        """The layers kept in float: the prefix, then the suffix."""
+        suffix = [n for n in self.graph[len(self.graph) - j:] if n not in self.order[:k]] if j else []
+        return self.order[:k] + suffix
 
-    def model_for(self, k):
-        return build(self.model, self.precision, self.scales, self.target, self.exclude(k))
+    def exclude(self, k, j=0):
+        return {nd for name in self.names(k, j) for nd in self.layers[name]}
 
-    def __call__(self, k) -> Step:
-        if k not in self.steps:
+    def model_for(self, k, j=0):
+        return build(self.model, self.precision, self.scales, self.target, self.exclude(k, j))
+
+    def _key(self, k, j):
+        return k if j == 0 else (k, j)
+
+    def __call__(self, k, j=0) -> Step:
+        key = self._key(k, j)
+        if key not in self.steps:
             t0 = time.perf_counter()
-            sess = D.session(self.model_for(k), self.threads)
+            sess = D.session(self.model_for(k, j), self.threads)
             top1 = D.logits(sess, self.images).argmax(1)
             flips = int((top1 != self.ref_top1).sum())
-            ips = fp32 = ratio = None
-            if self.speed is not None:
-                ips, fp32, ratio = self.speed(sess)
-            self.top1[k] = top1
-            self.steps[k] = Step(k, flips, round(100.0 * flips / len(self.ref_top1), 3),
-                                 None if ips is None else round(ips, 1), round(time.perf_counter() - t0, 2),
-                                 None if fp32 is None else round(fp32, 1), None if ratio is None else round(ratio, 3))
-            if self.log:
-                s = self.steps[k]
-                self.log(f"  {self.target if self.precision == 'int8' else 'fp16'}: {k:3d} layer(s) in float: "
-                         f"{flips} flip(s) ({s.flip_pct:.2f} %)"
-                         + (f", {s.img_s:.0f} img/s = {s.speedup:.2f}x fp32 ({s.fp32_img_s:.0f})" if ips else ""))
-        return self.steps[k]
+            self.top1[key] = top1
+            self.steps[key] = Step(k, flips, round(100.0 * flips / len(self.ref_top1), 3), None,
+                                   round(time.perf_counter() - t0, 2), j=j)
+            if self.speed is not None and self.time_all:
+                self._time(self.steps[key], sess)
+            self._log(self.steps[key])
+        return self.steps[key]
+
+    def timed(self, k, j=0) -> Step:
+        """The step, timed against fp32 (when there is a SpeedMeter)."""
+        st = self(k, j)
+        if self.speed is not None and st.img_s is None:
+            self._time(st, D.session(self.model_for(k, j), self.threads))
+            self._log(st)
+        return st
+
+    def _time(self, st, sess):
+        t0 = time.perf_counter()
+        ips, fp32, ratio = self.speed(sess)
+        st.img_s, st.fp32_img_s, st.speedup = round(ips, 1), round(fp32, 1), round(ratio, 3)
+        st.seconds = round(st.seconds + time.perf_counter() - t0, 2)
+
+    def _log(self, s):
+        if self.log:
+            self.log(f"  {self.target if self.precision == 'int8' else 'fp16'}: {s.k:3d}"
+                     + (f"+{s.j}" if s.j else "") + f" layer(s) in float: {s.flips} flip(s) ({s.flip_pct:.2f} %)"
+                     + (f", {s.img_s:.0f} img/s = {s.speedup:.2f}x fp32 ({s.fp32_img_s:.0f})" if s.img_s else ""))
 
 
-def search(evaluate: Evaluator, budget_flips, max_k):
-    """Smallest k in [0, max_k] whose candidate has <= ``budget_flips`` flips, or
-    None when even ``max_k`` does not meet it. Steps are in ``evaluate.steps``."""
-    ok = lambda k: evaluate(k).flips <= budget_flips  # noqa: E731
+def search(evaluate, budget_flips, max_k, j=0):
+    """Smallest k in [0, max_k] whose candidate (with suffix ``j``) has <=
+    ``budget_flips`` flips, or None when even ``max_k`` does not meet it. Steps
+    are in ``evaluate.steps``."""
+    ev = (lambda k: evaluate(k, j)) if j else evaluate
+    ok = lambda k: ev(k).flips <= budget_flips  # noqa: E731
     if ok(0):
         return 0
     lo, k = 0, 1                                  # lo: largest k known to fail
@@ -145,8 +189,66 @@ def search(evaluate: Evaluator, budget_flips, max_k):
             hi = mid
         else:
             lo = mid
-    return min(j for j, s in evaluate.steps.items() if s.flips <= budget_flips)
+    return min(s.k for s in evaluate.steps.values() if s.j == j and s.flips <= budget_flips)
 
 
-def steps_list(evaluate: Evaluator) -> List[Step]:
-    return [evaluate.steps[k] for k in sorted(evaluate.steps)]
+SUFFIXES = (0, 1, 2, 3, 4, 6, 8)
+#: after the smallest passing prefix k, also try the cheapest cut among the next CUT_WINDOW prefixes
+CUT_WINDOW = 4
+
+
+def cut_sizes(model, layers):
+    """[elements of the tensor where a float prefix of k layers hands over to int8,
+    for k = 0..len(layers)]: the output of the k-th layer's main node (batch 1;
+    None where shape inference cannot tell). The int8/float boundary converts it
+    (Q/DQ, layout): a cut after a block's projection (few channels) costs a
+    fraction of one after an expansion."""
+    import onnx
+
+    try:
+        m = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return [None] * (len(layers) + 1)
+    dims = {}
+    for v in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input):
+        d = [x.dim_value if x.HasField("dim_value") else None for x in v.type.tensor_type.shape.dim]
+        if d and all(x for x in d[1:]):
+            dims[v.name] = int(np.prod(d[1:]))
+    out_of = {(n.name or n.output[0]): n.output[0] for n in m.graph.node if n.output}
+    return [None] + [dims.get(out_of.get(name)) for name in layers]
+
+
+def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WINDOW):
+    """The fastest (k, j) -- float prefix of k layers, float suffix of j -- whose
+    candidate meets the budget, or None: for each j of ``suffixes`` the smallest
+    k (bisection, bounded by the previous j's answer) and, where the evaluator
+    knows its ``cut`` sizes, the k among the next ``window`` with the smallest
+    int8/float boundary tensor (if it meets the budget too), each timed; the
+    fastest by speed-up wins (without a SpeedMeter: the fewest layers in float;
+    ties: fewer float layers, then fewer flips). Stops at the first j needing no
+    prefix (a longer suffix is only slower)."""
+    n = len(evaluate.graph)
+    cut = getattr(evaluate, "cut", None)
+    found, bound = [], n - 1
+    for j in suffixes:
+        if j > n - 1:
+            break
+        k = search(evaluate, budget_flips, min(bound, n - 1 - j), j)
+        if k is None:
+            continue
+        bound = k
+        found.append(evaluate.timed(k, j))
+        if cut and k > 0 and cut[k] is not None:
+            alt = min(range(k, min(k + window, n - 1 - j) + 1), key=lambda i: (cut[i] or float("inf"), i))
+            if alt != k and evaluate(alt, j).flips <= budget_flips:
+                found.append(evaluate.timed(alt, j))
+        if k == 0:
+            break
+    if not found:
+        return None
+    best = min(found, key=lambda s: (-(s.speedup or 0.0), s.n_float, s.flips))
+    return best.k, best.j
+
+
+def steps_list(evaluate) -> List[Step]:
+    return sorted(evaluate.steps.values(), key=lambda s: (s.j, s.k))

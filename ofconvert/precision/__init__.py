@@ -20,10 +20,10 @@
   otherwise), int8 weights, int32 biases, plus Q/DQ on pooling inputs: the pattern
   ONNX Runtime's CPU provider fuses into QLinearConv / QLinearAdd / QGemm.
 """
-from .common import (FLOAT_NODES_KEY, INT8_MAX, MIN_OPSET, PRECISION_KEY, TARGETS, node_key,  # noqa: F401
+from .common import (FLOAT_NODES_KEY, INT8_MAX, MIN_OPSET, PRECISION_KEY, TARGETS, fold_zero_pads, node_key,  # noqa: F401
                      qdq_activations, qdq_layers, scale_sources)
 from .fp16 import fp16_model, to_fp16  # noqa: F401
 from .qdq import quantize_model, quantize_qdq  # noqa: F401
 
-__all__ = ["FLOAT_NODES_KEY", "INT8_MAX", "MIN_OPSET", "PRECISION_KEY", "TARGETS", "fp16_model", "node_key",
-           "qdq_activations", "qdq_layers", "quantize_model", "quantize_qdq", "scale_sources", "to_fp16"]
+__all__ = ["FLOAT_NODES_KEY", "INT8_MAX", "MIN_OPSET", "PRECISION_KEY", "TARGETS", "fold_zero_pads", "fp16_model",
+           "node_key", "qdq_activations", "qdq_layers", "quantize_model", "quantize_qdq", "scale_sources", "to_fp16"]

@@ -171,3 +171,79 @@ def _zero_constants(model):
                 n.attribute[0].name == "value" and not np.any(numpy_helper.to_array(n.attribute[0].t)):
             zero.add(n.output[0])
     return zero
+
+
+def fold_zero_pads(model):
+    """In place: a constant-mode Pad of zeros on the spatial axes only, whose output
+    feeds only Convs (``auto_pad`` unset) and is no graph output, becomes those
+    Convs' ``pads`` attribute (asymmetric allowed) and is removed -> {Pad input:
+    Pad output} of the folded Pads. ONNX Runtime's ``quant_pre_process`` does the
+    same; without it the CPU flavour runs each as a separate uint8 Pad (and the
+    float model as a copy per Pad). The Pad's input carries the same values as its
+    output (plus zeros), so the calibration range is the same tensor's (see
+    :func:`scale_sources`)."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
+    zero = _zero_constants(model)
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def array(name):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        c = consts.get(name)
+        if c is not None and c.attribute and c.attribute[0].name == "value":
+            return numpy_helper.to_array(c.attribute[0].t)
+        return None
+
+    folded, drop = {}, []
+    for pad in g.node:
+        if pad.op_type != "Pad" or pad.output[0] in outputs:
+            continue
+        if next((a.s for a in pad.attribute if a.name == "mode"), b"constant") != b"constant":
+            continue
+        if len(pad.input) > 3 and pad.input[3]:          # opset 18 ``axes``
+            continue
+        if len(pad.input) > 2 and pad.input[2] and pad.input[2] not in zero:
+            continue
+        if len(pad.input) > 1:
+            p = array(pad.input[1])
+        else:                                             # opset < 11: attributes
+            p = next((list(a.ints) for a in pad.attribute if a.name == "pads"), None)
+            if any(a.name == "value" and a.f != 0 for a in pad.attribute):
+                continue
+        cs = consumers.get(pad.output[0], [])
+        if p is None or not cs or any(c.op_type != "Conv" or c.input[0] != pad.output[0] or
+                                      any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET")
+                                          for a in c.attribute) for c in cs):
+            continue
+        p = [int(v) for v in np.asarray(p).ravel()]
+        r = len(p) // 2
+        if r < 3 or min(p) < 0 or any(p[i] or p[r + i] for i in (0, 1)):
+            continue
+        spatial = p[2:r] + p[r + 2:]                      # [x1_begin, x2_begin, ..., x1_end, x2_end, ...]
+        for c in cs:
+            old = next((a for a in c.attribute if a.name == "pads"), None)
+            cur = list(old.ints) if old is not None else [0] * len(spatial)
+            if len(cur) != len(spatial):
+                break
+        else:
+            for c in cs:
+                old = next((a for a in c.attribute if a.name == "pads"), None)
+                cur = list(old.ints) if old is not None else [0] * len(spatial)
+                new = [a + b for a, b in zip(cur, spatial)]
+                if old is not None:
+                    c.attribute.remove(old)
+                c.attribute.append(helper.make_attribute("pads", new))
+                c.input[0] = pad.input[0]
+            folded[pad.input[0]] = pad.output[0]
+            drop.append(pad)
+    for pad in drop:
+        g.node.remove(pad)
+    return folded

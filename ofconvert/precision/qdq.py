@@ -6,8 +6,8 @@ import numpy as np
 from ..errors import OfconvertError
 from ..onnx_fix import fold_batchnorm, set_metadata, topological_sort
 from .common import (_MIN_SCALE, _NONNEG_PASSTHROUGH, _WEIGHT_OPS, FLOAT_NODES_KEY, INT8_MAX,
-                     MIN_OPSET, PRECISION_KEY, TARGETS, _load, _onnx_opset, _save, node_key, qdq_activations,
-                     scale_sources)
+                     MIN_OPSET, PRECISION_KEY, TARGETS, _load, _onnx_opset, _save, fold_zero_pads, node_key,
+                     qdq_activations, scale_sources)
 
 
 def quantize_qdq(src, dst, scales, target="trt", exclude=()):
@@ -19,11 +19,13 @@ def quantize_qdq(src, dst, scales, target="trt", exclude=()):
     return _save(quantize_model(_load(src), scales, target, exclude), dst)
 
 
-def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8):
+def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, fold_pads=True):
     """:func:`quantize_qdq` on a ModelProto (copied, never modified) -> ModelProto.
     ``weight_bits`` < 8 limits the int8 weights to +-(2^(bits-1) - 1) (7: ORT's
     ``reduce_range``, against the u8s8 ``vpmaddubsw`` saturation of AVX2 without
-    VNNI; on efficientnet_lite0 it costs accuracy instead, docs/budget.md)."""
+    VNNI; on efficientnet_lite0 it costs accuracy instead, docs/budget.md).
+    ``fold_pads``: zero Pads feeding only Convs become the Convs' ``pads``
+    (:func:`~.common.fold_zero_pads`; the Pad's input takes the Pad output's range)."""
     if not 2 <= int(weight_bits) <= 8:
         raise OfconvertError(f"weight_bits must be in 2..8, got {weight_bits}")
     import onnx
@@ -32,12 +34,12 @@ def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8):
         raise OfconvertError(f"unknown quantization target {target!r}; known: {', '.join(TARGETS)}")
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits).run()
+    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits, fold_pads).run()
 
 
 class _QDQRewriter:
-    def __init__(self, model, scales, target, exclude=(), weight_bits=8):
-        self.model, self.scales, self.target = model, scales, target
+    def __init__(self, model, scales, target, exclude=(), weight_bits=8, fold_pads=True):
+        self.model, self.scales, self.target, self.fold_pads = model, scales, target, fold_pads
         self.wmax = float(2 ** (int(weight_bits) - 1) - 1)
         self.exclude = frozenset(exclude or ())
         self.g = model.graph
@@ -83,6 +85,10 @@ class _QDQRewriter:
                                      f"{_onnx_opset(self.model)} cannot be converted: {e}") from None
             self.g = self.model.graph
         fold_batchnorm(self.model)
+        if self.fold_pads:   # a folded Pad's input reads its output's range when the cache has only that
+            for t, u in fold_zero_pads(self.model).items():
+                if t not in self.scales and u in self.scales:
+                    self.scales[t] = self.scales[u]
         self._names = {n for node in self.g.node for n in list(node.input) + list(node.output)}
         self._names |= {t.name for t in self.g.initializer} | {n.name for n in self.g.node}
         self._index()
