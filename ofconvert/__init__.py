@@ -8,6 +8,7 @@ Public API (heavy modules load on first use):
     ofconvert.build_engine(onnx_path, engine_path, ...)   -> sidecar dict
     ofconvert.make_runner(backend, model)                 -> runner
     ofconvert.benchmark(...), ofconvert.evaluate(...)     -> result rows
+    ofconvert.quantize_to_budget(...)                     -> int8/fp16 files under a flip budget
 """
 from .lazy import lazy_getattr
 
