@@ -15,7 +15,8 @@ import json
 import os
 from typing import Optional
 
-from .artifacts import artifact_paths, check_output_name, check_overwrite, onnx_name  # noqa: F401 (re-export)
+from .artifacts.content import check_overwrite
+from .artifacts.names import artifact_paths, check_output_name, onnx_name  # noqa: F401 (re-export)
 from .calibration import METHODS as CALIB_METHODS
 from .config import PRECISIONS, get_config
 from .errors import OfconvertError, check_type
@@ -52,7 +53,7 @@ class ConvertOptions:
         for name in ("batch", "max_batch", "calib_images", "workspace_mb"):
             if getattr(self, name) is not None:
                 check_type(getattr(self, name), int, name, "an int")
-        for name in ("output", "weights", "calib"):
+        for name in ("output", "weights", "calib", "calib_cache", "check_data"):
             if getattr(self, name) is not None:
                 check_type(getattr(self, name), (str, os.PathLike), name, "a path")
         if self.to not in ("onnx", "trt"):
@@ -62,7 +63,6 @@ class ConvertOptions:
         if self.calib_method not in CALIB_METHODS:
             raise OfconvertError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
         if self.calib_cache is not None:
-            check_type(self.calib_cache, (str, os.PathLike), "calib_cache", "a path")
             if self.precision != "int8":
                 raise OfconvertError("--calib-cache is for --int8")
             if self.calib:
@@ -117,7 +117,6 @@ class ConvertOptions:
         for role, flavour in _written(self):   # never replace a file of another precision
             check_overwrite(paths[role], flavour)
 
-
     def _check_budget(self):
         from .budget import parse_budget
 
@@ -129,7 +128,6 @@ class ConvertOptions:
         check_type(self.max_flips, (str, int), "max_flips", "a string like '1%' or a number of images")
         parse_budget(self.max_flips)
         if self.check_data is not None:
-            check_type(self.check_data, (str, os.PathLike), "check_data", "a path")
             from .calibration import list_calibration_images
 
             list_calibration_images(self.check_data)   # missing / empty: one line now
@@ -197,7 +195,7 @@ def _reusable_export(onnx_path, opts):
 def _prebuilt_export(onnx_path, opts):
     import onnx
 
-    from .artifacts import _onnx_precision
+    from .artifacts.content import _onnx_precision
     from .onnx_fix import get_metadata
 
     try:
@@ -231,8 +229,7 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
     onnx_for_engine = paths["fp32"]
     cache_path = None
     if opts.precision == "fp16" and opts.max_flips is not None:
-        check = list_check_images(opts)
-        _to_budget(opts, paths, res, None, check, ("fp16",), log)
+        _to_budget(opts, paths, res, None, budget_images(opts)[1], ("fp16",), log)
         res.artefacts["fp16"] = onnx_for_engine = paths["fp16"]
     elif opts.precision == "fp16":
         from .precision import to_fp16
@@ -261,11 +258,7 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
             methods = [opts.calib_method]
             if opts.max_flips is not None:   # the check set picks the method: every one is calibrated (cached)
                 methods += [m for m in CALIB_METHODS if m != opts.calib_method]
-            if split:   # check images: a split of --calib, the rest calibrates
-                from .budget.data import split_calibration_set
-                from .calibration import list_calibration_images
-
-                calib_data, _ = split_calibration_set(list_calibration_images(opts.calib, opts.calib_images))
+                calib_data, check = budget_images(opts)   # split: check images from --calib, the rest calibrates
             cals = {}
             for m in methods:
                 kw = {"cache_path": default_cache_path_for(paths["fp32"], m, split)} if split else {}
@@ -279,7 +272,9 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
             res.artefacts["calib_cache"] = cache_path = cal.cache_path
             scales = cal.scales if len(cals) == 1 else {m: c.scales for m, c in cals.items()}
         if opts.max_flips is not None:
-            b = _to_budget(opts, paths, res, scales, list_check_images(opts), ("int8-cpu", "int8"), log)
+            if opts.calib_cache is not None:
+                check = budget_images(opts)[1]
+            b = _to_budget(opts, paths, res, scales, check, ("int8-cpu", "int8"), log)
             if opts.calib_cache is None and b.calibration and b.calibration["chosen"] in cals:
                 cal = cals[b.calibration["chosen"]]   # the cache of the method the models use
                 res.calibration.update({"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
@@ -303,19 +298,21 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
     return res
 
 
-def list_check_images(opts: ConvertOptions):
-    """The images judging ``--max-flips``: ``--check-data``, else the check half of
-    ``--calib`` for int8 (the other half calibrates), or all of ``--calib`` for fp16."""
+def budget_images(opts: ConvertOptions):
+    """(calibration data, check images) of a ``--max-flips`` run, listed once: with
+    ``--check-data`` those images judge and ``--calib`` calibrates as given; else for
+    int8 ``--calib`` is split (one part calibrates, the other judges), and for fp16
+    all of ``--calib`` judges."""
     from .calibration import list_calibration_images
 
     if opts.check_data is not None:
-        return list_calibration_images(opts.check_data)
+        return opts.calib, list_calibration_images(opts.check_data)
     paths = list_calibration_images(opts.calib, opts.calib_images)
     if opts.precision == "fp16":
-        return paths
+        return None, paths
     from .budget.data import split_calibration_set
 
-    return split_calibration_set(paths)[1]
+    return split_calibration_set(paths)
 
 
 def _to_budget(opts, paths, res, scales, check, flavours, log):
