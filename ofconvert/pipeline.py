@@ -245,9 +245,14 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
 
             import onnx
 
+            from .calibration import read_sidecar_means
+
             scales = read_cache(opts.calib_cache)
-            validate_scales(scales, calibration_tensors(onnx.load(paths["fp32"])), opts.calib_cache)
-            log(f"using calibration cache {opts.calib_cache} (no images)")
+            tensors = calibration_tensors(onnx.load(paths["fp32"]))
+            validate_scales(scales, tensors, opts.calib_cache)
+            means = read_sidecar_means(opts.calib_cache, tensors)
+            log(f"using calibration cache {opts.calib_cache} (no images)"
+                + ("" if means else "; its sidecar holds no channel means: no bias correction"))
             res.calibration = {"cache": os.fspath(opts.calib_cache), "reused": True, "method": "cache"}
             cache_path = os.fspath(opts.calib_cache)
         else:
@@ -271,18 +276,19 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
                                "method": cal.method, "images": cal.num_images, "skipped": cal.skipped}
             res.artefacts["calib_cache"] = cache_path = cal.cache_path
             scales = cal.scales if len(cals) == 1 else {m: c.scales for m, c in cals.items()}
+            means = next((c.means for c in cals.values() if c.means), None)   # the same images: any method's
         if opts.max_flips is not None:
             if opts.calib_cache is not None:
                 check = budget_images(opts)[1]
-            b = _to_budget(opts, paths, res, scales, check, ("int8-cpu", "int8"), log)
+            b = _to_budget(opts, paths, res, scales, check, ("int8-cpu", "int8"), log, means)
             if opts.calib_cache is None and b.calibration and b.calibration["chosen"] in cals:
                 cal = cals[b.calibration["chosen"]]   # the cache of the method the models use
                 res.calibration.update({"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
                                         "method": cal.method, "chosen_on_check_set": b.calibration["flips"]})
                 res.artefacts["calib_cache"] = cache_path = cal.cache_path
         else:
-            quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt")
-            quantize_qdq(paths["fp32"], paths["int8-cpu"], scales, target="cpu")
+            quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt", means=means)
+            quantize_qdq(paths["fp32"], paths["int8-cpu"], scales, target="cpu", means=means)
             log(f"int8 Q/DQ -> {paths['int8']} (TensorRT: symmetric int8) and {paths['int8-cpu']} "
                 "(CPU: uint8 activations)")
         res.artefacts["int8"] = onnx_for_engine = paths["int8"]
@@ -315,7 +321,7 @@ def budget_images(opts: ConvertOptions):
     return split_calibration_set(paths)
 
 
-def _to_budget(opts, paths, res, scales, check, flavours, log):
+def _to_budget(opts, paths, res, scales, check, flavours, log, means=None):
     """The fewest layers in float that keep top-1 flips vs fp32 within --max-flips
     (ofconvert.budget); writes each flavour with its .budget.json (+ .budget.png)."""
     from .budget import quantize_to_budget, require_met
@@ -323,7 +329,7 @@ def _to_budget(opts, paths, res, scales, check, flavours, log):
 
     log(f"flip budget {opts.max_flips} on {len(check)} check images "
         f"({'--check-data' if opts.check_data else 'a split of --calib' if opts.precision == 'int8' else '--calib'})")
-    b = quantize_to_budget(paths["fp32"], check, opts.max_flips, precision=opts.precision, scales=scales,
+    b = quantize_to_budget(paths["fp32"], check, opts.max_flips, precision=opts.precision, scales=scales, means=means,
                            flavours=flavours, preprocess=get_config(opts.model).preprocess,
                            check_source=os.fspath(opts.check_data or opts.calib), log=log)
     require_met(b)

@@ -229,9 +229,9 @@ def test_unmeetable_budget_is_reported_not_exceeded(tiny, monkeypatch):
 
     real = S.Evaluator.__call__
 
-    def always_flips(self, k, j=0):   # a model no layer choice can save: flips stay at >= 1
+    def always_flips(self, k, j=0):   # a model no layer choice can save: (expected) flips stay at >= 1
         step = real(self, k, j)
-        step.flips = max(step.flips, 1)
+        step.flips, step.expected = max(step.flips, 1), max(step.expected, 1.0)
         return step
 
     monkeypatch.setattr(S.Evaluator, "__call__", always_flips)

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 from ..errors import OfconvertError
 from . import data as D
+from . import judge as J
 from .search import SUFFIXES, Evaluator, SpeedMeter, Step, contiguous_search, search, steps_list
 from .sensitivity import MODES, Effect, build
 
@@ -84,6 +85,7 @@ class FlavourResult:
     speedup: Optional[float] = None     # img_s / fp32 img/s, timed interleaved
     prefix: Optional[int] = None        # the first ``prefix`` layers of the order in float
     suffix: int = 0                     # and the last ``suffix`` of the graph
+    expected_flips: Optional[float] = None   # what the budget holds (.judge.expected_flips)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -104,7 +106,7 @@ class BudgetResult:
     layers: Dict[str, List[str]]
     search_s: float = 0.0
     sensitivity_s: float = 0.0
-    calibration: Optional[dict] = None  # {"chosen": method, "flips": {method: all-int8 check flips}}
+    calibration: Optional[dict] = None  # {"chosen": method, "flips"/"expected_flips": {method: all-int8 on check}}
     strategy: str = "contiguous"
 
     def to_dict(self):
@@ -129,13 +131,16 @@ def _scale_sets(scales):
 
 def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", scales=None,
                        flavours=None, preprocess=None, options: BudgetOptions = BudgetOptions(),
-                       check_source=None, log=None) -> BudgetResult:
+                       check_source=None, log=None, means=None) -> BudgetResult:
     """Search, for each flavour (``"int8-cpu"``, ``"int8"`` (TensorRT Q/DQ) for int8;
     ``"fp16"``), the fewest layers to keep in float so that top-1 flips vs the fp32
     model on ``check_images`` (a list of image paths) stay <= ``max_flips``
     ("1%" or a count). ``scales``: calibration scales (int8), {tensor: scale}, or
     {method: {tensor: scale}} to let the check set choose the calibration (fewest
-    all-int8 flips). Returns the result; :func:`ofconvert.budget.report.write_models`
+    all-int8 expected flips); ``means``: the calibration's per-channel means
+    (``calibrate(...).means``, bias correction). The budget holds the expected
+    flips on the check set (:mod:`.judge`); the flip counts are reported beside
+    them. Returns the result; :func:`ofconvert.budget.report.write_models`
     writes the models and reports; :func:`require_met` raises BudgetNotMetError
     when a flavour missed the budget."""
     import onnx
@@ -143,7 +148,7 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     from ..calibration import _preprocess_from_model
     from ..precision import qdq_layers
     from .search import SpeedMeter
-    from .sensitivity import kl_to_reference, layer_effects, rank
+    from .sensitivity import layer_effects, rank
 
     t0 = time.perf_counter()
     if precision not in ("int8", "fp16"):
@@ -163,7 +168,6 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     budget = parse_budget(max_flips, len(images))
     fp32 = D.session(model, options.threads)
     ref = D.logits(fp32, images)
-    ref_top1 = ref.argmax(1)
     shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])
     meter = SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s) \
         if "int8-cpu" in flavours else None
@@ -171,32 +175,32 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     log(f"flip budget {max_flips} = {budget} of {len(images)} check images; {len(layers)} layers")
     target = "cpu" if "int8-cpu" in flavours else "trt"   # the sensitivity's flavour (the timed one for int8)
     calib = None
-    if precision == "int8":   # choose the calibration: fewest all-int8 flips on the check set
-        sets, flips, base = _scale_sets(scales), {}, {}
+    if precision == "int8":   # choose the calibration: fewest all-int8 expected flips on the check set
+        sets, flips, expected, base = _scale_sets(scales), {}, {}, {}
         for m, sc in sets.items():
-            base[m] = D.logits(D.session(build(model, precision, sc, target, set()), options.threads), images)
-            flips[m] = int((base[m].argmax(1) != ref_top1).sum())
-        chosen = min(sets, key=lambda m: (flips[m], kl_to_reference(ref, base[m])))
+            base[m] = D.logits(D.session(build(model, precision, sc, target, set(), means), options.threads), images)
+            flips[m], expected[m] = J.flips(ref, base[m]), round(J.expected_flips(ref, base[m]), 2)
+        chosen = min(sets, key=lambda m: (expected[m], flips[m]))
         scales, base = sets[chosen], base[chosen]
-        calib = {"chosen": chosen, "flips": flips}
+        calib = {"chosen": chosen, "flips": flips, "expected_flips": expected, "bias_corrected": bool(means)}
         if len(sets) > 1:
-            log(f"calibration chosen on the check set: {chosen} (all-int8 flips: "
-                + ", ".join(f"{m} {n}" for m, n in flips.items()) + ")")
+            log(f"calibration chosen on the check set: {chosen} (all-int8 expected flips: "
+                + ", ".join(f"{m} {expected[m]} ({flips[m]} counted)" for m in sets) + ")")
     else:
         base = D.logits(D.session(build(model, precision, scales, target, set()), options.threads), images)
     evs, ranked = {}, options.strategy == "ranked"
     for fl in flavours:
         prec, tgt = _FLAVOURS[fl]
-        evs[fl] = Evaluator(model, layers, list(layers), prec, scales, tgt, images, ref_top1, options.threads,
-                            speed=meter if fl == "int8-cpu" else None, log=log, time_all=ranked)
+        evs[fl] = Evaluator(model, layers, list(layers), prec, scales, tgt, images, ref, options.threads,
+                            speed=meter if fl == "int8-cpu" else None, log=log, time_all=ranked, means=means)
         evs[fl].timed(0)
     t1 = time.perf_counter()
     order, effects = list(layers), {}
-    if ranked and any(ev.steps[0].flips > budget for ev in evs.values()):
+    if ranked and any(ev.steps[0].judged > budget for ev in evs.values()):
         base_speedup = evs["int8-cpu"].steps[0].speedup if "int8-cpu" in evs else None
         effects = layer_effects(model, layers, precision, scales, target, images, ref, base,
                                 options.sensitivity_mode, options.threads, options.sensitivity_images,
-                                meter, base_speedup, log)
+                                meter, base_speedup, log, means)
         order = rank(effects, options.sensitivity_mode)
         log("keep in float first: " + ", ".join(
             f"{n} (fixes {len(effects[n].fixes)}, breaks {len(effects[n].breaks)})" for n in order[:5]))
@@ -213,7 +217,7 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
               "rank": i + 1} for i, n in enumerate(names)],
             step.flips if step else None, step.img_s if step else None, steps_list(ev),
             _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None,
-            kj[0] if kj else None, kj[1] if kj else 0)
+            kj[0] if kj else None, kj[1] if kj else 0, step.expected if step else None)
         results[fl]._evaluator = ev
     fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
     return BudgetResult(str(fp32_onnx), precision, str(max_flips),
@@ -236,8 +240,8 @@ def require_met(res: BudgetResult):
     """BudgetNotMetError naming the flavours that missed the budget."""
     missed = [f for f, r in res.flavours.items() if not r.met]
     if missed:
-        best = {f: min(s.flips for s in res.flavours[f].steps) for f in missed}
+        best = {f: min(s.judged for s in res.flavours[f].steps) for f in missed}
         raise BudgetNotMetError(
             f"flip budget {res.max_flips} ({res.flavours[missed[0]].budget_flips} of {res.check['images']} check "
-            f"images) cannot be met for {', '.join(missed)} with any layer still quantized (fewest flips "
+            f"images) cannot be met for {', '.join(missed)} with any layer still quantized (fewest expected flips "
             f"measured: {', '.join(f'{f} {b}' for f, b in best.items())}); raise --max-flips or use the fp32 model")

@@ -12,9 +12,10 @@ REPORT_FORMAT = "ofconvert-budget/1"
 def summary(res, flavour):
     r = res.flavours[flavour]
     return {"max_flips": res.max_flips, "budget_flips": r.budget_flips, "check_images": res.check["images"],
-            "flips": r.flips, "float_layers": [x["layer"] for x in r.float_layers], "img_s": r.img_s,
+            "flips": r.flips, "expected_flips": r.expected_flips, "float_layers": [x["layer"] for x in r.float_layers], "img_s": r.img_s,
             "fp32_img_s": res.fp32_img_s, "speedup": r.speedup, "float_prefix": r.prefix, "float_suffix": r.suffix,
-            "calibration": (res.calibration or {}).get("chosen")}
+            "calibration": (res.calibration or {}).get("chosen"),
+            "bias_corrected": bool((res.calibration or {}).get("bias_corrected"))}
 
 
 def report(res, flavour):
@@ -86,7 +87,7 @@ def write_models(res, paths, log=None):
             tx.commit()
         out[fl] = dst
         if log:
-            log(f"{fl}: {r.k} layer(s) in float, {r.flips}/{res.check['images']} flips"
+            log(f"{fl}: {r.k} layer(s) in float, {r.flips}/{res.check['images']} flips (expected {r.expected_flips})"
                 + (f", {r.img_s:.0f} img/s = {r.speedup:.2f}x fp32 ({res.fp32_img_s:.0f}, timed interleaved)"
                    if r.img_s and res.fp32_img_s and r.speedup else "")
                 + f" -> {dst}")

@@ -1,6 +1,8 @@
 """The search: which layers to keep in float so that the candidate's top-1
-predictions differ from fp32's on at most ``budget`` check images, as fast as
-possible. Every candidate is built and run on the whole check set (flips); CPU
+predictions are expected to differ from fp32's on at most ``budget`` check
+images, as fast as possible. Every candidate is built and run on the whole check
+set (flips and expected flips, :mod:`.judge`; the budget holds the expected
+flips, the low-noise judge, and both are reported); CPU
 candidates are timed in ONNX Runtime against the fp32 model *in the same moment*
 (:class:`SpeedMeter`: fp32 and candidate runs alternate, medians of each, so load
 from other processes hits both and the ratio stays honest).
@@ -19,8 +21,8 @@ last j layers of the graph (in topological order) kept in float.
   k layers of the ranking, every candidate timed.
 
 Both bisect over k after galloping (0, 1, 2, 4, 8, ...): ~2 log2(K) candidates
-per j. Flips are not strictly monotone in k; the answer is the smallest measured
-k that meets the budget, and every step is reported."""
+per j. Expected flips are not strictly monotone in k; the answer is the smallest
+measured k that meets the budget, and every step is reported."""
 import dataclasses
 import time
 from typing import List, Optional
@@ -28,6 +30,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import data as D
+from . import judge as J
 from .sensitivity import build
 
 
@@ -41,10 +44,16 @@ class Step:
     fp32_img_s: Optional[float] = None   # fp32, timed interleaved with this candidate
     speedup: Optional[float] = None      # img_s / fp32_img_s (median of per-round ratios)
     j: int = 0                           # the last j layers of the graph kept in float (the suffix)
+    expected: Optional[float] = None     # expected flips on the check set (.judge.expected_flips)
 
     @property
     def n_float(self):
         return self.k + self.j
+
+    @property
+    def judged(self):
+        """What the budget is held to: the expected flips where measured, else the count."""
+        return self.flips if self.expected is None else self.expected
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -105,12 +114,12 @@ class Evaluator:
     ``speed``: a :class:`SpeedMeter` (or None: flips only); ``time_all``: time
     every candidate when it is checked, else only those :meth:`timed` asks for."""
 
-    def __init__(self, model, layers, order, precision, scales, target, images, ref_top1, threads=2,
-                 speed=None, log=None, time_all=True):
+    def __init__(self, model, layers, order, precision, scales, target, images, ref, threads=2,
+                 speed=None, log=None, time_all=True, means=None):
         self.model, self.layers, self.order = model, layers, list(order)
         self.graph = list(layers)          # qdq_layers order: topological
         self.precision, self.scales, self.target = precision, scales, target
-        self.images, self.ref_top1, self.threads = images, ref_top1, threads
+        self.images, self.ref, self.threads, self.means = images, np.asarray(ref), threads, means
         self.speed, self.time_all = speed, time_all
         self.cut = cut_sizes(model, self.graph)
         self.log = log
@@ -126,7 +135,7 @@ class Evaluator:
         return {nd for name in self.names(k, j) for nd in self.layers[name]}
 
     def model_for(self, k, j=0):
-        return build(self.model, self.precision, self.scales, self.target, self.exclude(k, j))
+        return build(self.model, self.precision, self.scales, self.target, self.exclude(k, j), self.means)
 
     def _key(self, k, j):
         return k if j == 0 else (k, j)
@@ -136,11 +145,11 @@ class Evaluator:
         if key not in self.steps:
             t0 = time.perf_counter()
             sess = D.session(self.model_for(k, j), self.threads)
-            top1 = D.logits(sess, self.images).argmax(1)
-            flips = int((top1 != self.ref_top1).sum())
-            self.top1[key] = top1
-            self.steps[key] = Step(k, flips, round(100.0 * flips / len(self.ref_top1), 3), None,
-                                   round(time.perf_counter() - t0, 2), j=j)
+            out = D.logits(sess, self.images)
+            n = J.flips(self.ref, out)
+            self.top1[key] = out.argmax(1)
+            self.steps[key] = Step(k, n, round(100.0 * n / len(self.ref), 3), None, round(time.perf_counter() - t0, 2),
+                                   j=j, expected=round(J.expected_flips(self.ref, out), 2))
             if self.speed is not None and self.time_all:
                 self._time(self.steps[key], sess)
             self._log(self.steps[key])
@@ -163,7 +172,7 @@ class Evaluator:
     def _log(self, s):
         if self.log:
             self.log(f"  {self.target if self.precision == 'int8' else 'fp16'}: {s.k:3d}"
-                     + (f"+{s.j}" if s.j else "") + f" layer(s) in float: {s.flips} flip(s) ({s.flip_pct:.2f} %)"
+                     + (f"+{s.j}" if s.j else "") + f" layer(s) in float: {s.flips} flip(s) ({s.flip_pct:.2f} %), expected {s.expected}"
                      + (f", {s.img_s:.0f} img/s = {s.speedup:.2f}x fp32 ({s.fp32_img_s:.0f})" if s.img_s else ""))
 
 
@@ -172,7 +181,7 @@ def search(evaluate, budget_flips, max_k, j=0):
     ``budget_flips`` flips, or None when even ``max_k`` does not meet it. Steps
     are in ``evaluate.steps``."""
     ev = (lambda k: evaluate(k, j)) if j else evaluate
-    ok = lambda k: ev(k).flips <= budget_flips  # noqa: E731
+    ok = lambda k: ev(k).judged <= budget_flips  # noqa: E731
     if ok(0):
         return 0
     lo, k = 0, 1                                  # lo: largest k known to fail
@@ -189,7 +198,7 @@ def search(evaluate, budget_flips, max_k, j=0):
             hi = mid
         else:
             lo = mid
-    return min(s.k for s in evaluate.steps.values() if s.j == j and s.flips <= budget_flips)
+    return min(s.k for s in evaluate.steps.values() if s.j == j and s.judged <= budget_flips)
 
 
 SUFFIXES = (0, 1, 2, 3, 4, 6, 8)
@@ -240,13 +249,13 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
         found.append(evaluate.timed(k, j))
         if cut and k > 0 and cut[k] is not None:
             alt = min(range(k, min(k + window, n - 1 - j) + 1), key=lambda i: (cut[i] or float("inf"), i))
-            if alt != k and evaluate(alt, j).flips <= budget_flips:
+            if alt != k and evaluate(alt, j).judged <= budget_flips:
                 found.append(evaluate.timed(alt, j))
         if k == 0:
             break
     if not found:
         return None
-    best = min(found, key=lambda s: (-(s.speedup or 0.0), s.n_float, s.flips))
+    best = min(found, key=lambda s: (-(s.speedup or 0.0), s.n_float, s.judged))
     return best.k, best.j
 
 

@@ -50,18 +50,19 @@ def kl_to_reference(ref, out):
     return float(np.mean(np.sum(np.exp(lp) * (lp - lq), 1)))
 
 
-def build(model, precision, scales, target, exclude):
-    """The candidate ModelProto: int8 Q/DQ for ``target`` or fp16 (fp32 I/O), with
-    the nodes in ``exclude`` kept in float."""
+def build(model, precision, scales, target, exclude, means=None):
+    """The candidate ModelProto: int8 Q/DQ for ``target`` (biases corrected with the
+    calibration ``means`` when given) or fp16 (fp32 I/O), with the nodes in
+    ``exclude`` kept in float."""
     from ..precision import fp16_model, quantize_model
 
     if precision == "int8":
-        return quantize_model(model, scales, target, exclude)
+        return quantize_model(model, scales, target, exclude, means=means)
     return fp16_model(model, keep_io_types=True, exclude=exclude)
 
 
 def layer_effects(model, layers, precision, scales, target, images, ref, base, mode="flips", threads=2,
-                  num_images=64, speed=None, base_speedup=None, log=None):
+                  num_images=64, speed=None, base_speedup=None, log=None, means=None):
     """{layer: :class:`Effect`} for every layer of ``layers`` ({layer: [node keys]},
     :func:`ofconvert.precision.qdq_layers`); ``ref``: fp32 logits of ``images``,
     ``base``: the all-quantized model's. ``speed`` (a SpeedMeter) and
@@ -75,7 +76,7 @@ def layer_effects(model, layers, precision, scales, target, images, ref, base, m
         every = {(nd.name or nd.output[0]) for nd in model.graph.node} if precision == "fp16" else \
             {k for v in layers.values() for k in v}
         for i, (name, nodes) in enumerate(layers.items()):
-            o = D.logits(D.session(build(model, precision, scales, target, every - set(nodes)), threads),
+            o = D.logits(D.session(build(model, precision, scales, target, every - set(nodes), means), threads),
                          images, 32, n)
             out[name] = Effect([], [], kl_to_reference(ref[:n], o))
             if log and (i + 1) % 10 == 0:
@@ -85,7 +86,7 @@ def layer_effects(model, layers, precision, scales, target, images, ref, base, m
     base_kl = kl_to_reference(ref, base)
     wrong = base_top1 != ref_top1
     for i, (name, nodes) in enumerate(layers.items()):
-        sess = D.session(build(model, precision, scales, target, set(nodes)), threads)
+        sess = D.session(build(model, precision, scales, target, set(nodes), means), threads)
         o = D.logits(sess, images)
         top1 = o.argmax(1)
         e = Effect(np.flatnonzero(wrong & (top1 == ref_top1)).tolist(),

@@ -30,19 +30,20 @@ from .cache import (SIDECAR_FORMAT, TRT_CACHE_VERSION, TRT_CALIBRATOR_NAME, chec
                     default_cache_path, format_cache, parse_cache, read_cache, read_cache_with_header,
                     sidecar_path_for, trt_version_number, validate_scales, write_cache)
 from .ranges import (INT8_MAX, METHODS, MIN_AMAX, RangeCollector, calibration_plan,
-                     calibration_tensors, collect_ranges, entropy_amax, model_fingerprint, model_input_name)
+                     bounded_tensors, calibration_tensors, collect_ranges, collect_statistics, entropy_amax,
+                     model_fingerprint, model_input_name)
 from .reader import (MANIFEST_NAME, ImageCalibrationDataReader, build_calib_set,
                      calibration_set_hash, list_calibration_images)
 
 __all__ = [
-    "CalibrationOptions", "CalibrationResult", "calibrate",
+    "CalibrationOptions", "CalibrationResult", "calibrate", "read_means", "read_sidecar_means",
     # cache
     "SIDECAR_FORMAT", "TRT_CACHE_VERSION", "TRT_CALIBRATOR_NAME", "check_cache", "default_cache_path",
     "format_cache", "parse_cache", "read_cache", "read_cache_with_header", "sidecar_path_for",
     "trt_version_number", "validate_scales", "write_cache",
     # ranges
     "INT8_MAX", "METHODS", "MIN_AMAX", "RangeCollector", "calibration_plan", "calibration_tensors",
-    "collect_ranges", "entropy_amax", "model_fingerprint", "model_input_name",
+    "bounded_tensors", "collect_ranges", "collect_statistics", "entropy_amax", "model_fingerprint", "model_input_name",
     # reader
     "MANIFEST_NAME", "ImageCalibrationDataReader", "build_calib_set", "calibration_set_hash",
     "list_calibration_images",
@@ -74,6 +75,9 @@ class CalibrationResult:
     num_images: int               # images actually used (decoded) for the ranges
     skipped: int                  # unreadable files skipped
     elapsed_s: float = 0.0
+    #: {tensor: per-channel mean} over the same images (bias correction, precision/bias.py);
+    #: None for a cache written before they were kept
+    means: Optional[Dict[str, list]] = None
 
     def dynamic_ranges(self):
         return {k: v * INT8_MAX for k, v in self.scales.items()}
@@ -135,10 +139,10 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     if os.path.exists(cache_path) and not regenerate:
         scales, meta = check_cache(cache_path, tensors, expect)
         return CalibrationResult(cache_path, sidecar, scales, True, method, int(meta.get("num_images", 0)),
-                                 int(meta.get("skipped", 0)), time.perf_counter() - t0)
+                                 int(meta.get("skipped", 0)), time.perf_counter() - t0, read_means(meta, tensors))
 
     reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size)
-    amax = collect_ranges(model, reader, method, options)
+    amax, means = collect_statistics(model, reader, method, options)
     del model
     # round-trip through float32 so the returned scales equal what a reader of the cache gets
     scales = {t: float(np.float32(a / INT8_MAX)) for t, a in amax.items()}
@@ -151,7 +155,33 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
                 num_images=reader.num_used, skipped=len(reader.skipped),
                 skipped_files=[os.path.basename(p) for p in reader.skipped[:20]],
                 num_tensors=len(scales), cache_sha256=sha256_file(cache_path), elapsed_s=round(elapsed, 3),
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), channel_means=means)
     write_json(sidecar, meta)
     return CalibrationResult(cache_path, sidecar, scales, False, method, reader.num_used, len(reader.skipped),
-                             elapsed)
+                             elapsed, means)
+
+
+def read_means(meta, tensors=None):
+    """The per-channel means a sidecar dict holds ({tensor: [floats]}), restricted
+    to ``tensors``; None when it holds none (a cache written before they were kept,
+    or a sidecar edited into something else)."""
+    means = meta.get("channel_means") if isinstance(meta, dict) else None
+    if not isinstance(means, dict):
+        return None
+    keep = set(tensors) if tensors is not None else set(means)
+    out = {}
+    for t, v in means.items():
+        if t in keep and isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+            out[t] = v
+    return out or None
+
+
+def read_sidecar_means(cache_path, tensors=None):
+    """:func:`read_means` of the sidecar beside ``cache_path`` (None when it has none)."""
+    import json
+
+    try:
+        with open(sidecar_path_for(cache_path), encoding="utf-8") as f:
+            return read_means(json.load(f), tensors)
+    except (OSError, ValueError):
+        return None

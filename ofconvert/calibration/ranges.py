@@ -9,7 +9,9 @@ import numpy as np
 
 from ..errors import DataError, OfconvertError
 
-METHODS = ("entropy", "percentile", "minmax")
+#: "mixed": minmax on tensors a Clip bounds (ReLU6 outputs: their top value is common, not an
+#: outlier), entropy on the others (see :func:`bounded_tensors`)
+METHODS = ("entropy", "percentile", "minmax", "mixed")
 INT8_MAX = 127.0
 #: smallest dynamic range written (a tensor that is always 0 still needs a usable scale)
 MIN_AMAX = 1e-6
@@ -84,11 +86,13 @@ class RangeCollector:
     ``num_bins`` float64 counts per tensor) and turns them into a dynamic range
     (amax) with one of :data:`METHODS`."""
 
-    def __init__(self, method, options):
+    def __init__(self, method, options, bounded=()):
         if method not in METHODS:
             raise OfconvertError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
         self.method = method
         self.options = options
+        self.bounded = frozenset(bounded)   # "mixed": these tensors take their minmax range
+        self.sums, self.counts = {}, {}     # tensor -> per-channel (axis 1) sums, and values per channel
         self.amax = {}       # tensor -> max |x| seen
         self.hist = {}       # tensor -> counts of |x| over [0, hist_max[tensor]]
         self.hist_max = {}
@@ -123,10 +127,24 @@ class RangeCollector:
         self.zeros[name] += int(counts[0])
         self.hist[name] += counts[1:]
 
+    def collect_mean(self, name, x):
+        """Accumulate the per-channel (axis 1) mean of ``x`` (the bias correction's E[x])."""
+        x = np.asarray(x)
+        if x.ndim < 2 or x.size == 0:
+            return
+        s = x.astype(np.float64).swapaxes(0, 1).reshape(x.shape[1], -1).sum(axis=1)
+        self.sums[name] = self.sums.get(name, 0.0) + s
+        self.counts[name] = self.counts.get(name, 0) + x.size // x.shape[1]
+
+    def means(self):
+        """{tensor: per-channel mean (float32 list)} of the tensors seen by :meth:`collect_mean`."""
+        return {t: [float(v) for v in (s / self.counts[t]).astype(np.float32)] for t, s in self.sums.items()}
+
     def compute(self, name):
         """amax (dynamic range) of one tensor."""
         m = self.amax.get(name, 0.0)
-        if self.method == "minmax" or m <= 0 or name not in self.hist:
+        if self.method == "minmax" or (self.method == "mixed" and name in self.bounded) or m <= 0 \
+                or name not in self.hist:
             return max(m, MIN_AMAX)
         hist, width = self.hist[name], self.hist_max[name] / self.options.num_bins
         if self.method == "percentile":
@@ -182,10 +200,35 @@ def entropy_amax(hist, width, num_quant_bins=128):
 
 
 
+def bounded_tensors(model):
+    """Outputs of Clip nodes with a constant finite upper bound (ReLU6 & co.)."""
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    out = set()
+    for n in model.graph.node:
+        if n.op_type != "Clip":
+            continue
+        hi = next((a.f for a in n.attribute if a.name == "max"), None)
+        if len(n.input) > 2 and n.input[2] in consts:
+            hi = float(np.asarray(consts[n.input[2]]).ravel()[0])
+        if hi is not None and math.isfinite(hi):
+            out.add(n.output[0])
+    return out
+
+
 def collect_ranges(model, reader, method, options):
+    """``{tensor: amax}`` of :func:`collect_statistics`."""
+    return collect_statistics(model, reader, method, options)[0]
+
+
+def collect_statistics(model, reader, method, options):
     """Run the fp32 ``model`` (ModelProto) in ONNX Runtime over ``reader`` with the
-    measured tensors exposed as outputs; returns ``{tensor: amax}`` for every tensor
-    of :func:`calibration_plan`. Only one batch of activations is alive at a time."""
+    measured tensors exposed as outputs; returns ``({tensor: amax}, {tensor:
+    per-channel mean})`` for every tensor of :func:`calibration_plan`. Only one
+    batch of activations is alive at a time."""
     import onnx
     import onnxruntime as ort
 
@@ -207,14 +250,15 @@ def collect_ranges(model, reader, method, options):
     except Exception as e:
         raise OfconvertError(f"ONNX Runtime cannot load the model for calibration: {str(e).splitlines()[0]}") from None
     del aug
-    collector = RangeCollector(method, options)
+    collector = RangeCollector(method, options, bounded_tensors(model))
     reader.rewind()
     for feed in reader:
         for name, value in zip(tensors, sess.run(tensors, feed)):
             collector.collect(name, value)
+            collector.collect_mean(name, value)
     if reader.num_used == 0:
         raise DataError(f"no readable calibration images ({len(reader.skipped)} unreadable file(s), "
                         f"e.g. {reader.skipped[0] if reader.skipped else '-'})")
     amax = {t: collector.compute(t) for t in tensors}
-    return {t: amax[sources[t]] for t in plan}
+    return {t: amax[sources[t]] for t in plan}, collector.means()
 

@@ -11,6 +11,8 @@ from ..errors import OfconvertError
 PRECISION_KEY = "ofconvert.precision"
 #: comma-separated names of the nodes a mixed-precision model keeps in float (fp32)
 FLOAT_NODES_KEY = "ofconvert.float_nodes"
+#: number of layers whose bias was corrected for their weight-rounding error (precision/bias.py)
+BIAS_CORRECTED_KEY = "ofconvert.bias_corrected"
 TARGETS = ("trt", "cpu")
 INT8_MAX = 127.0
 _MIN_SCALE = 1e-6 / 127.0

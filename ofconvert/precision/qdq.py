@@ -5,21 +5,25 @@ import numpy as np
 
 from ..errors import OfconvertError
 from ..onnx_fix import fold_batchnorm, set_metadata, topological_sort
-from .common import (_MIN_SCALE, _NONNEG_PASSTHROUGH, _WEIGHT_OPS, FLOAT_NODES_KEY, INT8_MAX,
+from .bias import INT32_MAX, int32_safe_scales, weight_error_shift
+from .common import (_MIN_SCALE, _NONNEG_PASSTHROUGH, _WEIGHT_OPS, BIAS_CORRECTED_KEY, FLOAT_NODES_KEY, INT8_MAX,
                      MIN_OPSET, PRECISION_KEY, TARGETS, _load, _onnx_opset, _save, fold_zero_pads, node_key,
                      qdq_activations, scale_sources)
 
 
-def quantize_qdq(src, dst, scales, target="trt", exclude=()):
+def quantize_qdq(src, dst, scales, target="trt", exclude=(), means=None):
     """Write a Q/DQ int8 model of the fp32 ``src`` to ``dst`` using the activation
     ``scales`` ({tensor: scale}, dynamic range = scale*127, e.g.
     ``calibrate(...).scales``). Raises OfconvertError when a tensor that needs a
     scale has none (a cache made for another model). ``exclude``: node names
-    (:func:`node_key`) kept in float: no Q/DQ on their inputs, float weights."""
-    return _save(quantize_model(_load(src), scales, target, exclude), dst)
+    (:func:`node_key`) kept in float: no Q/DQ on their inputs, float weights.
+    ``means``: {tensor: per-channel mean} (``calibrate(...).means``): each
+    quantized layer's bias is corrected for its weight-rounding error
+    (:mod:`.bias`); None: no correction."""
+    return _save(quantize_model(_load(src), scales, target, exclude, means=means), dst)
 
 
-def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, fold_pads=True):
+def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, fold_pads=True, means=None):
     """:func:`quantize_qdq` on a ModelProto (copied, never modified) -> ModelProto.
     ``weight_bits`` < 8 limits the int8 weights to +-(2^(bits-1) - 1) (7: ORT's
     ``reduce_range``, against the u8s8 ``vpmaddubsw`` saturation of AVX2 without
@@ -34,12 +38,14 @@ def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, fold_
         raise OfconvertError(f"unknown quantization target {target!r}; known: {', '.join(TARGETS)}")
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits, fold_pads).run()
+    return _QDQRewriter(m, dict(scales), target, exclude, weight_bits, fold_pads, means).run()
 
 
 class _QDQRewriter:
-    def __init__(self, model, scales, target, exclude=(), weight_bits=8, fold_pads=True):
+    def __init__(self, model, scales, target, exclude=(), weight_bits=8, fold_pads=True, means=None):
         self.model, self.scales, self.target, self.fold_pads = model, scales, target, fold_pads
+        self.means = dict(means or {})
+        self.corrected = 0
         self.wmax = float(2 ** (int(weight_bits) - 1) - 1)
         self.exclude = frozenset(exclude or ())
         self.g = model.graph
@@ -89,6 +95,8 @@ class _QDQRewriter:
             for t, u in fold_zero_pads(self.model).items():
                 if t not in self.scales and u in self.scales:
                     self.scales[t] = self.scales[u]
+                if t not in self.means and u in self.means:
+                    self.means[t] = self.means[u]
         self._names = {n for node in self.g.node for n in list(node.input) + list(node.output)}
         self._names |= {t.name for t in self.g.initializer} | {n.name for n in self.g.node}
         self._index()
@@ -106,6 +114,8 @@ class _QDQRewriter:
         self._insert_nodes(new_nodes)
         self._drop_unused_initializers()
         meta = {PRECISION_KEY: f"int8-qdq-{self.target}"}
+        if self.corrected:
+            meta[BIAS_CORRECTED_KEY] = str(self.corrected)
         if self.exclude:
             meta[FLOAT_NODES_KEY] = ",".join(sorted(self.exclude))
         set_metadata(self.model, meta)
@@ -223,9 +233,28 @@ class _QDQRewriter:
         red = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.abs(w).max(axis=red).astype(np.float64)
         ws = np.maximum(amax / self.wmax, _MIN_SCALE)
+        bias_idx = 2
+        xin = self._data_input(node)
+        has_bias = len(node.input) > bias_idx and bool(node.input[bias_idx])
+        b = self._array(node.input[bias_idx]) if has_bias else None
+        if b is not None and (b.ndim != 1 or len(b) != len(ws)):
+            b = None
+        int32_bias = self.target == "cpu" and b is not None and xin in scale_of
+        if int32_bias:
+            ws = int32_safe_scales(b, scale_of[xin][0], ws)
         shape = [1] * w.ndim
         shape[axis] = -1
         wq = np.clip(np.round(w / ws.reshape(shape)), -self.wmax, self.wmax).astype(np.int8)
+        if (not has_bias or b is not None) and self._correctable(node) and self._mean_of(xin) is not None:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            shift = weight_error_shift(node.op_type, w, wq * ws.reshape(shape), axis, self._mean_of(xin), group)
+            if shift is not None:
+                b = (np.zeros(len(ws)) if b is None else b.astype(np.float64)) - shift
+                name = self._add_init(self._unique(wname.replace(":", "_") + "_bias_corrected"), b.astype(np.float32))
+                while len(node.input) <= bias_idx:
+                    node.input.append("")
+                node.input[bias_idx] = name
+                self.corrected += 1
         base = wname.replace(":", "_")
         qn = self._add_init(self._unique(base + "_quantized"), wq)
         sn = self._add_init(self._unique(base + "_scale"), ws.astype(np.float32))
@@ -235,22 +264,34 @@ class _QDQRewriter:
                                   name=self._unique(base + "_DequantizeLinear"), axis=axis)]
         node.input[widx] = out
         # int32 bias (ONNX Runtime CPU fuses DQ(x), DQ(w), DQ(bias) -> QLinearConv); TensorRT keeps float biases
-        bias_idx = 2
-        if self.target == "cpu" and len(node.input) > bias_idx and node.input[bias_idx]:
-            b = self._array(node.input[bias_idx])
-            xin = self._data_input(node)
-            if b is not None and b.ndim == 1 and len(b) == len(ws) and xin in scale_of:
-                bs = (scale_of[xin][0] * ws).astype(np.float32)
-                bq = np.clip(np.round(b.astype(np.float64) / bs), -2**31 + 1, 2**31 - 1).astype(np.int32)
-                bbase = node.input[bias_idx].replace(":", "_")
-                bqn = self._add_init(self._unique(bbase + "_quantized"), bq)
-                bsn = self._add_init(self._unique(bbase + "_scale"), bs)
-                bzn = self._add_init(self._unique(bbase + "_zero_point"), np.zeros(len(bs), np.int32))
-                bout = self._unique(bbase + "_dequantized")
-                nodes.append(helper.make_node("DequantizeLinear", [bqn, bsn, bzn], [bout],
-                                              name=self._unique(bbase + "_DequantizeLinear"), axis=0))
-                node.input[bias_idx] = bout
+        if self.target == "cpu" and b is not None and xin in scale_of:
+            bs = (scale_of[xin][0] * ws).astype(np.float32)
+            bq = np.clip(np.round(b.astype(np.float64) / bs), -INT32_MAX, INT32_MAX).astype(np.int32)
+            bbase = node.input[bias_idx].replace(":", "_")
+            bqn = self._add_init(self._unique(bbase + "_quantized"), bq)
+            bsn = self._add_init(self._unique(bbase + "_scale"), bs)
+            bzn = self._add_init(self._unique(bbase + "_zero_point"), np.zeros(len(bs), np.int32))
+            bout = self._unique(bbase + "_dequantized")
+            nodes.append(helper.make_node("DequantizeLinear", [bqn, bsn, bzn], [bout],
+                                          name=self._unique(bbase + "_DequantizeLinear"), axis=0))
+            node.input[bias_idx] = bout
         return nodes
+
+    @staticmethod
+    def _correctable(node):
+        """Conv, or Gemm computing x @ W (+ 1.0 * C): its bias is an output-channel offset."""
+        if node.op_type == "Conv":
+            return True
+        attrs = {a.name: a for a in node.attribute}
+        return (node.op_type == "Gemm" and not (attrs["transA"].i if "transA" in attrs else 0)
+                and (attrs["beta"].f if "beta" in attrs else 1.0) == 1.0)
+
+    def _mean_of(self, t):
+        """The per-channel mean of ``t``, or of the tensor it reshapes (Flatten after pooling)."""
+        while t not in self.means and t in self.producer and \
+                self.producer[t].op_type in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
+            t = self.producer[t].input[0]
+        return self.means.get(t)
 
     def _pads_on_uint8(self, new_nodes, scale_of):
         """Q -> DQ -> Pad -> Q -> DQ  becomes  Q -> Pad(uint8, pad value = zero point) -> DQ

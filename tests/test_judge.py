@@ -1,0 +1,38 @@
+"""The budget's judge (budget/judge.py): expected flips against the fp32 logits."""
+import numpy as np
+import pytest
+
+from ofconvert.budget import judge as J
+
+
+def test_no_change_no_flips():
+    ref = np.random.default_rng(0).standard_normal((50, 10))
+    assert J.expected_flips(ref, ref) == 0.0 and J.flips(ref, ref) == 0
+
+
+def test_expected_flips_predicts_the_average_count_under_noise():
+    """Perturb the logits with Gaussian noise many times: the average number of
+    top-1 changes is what expected_flips, measured on one draw, predicts."""
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((2000, 20)) * 3.0
+    counts, preds = [], []
+    for _ in range(20):
+        out = ref + rng.standard_normal(ref.shape) * 0.3
+        counts.append(J.flips(ref, out))
+        preds.append(J.expected_flips(ref, out))
+    assert np.mean(counts) > 10
+    assert np.mean(preds) == pytest.approx(np.mean(counts), rel=0.25)
+    assert np.std(preds) < np.std(counts) / 2          # the point: far less noise than one count
+
+
+def test_more_noise_more_expected_flips():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((300, 10))
+    noise = rng.standard_normal(ref.shape)
+    e = [J.expected_flips(ref, ref + s * noise) for s in (0.01, 0.1, 0.5)]
+    assert e[0] < e[1] < e[2]
+
+
+def test_shapes_checked():
+    with pytest.raises(ValueError):
+        J.expected_flips(np.zeros((3, 4)), np.zeros((3, 5)))
