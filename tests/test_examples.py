@@ -39,7 +39,7 @@ COMMANDS = {
         "ofconvert calib-set --from {datasets}/imagenet-sample-1000 --per-class 1 -o calib/imagenet1k",
     "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k":
         f"ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --calib-images 16 {LITE}",
-    "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k [--calib-method entropy|percentile|minmax] "
+    "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k [--calib-method entropy|percentile|minmax|mixed] "
     "[--calib-images N] [--recalibrate]":
         f"ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --calib-method minmax "
         f"--calib-images 16 --recalibrate -o mm/efficientnet_lite0.int8.onnx {LITE}",
