@@ -36,3 +36,16 @@ def test_more_noise_more_expected_flips():
 def test_shapes_checked():
     with pytest.raises(ValueError):
         J.expected_flips(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+def test_budget_takes_calibration_results_with_their_means():
+    from ofconvert import budget as B
+    from ofconvert.calibration import CalibrationResult
+
+    def res(m, s):
+        return CalibrationResult("c", "s", {"x": s}, True, m, 1, 0, means={"x": [0.5]} if m == "b" else None)
+
+    scales, means = B._unpack({"a": res("a", 1.0), "b": res("b", 2.0)}, None)
+    assert scales == {"a": {"x": 1.0}, "b": {"x": 2.0}} and means == {"x": [0.5]}
+    assert B._unpack(res("b", 3.0), None) == ({"x": 3.0}, {"x": [0.5]})
+    assert B._unpack({"x": 1.0}, {"x": [1.0]}) == ({"x": 1.0}, {"x": [1.0]})

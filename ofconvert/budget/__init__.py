@@ -129,6 +129,17 @@ def _scale_sets(scales):
     return {"given": scales}
 
 
+def _unpack(scales, means):
+    """A CalibrationResult (or {method: CalibrationResult}) given as ``scales``
+    brings its own per-channel means: -> (scales as {..}, means)."""
+    if hasattr(scales, "scales"):
+        return scales.scales, means if means is not None else scales.means
+    if isinstance(scales, dict) and scales and all(hasattr(v, "scales") for v in scales.values()):
+        found = next((v.means for v in scales.values() if v.means), None)
+        return {m: v.scales for m, v in scales.items()}, means if means is not None else found
+    return scales, means
+
+
 def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", scales=None,
                        flavours=None, preprocess=None, options: BudgetOptions = BudgetOptions(),
                        check_source=None, log=None, means=None) -> BudgetResult:
@@ -136,7 +147,8 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     ``"fp16"``), the fewest layers to keep in float so that top-1 flips vs the fp32
     model on ``check_images`` (a list of image paths) stay <= ``max_flips``
     ("1%" or a count). ``scales``: calibration scales (int8), {tensor: scale}, or
-    {method: {tensor: scale}} to let the check set choose the calibration (fewest
+    {method: {tensor: scale}} to let the check set choose the calibration, or the
+    ``calibrate(...)`` result(s) themselves (which bring their means) (fewest
     all-int8 expected flips); ``means``: the calibration's per-channel means
     (``calibrate(...).means``, bias correction). The budget holds the expected
     flips on the check set (:mod:`.judge`); the flip counts are reported beside
@@ -153,6 +165,7 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     t0 = time.perf_counter()
     if precision not in ("int8", "fp16"):
         raise OfconvertError("--max-flips needs --int8 or --fp16")
+    scales, means = _unpack(scales, means)
     if precision == "int8" and not scales:
         raise OfconvertError("int8 to a flip budget needs calibration scales")
     if options.strategy not in STRATEGIES:
