@@ -283,8 +283,9 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
             b = _to_budget(opts, paths, res, scales, check, ("int8-cpu", "int8"), log, means)
             if opts.calib_cache is None and b.calibration and b.calibration["chosen"] in cals:
                 cal = cals[b.calibration["chosen"]]   # the cache of the method the models use
+                judged = {k: b.calibration[k] for k in ("expected_flips", "flips")}   # what the choice was made on
                 res.calibration.update({"cache": cal.cache_path, "sidecar": cal.sidecar_path, "reused": cal.reused,
-                                        "method": cal.method, "chosen_on_check_set": b.calibration["flips"]})
+                                        "method": cal.method, "chosen_on_check_set": judged})
                 res.artefacts["calib_cache"] = cache_path = cal.cache_path
         else:
             quantize_qdq(paths["fp32"], paths["int8"], scales, target="trt", means=means)

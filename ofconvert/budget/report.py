@@ -12,7 +12,8 @@ REPORT_FORMAT = "ofconvert-budget/1"
 def summary(res, flavour):
     r = res.flavours[flavour]
     return {"max_flips": res.max_flips, "budget_flips": r.budget_flips, "check_images": res.check["images"],
-            "flips": r.flips, "expected_flips": r.expected_flips, "float_layers": [x["layer"] for x in r.float_layers], "img_s": r.img_s,
+            "flips": r.flips, "expected_flips": r.expected_flips, "float_layers": [x["layer"] for x in r.float_layers],
+            "img_s": r.img_s,
             "fp32_img_s": res.fp32_img_s, "speedup": r.speedup, "float_prefix": r.prefix, "float_suffix": r.suffix,
             "calibration": (res.calibration or {}).get("chosen"),
             "bias_corrected": bool((res.calibration or {}).get("bias_corrected"))}

@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import OfconvertError
 from .cache import (SIDECAR_FORMAT, TRT_CACHE_VERSION, TRT_CALIBRATOR_NAME, check_cache,
                     default_cache_path, format_cache, parse_cache, read_cache, read_cache_with_header,
-                    sidecar_path_for, trt_version_number, validate_scales, write_cache)
+                    read_means, read_sidecar_means, sidecar_path_for, trt_version_number, validate_scales,
+                    write_cache)
 from .ranges import (INT8_MAX, METHODS, MIN_AMAX, RangeCollector, calibration_plan,
                      bounded_tensors, calibration_tensors, collect_ranges, collect_statistics, entropy_amax,
                      model_fingerprint, model_input_name)
@@ -36,10 +37,11 @@ from .reader import (MANIFEST_NAME, ImageCalibrationDataReader, build_calib_set,
                      calibration_set_hash, list_calibration_images)
 
 __all__ = [
-    "CalibrationOptions", "CalibrationResult", "calibrate", "read_means", "read_sidecar_means",
+    "CalibrationOptions", "CalibrationResult", "calibrate",
     # cache
     "SIDECAR_FORMAT", "TRT_CACHE_VERSION", "TRT_CALIBRATOR_NAME", "check_cache", "default_cache_path",
-    "format_cache", "parse_cache", "read_cache", "read_cache_with_header", "sidecar_path_for",
+    "format_cache", "parse_cache", "read_cache", "read_cache_with_header", "read_means", "read_sidecar_means",
+    "sidecar_path_for",
     "trt_version_number", "validate_scales", "write_cache",
     # ranges
     "INT8_MAX", "METHODS", "MIN_AMAX", "RangeCollector", "calibration_plan", "calibration_tensors",
@@ -160,28 +162,3 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     return CalibrationResult(cache_path, sidecar, scales, False, method, reader.num_used, len(reader.skipped),
                              elapsed, means)
 
-
-def read_means(meta, tensors=None):
-    """The per-channel means a sidecar dict holds ({tensor: [floats]}), restricted
-    to ``tensors``; None when it holds none (a cache written before they were kept,
-    or a sidecar edited into something else)."""
-    means = meta.get("channel_means") if isinstance(meta, dict) else None
-    if not isinstance(means, dict):
-        return None
-    keep = set(tensors) if tensors is not None else set(means)
-    out = {}
-    for t, v in means.items():
-        if t in keep and isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
-            out[t] = v
-    return out or None
-
-
-def read_sidecar_means(cache_path, tensors=None):
-    """:func:`read_means` of the sidecar beside ``cache_path`` (None when it has none)."""
-    import json
-
-    try:
-        with open(sidecar_path_for(cache_path), encoding="utf-8") as f:
-            return read_means(json.load(f), tensors)
-    except (OSError, ValueError):
-        return None

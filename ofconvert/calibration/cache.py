@@ -169,3 +169,28 @@ def check_cache(cache_path, tensors, expect):
             "recalibrate (--recalibrate) or pick another cache path")
     return scales, meta
 
+
+def read_means(meta, tensors=None):
+    """The per-channel means a sidecar dict holds ({tensor: [floats]}), restricted
+    to ``tensors``; None when it holds none (a cache written before they were kept,
+    or a sidecar edited into something else)."""
+    means = meta.get("channel_means") if isinstance(meta, dict) else None
+    if not isinstance(means, dict):
+        return None
+    keep = set(tensors) if tensors is not None else set(means)
+    out = {}
+    for t, v in means.items():
+        if t in keep and isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+            out[t] = v
+    return out or None
+
+
+def read_sidecar_means(cache_path, tensors=None):
+    """:func:`read_means` of the sidecar beside ``cache_path`` (None when it has none)."""
+    import json
+
+    try:
+        with open(sidecar_path_for(cache_path), encoding="utf-8") as f:
+            return read_means(json.load(f), tensors)
+    except (OSError, ValueError):
+        return None

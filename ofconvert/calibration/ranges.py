@@ -132,7 +132,7 @@ class RangeCollector:
         x = np.asarray(x)
         if x.ndim < 2 or x.size == 0:
             return
-        s = x.astype(np.float64).swapaxes(0, 1).reshape(x.shape[1], -1).sum(axis=1)
+        s = x.sum(axis=(0,) + tuple(range(2, x.ndim)), dtype=np.float64)   # no float64 / transposed copy
         self.sums[name] = self.sums.get(name, 0.0) + s
         self.counts[name] = self.counts.get(name, 0) + x.size // x.shape[1]
 

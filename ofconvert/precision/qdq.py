@@ -239,15 +239,15 @@ class _QDQRewriter:
         b = self._array(node.input[bias_idx]) if has_bias else None
         if b is not None and (b.ndim != 1 or len(b) != len(ws)):
             b = None
-        int32_bias = self.target == "cpu" and b is not None and xin in scale_of
-        if int32_bias:
+        if self.target == "cpu" and b is not None and xin in scale_of:
             ws = int32_safe_scales(b, scale_of[xin][0], ws)
         shape = [1] * w.ndim
         shape[axis] = -1
         wq = np.clip(np.round(w / ws.reshape(shape)), -self.wmax, self.wmax).astype(np.int8)
-        if (not has_bias or b is not None) and self._correctable(node) and self._mean_of(xin) is not None:
+        mean = self._mean_of(xin) if (not has_bias or b is not None) and self._correctable(node) else None
+        if mean is not None:
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            shift = weight_error_shift(node.op_type, w, wq * ws.reshape(shape), axis, self._mean_of(xin), group)
+            shift = weight_error_shift(node.op_type, w, wq * ws.reshape(shape), axis, mean, group)
             if shift is not None:
                 b = (np.zeros(len(ws)) if b is None else b.astype(np.float64)) - shift
                 name = self._add_init(self._unique(wname.replace(":", "_") + "_bias_corrected"), b.astype(np.float32))
