@@ -130,7 +130,11 @@ class ConvertOptions:
         if self.check_data is not None:
             from .calibration import list_calibration_images
 
-            list_calibration_images(self.check_data)   # missing / empty: one line now
+            check = list_calibration_images(self.check_data)   # missing / empty: one line now
+            if self.precision == "int8" and self.calib and os.path.exists(self.calib):
+                from .budget.data import require_disjoint   # no calibration image may judge the budget
+
+                require_disjoint(list_calibration_images(self.calib, self.calib_images), check)
         elif self.calib_cache is not None or (self.precision == "fp16" and not self.calib):
             raise OfconvertError("--max-flips needs check images: --check-data DIR"
                                  + (" (or --calib DIR)" if self.precision == "fp16" else

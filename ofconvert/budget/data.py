@@ -39,6 +39,18 @@ def overlap(a, b):
     return [p for h, p in content_hashes(b).items() if h in ha]
 
 
+def require_disjoint(calib_paths, check_paths, calib_name="--calib", check_name="--check-data"):
+    """OfconvertError (one line) when a check image has the content of a calibration
+    image (same bytes, whatever the path or manifest): a check set that saw the
+    calibration judges the calibration on its own images and under-counts flips."""
+    shared = overlap(calib_paths, check_paths)
+    if shared:
+        raise OfconvertError(
+            f"{check_name} shares {len(shared)} of its {len(check_paths)} image(s) with {calib_name} "
+            f"(same file content, e.g. {shared[0]}): the check set must not hold calibration images; give a "
+            f"separate folder, or leave out {check_name} to split {calib_name} into calibration and check halves")
+
+
 class ImageSet:
     """Decoded images (uint8 NHWC, built once by ``preprocache``) + preprocessing."""
 
