@@ -6,7 +6,10 @@ the traced ones. Used by ``tests/ops/`` (one file per op family) and by
 A case passes when ``ofconvert.export`` writes a file whose outputs match
 OneFlow (shape and values) at batch 1, 4 and 5; it *fails cleanly* when export
 raises one ``ExportError`` naming the op; anything else (a raw exception, or a
-file that computes something else) is a defect.
+file that computes something else) is a defect. A case with ``min_opset`` (an op
+ONNX has only from that opset) must pass from it on and, below it, be refused
+with "needs opset >= N" naming the op; a case with ``refused`` must be refused at
+every opset with that text in the error (``judge``).
 """
 import dataclasses
 import os
@@ -26,6 +29,24 @@ class Case:
     make: Callable            # () -> oneflow.nn.Module
     shape: Tuple[int, ...] = (3, 8, 8)
     rtol: float = 1e-4
+    min_opset: int = 0        # below it: refused with "needs opset >= {min_opset}" and the op's name
+    op: str = ""              # the OneFlow op a refusal names
+    refused: str = ""         # refused at every opset, with this text in the error
+
+
+def judge(outcome):
+    """'' when an outcome (an ``Outcome`` or its dict) is what its case promises,
+    else why not: a pass, or the refusal the case declares (``min_opset``, ``refused``)."""
+    r = outcome if isinstance(outcome, dict) else outcome.__dict__
+    case = get_case(r["case"])
+    want = [case.refused] if case.refused else (
+        [f"needs opset >= {case.min_opset}"] if r["opset"] < case.min_opset else [])
+    if not want:
+        return "" if r["status"] == "pass" else f"{r['status']}: {r['detail']}"
+    want += [f"`{case.op}`"] if case.op else []
+    if r["status"] != "refused" or not all(w in r["detail"] for w in want):
+        return f"expected a refusal mentioning {want} at opset {r['opset']}, got {r['status']}: {r['detail']}"
+    return ""
 
 
 def opsets():
@@ -70,11 +91,11 @@ def _cases():
 
     C = []
 
-    def add(family, name, make, shape=(3, 8, 8), rtol=1e-4):
-        C.append(Case(name, family, make, shape, rtol))
+    def add(family, name, make, shape=(3, 8, 8), rtol=1e-4, **kw):
+        C.append(Case(name, family, make, shape, rtol, **kw))
 
-    def fn(family, name, f, shape=(3, 8, 8), rtol=1e-4):
-        add(family, name, lambda: _fn(f), shape, rtol)
+    def fn(family, name, f, shape=(3, 8, 8), rtol=1e-4, **kw):
+        add(family, name, lambda: _fn(f), shape, rtol, **kw)
 
     # --- reductions ---------------------------------------------------------
     R = "reduce"
@@ -389,7 +410,127 @@ def _cases():
     add(M, "vit_like_block", lambda: _vit_block(), shape=(3, 8, 8))
     add(M, "seg_head_upsample", lambda: _seg_head())
     add(M, "cls_token_param_expand", lambda: _cls_token())
+    _detection_cases(add, fn)
     return C
+
+
+def _detection_cases(add, fn):
+    """topk, cumsum, eye, affine_grid, grid_sample: DETR, PointNet, spatial transformers."""
+    import oneflow as flow
+    import oneflow.nn.functional as F
+
+    T = "detection"
+    fn(T, "topk_flat", lambda x: x.flatten(1).topk(5, dim=1))                   # (values, indices)
+    fn(T, "topk_c", lambda x: x.topk(2, dim=1))
+    fn(T, "topk_smallest_h", lambda x: x.topk(3, dim=2, largest=False))
+    fn(T, "topk_last_k1", lambda x: x.topk(1, dim=-1))
+    fn(T, "topk_batch_k1", lambda x: x.topk(1, dim=0))
+    fn(T, "topk_detr_postprocess", lambda x: _topk_boxes(x.flatten(2).transpose(1, 2).sigmoid(), 10))
+    fn(T, "topk_unsorted", lambda x: x.topk(3, dim=1, sorted=False), refused="sorted=False", op="top_k")
+    fn(T, "cumsum_c", lambda x: x.cumsum(1))
+    fn(T, "cumsum_neg_dim", lambda x: x.cumsum(-1))
+    fn(T, "cumsum_batch", lambda x: x.cumsum(0))
+    fn(T, "cumsum_int", lambda x: (x > 0).to(flow.int64).cumsum(2))
+    fn(T, "cumsum_detr_sine_embed", lambda x: _detr_sine(x[:, 0] > -0.5))
+    add(T, "eye_pointnet_tnet", lambda: _tnet())
+    fn(T, "eye_rect", lambda x: x[:, 0, :3, :5] + flow.eye(3, 5))
+    fn(T, "eye_int", lambda x: (x[:, 0, :4, :4] > 0).to(flow.int64) + flow.eye(4, dtype=flow.int64))
+    fn(T, "eye_repeat_batch", lambda x: x.flatten(1)[:, :16] + flow.eye(4).view(1, 16).repeat(x.shape[0], 1))
+    add(T, "affine_grid", lambda: _stn(sample=None))
+    add(T, "affine_grid_ac_rect", lambda: _stn(sample=None, align_corners=True), shape=(3, 6, 10))
+    add(T, "affine_grid_3d", lambda: _affine_3d())
+    G = dict(min_opset=16, op="grid_sample")
+    add(T, "stn_bilinear_zeros", lambda: _stn(), **G)
+    add(T, "stn_bilinear_border_ac", lambda: _stn(padding_mode="border", align_corners=True), shape=(3, 7, 9), **G)
+    add(T, "stn_reflection", lambda: _stn(padding_mode="reflection"), **G)
+    add(T, "stn_reflection_ac", lambda: _stn(padding_mode="reflection", align_corners=True), **G)
+    add(T, "stn_nearest", lambda: _stn(mode="nearest"), **G)
+    add(T, "stn_out_size", lambda: _stn(out_hw=(4, 6), align_corners=True), **G)
+    add(T, "stn_nearest_border", lambda: _stn(mode="nearest", padding_mode="border"), **G)
+    add(T, "stn_bicubic", lambda: _stn(mode="bicubic"), rtol=1e-3, **G)
+    fn(T, "grid_sample_free_grid", lambda x: F.grid_sample(x, x[:, :2].permute(0, 2, 3, 1).tanh() * 1.2,
+                                                           align_corners=False), **G)
+    fn(T, "grid_sample_3d", lambda x: F.grid_sample(x.unsqueeze(2), x[:, :3].unsqueeze(1).permute(0, 1, 3, 4, 2)),
+       min_opset=20, op="grid_sample")
+
+
+def _topk_boxes(prob, k):
+    """DETR's PostProcess: top k of (queries x classes) scores, then query and class of each."""
+    values, idx = prob.flatten(1).topk(k, dim=1)
+    return values, idx // prob.shape[2], idx % prob.shape[2]
+
+
+def _detr_sine(mask, d=4, temperature=10000, scale=6.283185307179586):
+    """DETR's PositionEmbeddingSine on a [N, H, W] bool mask (normalize=True)."""
+    import oneflow as flow
+
+    y = mask.cumsum(1, dtype=flow.float32)
+    x = mask.cumsum(2, dtype=flow.float32)
+    y = y / (y[:, -1:, :] + 1e-6) * scale
+    x = x / (x[:, :, -1:] + 1e-6) * scale
+    dim_t = temperature ** (2 * (flow.arange(d, dtype=flow.float32) // 2) / d)
+    px, py = x[:, :, :, None] / dim_t, y[:, :, :, None] / dim_t
+    px = flow.stack((px[:, :, :, 0::2].sin(), px[:, :, :, 1::2].cos()), dim=4).flatten(3)
+    py = flow.stack((py[:, :, :, 0::2].sin(), py[:, :, :, 1::2].cos()), dim=4).flatten(3)
+    return flow.cat((py, px), dim=3).permute(0, 3, 1, 2)
+
+
+def _tnet():
+    import oneflow as flow
+    import oneflow.nn as nn
+
+    class TNet(nn.Module):
+        """PointNet's input transform: a 3x3 matrix (Linear + identity) applied to the points."""
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 9)
+
+        def forward(self, x):
+            pts = x.flatten(2)                                                 # B, 3, 64
+            iden = flow.eye(3).view(1, 9).repeat(pts.size(0), 1)
+            trans = (self.fc(pts.amax(2)) + iden).view(-1, 3, 3)
+            return flow.bmm(trans, pts)
+
+    return TNet()
+
+
+def _stn(sample="bilinear", mode="bilinear", padding_mode="zeros", align_corners=False, out_hw=None):
+    """A spatial transformer: theta from a Linear on pooled features; the grid alone
+    (``sample=None``) or the input sampled on it (at ``out_hw``, default the input's size)."""
+    import oneflow.nn as nn
+    import oneflow.nn.functional as F
+
+    class STN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loc = nn.Linear(3, 6)
+
+        def forward(self, x):
+            theta = self.loc(x.mean((2, 3))).view(-1, 2, 3)
+            size = x.size() if out_hw is None else (x.size(0), x.size(1)) + tuple(out_hw)
+            grid = F.affine_grid(theta, size, align_corners=align_corners)
+            if sample is None:
+                return grid
+            return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+
+    return STN()
+
+
+def _affine_3d():
+    import oneflow.nn as nn
+    import oneflow.nn.functional as F
+
+    class Affine3d(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loc = nn.Linear(3, 12)
+
+        def forward(self, x):
+            theta = self.loc(x.mean((2, 3))).view(-1, 3, 4)
+            return F.affine_grid(theta, [x.size(0), 3, 2, 4, 5], align_corners=False)
+
+    return Affine3d()
 
 
 def _se():

@@ -12,13 +12,14 @@ every handler module of this package once. One module per family of ops:
 * ``activation`` negative, GELU(tanh), SELU, Mish, log_softmax, ...
 * ``shape``     stack, roll, ones_like, ...
 * ``nn``        deconv, pooling variants, padding modes, resampling, norms
+* ``detection`` top_k, cumsum, eye, affine_grid, grid_sample (DETR, PointNet, STN)
 
 ``legalize.attrs_to_inputs`` runs after mapping: attributes that an opset moved
 to inputs (``axes``, ``split``) become constant inputs instead of being dropped.
 """
 import importlib
 
-HANDLER_MODULES = ("clip", "reduce", "activation", "shape", "nn")
+HANDLER_MODULES = ("clip", "reduce", "activation", "shape", "nn", "detection")
 OWNED = {}          # OneFlow op type -> module that handles it here
 _INSTALLED = []
 
