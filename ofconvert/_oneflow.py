@@ -37,3 +37,23 @@ def import_oneflow():
     # module-level notes such as "Hardswish module do not support inplace now"
     warnings.filterwarnings("ignore", category=UserWarning, module=r"oneflow\.")
     return oneflow
+
+
+class eval_mode:
+    """``module`` in eval mode inside the block; each submodule handed back in the
+    mode it came in. ``log`` gets one note when the module came in train mode."""
+
+    def __init__(self, module, log=None):
+        self.module, self.log = module, log
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.module.modules()]
+        if self.log and any(t for _, t in self.modes):
+            self.log(f"note: {type(self.module).__name__} was in train mode; exporting and validating it in eval "
+                     f"mode (BatchNorm running statistics, no Dropout); it is handed back in train mode")
+        self.module.eval()
+        return self.module
+
+    def __exit__(self, *exc):
+        for m, t in self.modes:
+            m.training = t

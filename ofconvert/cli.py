@@ -63,14 +63,18 @@ def _convert_parser(probe=False, for_help=False):
         from .pipeline import CALIB_METHODS as calib_methods
         cls = _Parser
 
-    p = cls(prog="ofconvert", description="Convert a zoo model: OneFlow -> ONNX (-> TensorRT).")
-    p.add_argument("model", help="zoo model name (see `ofconvert list`) or flowvision:NAME (any flowvision model)")
+    p = cls(prog="ofconvert", description="Convert a OneFlow model: OneFlow -> ONNX (-> TensorRT).")
+    p.add_argument("model", help="zoo model name (see `ofconvert list`), flowvision:NAME (any flowvision model), "
+                                 "or your own: path/to/file.py:Class or package.module:factory")
+    p.add_argument("--model-args", help="your model's constructor/factory arguments: JSON object or k=v pairs, "
+                                        "e.g. num_classes=10,width=32")
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
     p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to the newest the installed onnx/ORT support")
-    p.add_argument("--input-shape", type=_shape, help="per-image input shape C,H,W (default: the model's); "
-                                                      "the batch is always dynamic")
-    p.add_argument("--weights", help="your weights (.npz or .safetensors state dict)")
+    p.add_argument("--input-shape", type=_shape, help="per-image input shape C,H,W (default: the model's; "
+                                                      "N,C,H,W is read as batch + C,H,W); the batch is always dynamic")
+    p.add_argument("--weights", help="your weights: a OneFlow checkpoint (flow.save folder), .npz or .safetensors "
+                                     "state dict (read without running any code from it)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the OneFlow vs ONNX Runtime check")
     p.add_argument("--simplify", action="store_true",

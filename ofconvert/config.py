@@ -10,7 +10,7 @@ import difflib
 import re
 import json
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,10 +75,12 @@ class ModelConfig:
     weights: str = "random"          # "random" (seeded) or a description of the real source
     pretrained: bool = False         # True when real ImageNet weights are loaded
     description: str = ""
+    shape: Optional[Tuple[int, ...]] = None   # per-sample input shape when not (3, size, size)
+    weights_tensors: Optional[int] = None     # tensors loaded from the user's weights, when given
 
     @property
     def input_shape(self):
-        return self.preprocess.input_shape
+        return self.shape or self.preprocess.input_shape
 
 
 # The zoo's configs live here (not in zoo.py) so that bench/eval can read them
@@ -152,13 +154,43 @@ def _flowvision_config(name: str) -> ModelConfig:
     return ModelConfig(name, PreprocessConfig(size), description=f"{arch} (flowvision 0.2.1)")
 
 
-def get_config(name: str) -> ModelConfig:
+def config_for_shape(name, shape, extra=None, **fields) -> ModelConfig:
+    """The config of a model that is not in the zoo: ImageNet preprocessing at
+    ``shape``'s size for a square RGB input (``extra``: mean/std/crop_pct/
+    interpolation overrides), and ``shape`` itself as the input shape."""
+    shape = tuple(int(d) for d in shape)
+    square_rgb = len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]
+    kw = {k: (tuple(v) if k in ("mean", "std") else v) for k, v in (extra or {}).items()}
+    pre = PreprocessConfig(input_size=shape[1], **kw) if square_rgb else PreprocessConfig(**kw)
+    return ModelConfig(name=name, preprocess=pre, shape=None if square_rgb else shape, **fields)
+
+
+def user_config(name, input_shape=None) -> ModelConfig:
+    """Config of the user's ``file.py:Name`` / ``pkg.mod:Name`` (``ofconvert.usermodel``):
+    ``input_shape`` or the class's declared one; neither is a one-line error."""
     from .errors import ModelNotFoundError
+    from .usermodel import declared_config, resolve
+
+    declared, extra = declared_config(resolve(name))
+    shape = input_shape or declared
+    if shape is None:
+        raise ModelNotFoundError(f"{name}: give the per-sample input shape, --input-shape C,H,W "
+                                 f"(input_shape=(C, H, W)), or an input_shape attribute on the class")
+    return config_for_shape(name, shape, extra, weights="user code", description=f"your model {name}")
+
+
+def get_config(name: str, input_shape=None) -> ModelConfig:
+    """The config of a zoo name, ``flowvision:NAME`` or the user's ``file.py:Name``
+    (``input_shape``: the user's per-sample shape, for the latter)."""
+    from .errors import ModelNotFoundError
+    from .usermodel import is_user_spec
 
     if not isinstance(name, str):
         raise ModelNotFoundError(f"model must be a zoo name (str), got {type(name).__name__}")
     if name.startswith(FLOWVISION_PREFIX):
         return _flowvision_config(name)
+    if is_user_spec(name):
+        return user_config(name, input_shape)
     try:
         return _CONFIGS[name]
     except KeyError:
@@ -166,4 +198,4 @@ def get_config(name: str) -> ModelConfig:
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise ModelNotFoundError(
             f"unknown model {name!r}; known models: {', '.join(list_models())} "
-            f"(or any flowvision model as flowvision:NAME){hint}") from None
+            f"(or any flowvision model as flowvision:NAME, or your own as path/to/file.py:Class){hint}") from None

@@ -54,6 +54,10 @@ class TopKError(ValidationError):
     pass
 
 
+class NondeterministicError(ValidationError):
+    """The OneFlow module returns different outputs for two identical calls."""
+
+
 def check_type(value, types, name, what=None):
     """OfconvertError naming the parameter unless ``value`` is one of ``types``
     (``bool`` never passes for ``int``). Returns ``value``."""

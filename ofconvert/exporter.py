@@ -39,6 +39,7 @@ from .errors import ExportError, OfconvertError
 from .fileio import sha256_file, transaction as _transaction
 from .dynamic_batch import canonicalize, fold_constants, make_batch_dynamic, module_path
 from .onnx_fix import fold_batchnorm, fold_bias_add, rename_io, set_metadata
+from ._oneflow import eval_mode
 from .zoo import get_model, import_oneflow
 
 DEFAULT_OPSET = 13
@@ -73,8 +74,12 @@ class ExportReport:
     input_shape: list = None
     outputs: list = None
     validation: object = None       # ValidationReport or None
-    weights_file: str = None        # the user's --weights file, if any
+    weights_file: str = None        # the user's --weights file or checkpoint folder, if any
     weights_sha256: str = None
+    weights_tensors: int = None     # tensors loaded from it (when it was loaded into a given module)
+    source_file: str = None         # the user's code (file.py:Name), its sha256 and constructor arguments
+    source_sha256: str = None
+    model_args: dict = None
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -339,19 +344,77 @@ def _export_to(tx, module, config, opset, simplify, output_names, input_shape, t
 
 
 def _user_config(module, input_shape):
+    from .config import config_for_shape
+
     shape = check_input_shape(input_shape) if input_shape is not None else (3, 224, 224)
-    square_rgb = len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]
-    pre = PreprocessConfig(input_size=shape[1]) if square_rgb else PreprocessConfig()
-    return ModelConfig(name=type(module).__name__, preprocess=pre, weights="user module", pretrained=False)
+    return config_for_shape(type(module).__name__, shape, weights="user module")
+
+
+def resolve_input_shape(module, shape, log=print):
+    """A 4-number shape said the usual way, ``(1, 3, H, W)``, is batch + (C, H, W)
+    when the module takes that (one note), else a 4-D per-sample shape when the
+    module takes that (``Conv3d``: (C, D, H, W)); neither: one-line error."""
+    if shape is None or len(shape) != 4:
+        return shape
+    if _eager_works(module, (1,) + tuple(shape[1:])):
+        log(f"note: input shape {','.join(map(str, shape))} read as batch {shape[0]} + per-sample shape "
+            f"{tuple(shape[1:])} (the exported batch is dynamic)")
+        return tuple(shape[1:])
+    if _eager_works(module, (1,) + tuple(shape)):
+        return tuple(shape)
+    raise OfconvertError(f"input shape {','.join(map(str, shape))}: the model runs neither on it as batch + "
+                         f"(C, H, W) nor as a per-sample shape; give the per-sample shape without the batch, "
+                         f"e.g. {','.join(map(str, shape[1:]))}")
+
+
+def _resolve_model(model, weights, config, input_shape, model_args):
+    """``(module, config, weights record)`` of a zoo/flowvision/user-code name or a
+    module; a module given ``weights`` gets them loaded (strictly) or the export is
+    refused: a report never names weights that were not used."""
+    from .zoo import get_model, load_weights
+
+    if isinstance(model, str):
+        module, cfg = get_model(model, weights=weights, model_args=model_args, input_shape=input_shape)
+        return module, cfg, _weights_record(weights, cfg.weights_tensors)
+    flow = import_oneflow()
+    if not isinstance(model, flow.nn.Module):
+        raise OfconvertError(f"model must be a zoo name, file.py:Class or a oneflow.nn.Module, "
+                             f"got {type(model).__name__}")
+    if config is not None and not isinstance(config, ModelConfig):
+        raise OfconvertError(f"config must be an ofconvert.ModelConfig, got {type(config).__name__}")
+    if model_args is not None:
+        raise OfconvertError("model_args are for a model given by name (file.py:Class); this module is built already")
+    n = None
+    if weights is not None and weights != "random":
+        n = load_weights(model, weights)
+    elif weights == "random":
+        raise OfconvertError("weights='random' is for zoo models; a module keeps the weights it has")
+    return model, config or _user_config(model, input_shape), _weights_record(weights, n)
+
+
+def _weights_record(weights, n_tensors):
+    if not isinstance(weights, (str, os.PathLike)) or weights == "random":
+        return {}
+    from .weights import weights_digest
+
+    return {"weights_file": os.path.abspath(weights), "weights_sha256": weights_digest(weights),
+            "weights_tensors": n_tensors}
 
 
 def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, config=None,
-           simplify=False, validation_options=None, verbose=True, input_shape=None, output_names=None):
-    """Export a zoo model (by name) or a user's OneFlow module to ONNX.
+           simplify=False, validation_options=None, verbose=True, input_shape=None, output_names=None,
+           model_args=None):
+    """Export a zoo model, the user's code or a OneFlow module to ONNX.
 
-    model: zoo name or ``oneflow.nn.Module``.
+    model: zoo name, ``flowvision:NAME``, ``path/to/file.py:Name`` /
+      ``pkg.mod:Name`` (``model_args``: its constructor arguments), or a
+      ``oneflow.nn.Module`` (exported in eval mode, handed back in its own mode).
+    weights: a OneFlow checkpoint (``flow.save`` folder), ``.npz`` or
+      ``.safetensors``: loaded strictly into the model (a module too), recorded
+      in the report with its sha256 and tensor count.
     input_shape: per-sample input shape without the batch, e.g. ``(3, 256, 256)``
-      (default: the config's, else ``(3, 224, 224)``); the batch is always dynamic.
+      (default: the config's, else ``(3, 224, 224)``); ``(1, 3, H, W)`` is read as
+      batch + (C, H, W); the batch is always dynamic.
     output_names: names of the outputs (default ``logits`` for one output,
       ``output0``, ``output1``... for several).
     validate: compare OneFlow with ONNX Runtime (``ofconvert.validate``) on batch
@@ -367,42 +430,52 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
         raise OfconvertError(f"onnx_path names a folder ({onnx_path}); give a file name, e.g. model.onnx")
     if input_shape is not None:
         input_shape = check_input_shape(input_shape)
-    if isinstance(model, str):
-        module, cfg = get_model(model, weights=weights)
-    else:
-        flow = import_oneflow()
-        if not isinstance(model, flow.nn.Module):
-            raise OfconvertError(f"model must be a zoo name or a oneflow.nn.Module, got {type(model).__name__}")
-        if config is not None and not isinstance(config, ModelConfig):
-            raise OfconvertError(f"config must be an ofconvert.ModelConfig, got {type(config).__name__}")
-        module = model
-        if config is not None:
-            cfg = config
-        else:
-            cfg = _user_config(model, input_shape)
-    shape = input_shape or cfg.input_shape
     opset = check_opset(opset)
+    log = print if verbose else (lambda *a: None)
+    per_sample = input_shape if input_shape is None or len(input_shape) != 4 else input_shape[1:]  # tentative
+    module, cfg, wrec = _resolve_model(model, weights, config, per_sample, model_args)
+    with eval_mode(module, log):
+        shape = resolve_input_shape(module, input_shape, log) or cfg.input_shape
+        return _export_validated(module, cfg, onnx_path, opset, shape, wrec, validate,
+                                 dict(simplify=simplify, output_names=output_names, verbose=verbose,
+                                      validation_options=validation_options, model_args=model_args,
+                                      source=model if isinstance(model, str) else None))
+
+
+def _export_validated(module, cfg, onnx_path, opset, shape, wrec, validate, o):
+    """Build, validate and write (one transaction) -> ExportReport."""
     t0 = time.perf_counter()
     with _transaction(onnx_path) as tx:
-        report = _export_to(tx, module, cfg, opset, simplify, output_names, shape, t0)
-        if isinstance(weights, str) and weights != "random":
-            report.weights_file, report.weights_sha256 = os.path.abspath(weights), sha256_file(weights)
+        report = _export_to(tx, module, cfg, opset, o["simplify"], o["output_names"], shape, t0)
+        for k, v in wrec.items():
+            setattr(report, k, v)
+        _record_source(report, o["source"], o["model_args"])
         if validate:
             from .validation import validate as _validate
 
-            report.validation = _validate(module, tx.tmp, cfg, verbose=verbose, input_shape=shape,
+            report.validation = _validate(module, tx.tmp, cfg, verbose=o["verbose"], input_shape=shape,
                                           report_path=False, label=str(onnx_path),
-                                          **(validation_options or {}))
+                                          **(o["validation_options"] or {}))
             report.validation.onnx_path = str(onnx_path)
             _write_report(tx.add(".validation.json"), report.validation.to_dict())
         else:
             tx.drop(".validation.json")
-            if verbose:
+            if o["verbose"]:
                 print(f"warning: {onnx_path} was not validated against OneFlow (--no-validate)")
         report.onnx_path = str(onnx_path)
         _write_report(tx.add(".json"), report.to_dict())
         tx.commit()
     return report
+
+
+def _record_source(report, name, model_args):
+    """The user's code a model came from: file, sha256, constructor arguments."""
+    from .usermodel import is_user_spec, parse_model_args, source_digest
+
+    if name is None or not is_user_spec(name):
+        return
+    report.source_file, report.source_sha256 = source_digest(name)
+    report.model_args = parse_model_args(model_args)
 
 
 def _write_report(tmp_path, obj):

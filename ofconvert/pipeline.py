@@ -24,13 +24,14 @@ from .errors import OfconvertError, check_type
 
 @dataclasses.dataclass
 class ConvertOptions:
-    model: str
+    model: str                             # zoo name, flowvision:NAME, path/to/file.py:Name or pkg.mod:Name
     to: str = "onnx"                       # "onnx" or "trt"
     output: Optional[str] = None           # final artefact path
     precision: str = "fp32"
     opset: int = 13
     input_shape: Optional[tuple] = None    # per-image (C, H, W); default: the model's
-    weights: Optional[str] = None
+    weights: Optional[str] = None          # OneFlow checkpoint folder (flow.save), .npz or .safetensors
+    model_args: Optional[object] = None    # file.py:Name's constructor arguments: dict, JSON or "k=v,k=v"
     validate: bool = True
     force_export: bool = False
     simplify: bool = False
@@ -48,7 +49,7 @@ class ConvertOptions:
     check_data: Optional[str] = None       # images judging the flip budget (default: a split of --calib)
 
     def check(self):
-        check_type(self.model, str, "model", "a zoo name or flowvision:NAME")
+        check_type(self.model, str, "model", "a zoo name, flowvision:NAME or path/to/file.py:Class")
         check_type(self.opset, int, "opset", "an int")
         for name in ("batch", "max_batch", "calib_images", "workspace_mb"):
             if getattr(self, name) is not None:
@@ -93,15 +94,15 @@ class ConvertOptions:
                 print(f"note: --calib-images {self.calib_images} but {self.calib} holds {len(found)} images: "
                       f"calibrating on {len(found)}", file=sys.stderr)
         if self.weights:
-            from .weights import require_file
+            from .weights import check_weights_path
 
-            require_file(self.weights)
-        get_config(self.model)   # unknown model -> ModelNotFoundError
+            check_weights_path(self.weights)
         from .exporter import check_input_shape, check_opset
 
         check_opset(self.opset)
         if self.input_shape is not None:
             self.input_shape = check_input_shape(self.input_shape)
+        self._check_model()
         from .fileio import check_creatable_dir
 
         # checked, not created: a run refused later must leave no new folder
@@ -116,6 +117,16 @@ class ConvertOptions:
         paths = _paths(self)
         for role, flavour in _written(self):   # never replace a file of another precision
             check_overwrite(paths[role], flavour)
+
+    def _check_model(self):
+        """Unknown model, user code that does not import, bad --model-args: one line now."""
+        from .usermodel import is_user_spec, parse_model_args
+
+        if self.model_args is not None:
+            if not is_user_spec(self.model):
+                raise OfconvertError("--model-args is for your own model (path/to/file.py:Class or pkg.mod:Class)")
+            parse_model_args(self.model_args)
+        model_config(self)   # unknown model -> ModelNotFoundError
 
     def _check_budget(self):
         from .budget import parse_budget
@@ -153,6 +164,15 @@ class ConvertResult:
         return dataclasses.asdict(self)
 
 
+def model_config(opts: ConvertOptions):
+    """The run's ModelConfig (preprocessing); a 4-number --input-shape is read as
+    batch + (C, H, W) here (the export decides with the module: resolve_input_shape)."""
+    shape = opts.input_shape
+    if shape is not None and len(shape) == 4:
+        shape = shape[1:]
+    return get_config(opts.model, shape)
+
+
 def _paths(opts: ConvertOptions):
     """Every artefact path, from --output (or the model name): see ofconvert.artifacts."""
     return artifact_paths(opts.model, opts.output, opts.precision, opts.to)
@@ -173,6 +193,7 @@ def _written(opts: ConvertOptions):
 def _reusable_export(onnx_path, opts):
     """An existing export of the same model/weights/opset whose file is intact."""
     from .fileio import sha256_file
+    from .weights import weights_digest
 
     meta = onnx_path + ".json"
     if opts.force_export or not os.path.isfile(onnx_path):
@@ -186,7 +207,12 @@ def _reusable_export(onnx_path, opts):
             rep = json.load(f)
     except (OSError, ValueError):
         return None
-    want_weights = sha256_file(opts.weights) if opts.weights else None
+    from .usermodel import is_user_spec, parse_model_args, source_digest
+
+    want_weights = weights_digest(opts.weights) if opts.weights else None
+    if is_user_spec(opts.model) and (rep.get("source_sha256") != source_digest(opts.model)[1]
+                                     or rep.get("model_args") != parse_model_args(opts.model_args)):
+        return None   # the user's code or its arguments changed
     same = (rep.get("model") == opts.model and rep.get("opset") == opts.opset
             and (opts.input_shape is None or list(opts.input_shape) == rep.get("input_shape"))
             and rep.get("weights_sha256") == want_weights
@@ -226,7 +252,7 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
 
         log(f"exporting {opts.model} -> {paths['fp32']} (opset {opts.opset})")
         r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate,
-                   simplify=opts.simplify, input_shape=opts.input_shape)
+                   simplify=opts.simplify, input_shape=opts.input_shape, model_args=opts.model_args)
         rep = r.to_dict()
     res.export = rep
     res.artefacts["fp32"] = paths["fp32"]
@@ -262,7 +288,7 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
         else:
             from .calibration import calibrate
 
-            cfg = get_config(opts.model).preprocess
+            cfg = model_config(opts).preprocess
             calib_data, split = opts.calib, opts.max_flips is not None and opts.check_data is None
             methods = [opts.calib_method]
             if opts.max_flips is not None:   # the check set picks the method: every one is calibrated (cached)
@@ -335,7 +361,7 @@ def _to_budget(opts, paths, res, scales, check, flavours, log, means=None):
     log(f"flip budget {opts.max_flips} on {len(check)} check images "
         f"({'--check-data' if opts.check_data else 'a split of --calib' if opts.precision == 'int8' else '--calib'})")
     b = quantize_to_budget(paths["fp32"], check, opts.max_flips, precision=opts.precision, scales=scales, means=means,
-                           flavours=flavours, preprocess=get_config(opts.model).preprocess,
+                           flavours=flavours, preprocess=model_config(opts).preprocess,
                            check_source=os.fspath(opts.check_data or opts.calib), log=log)
     require_met(b)
     written = write_models(b, {f: paths[f] for f in flavours}, log=log)

@@ -4,8 +4,11 @@
   numpy arrays WITHOUT torch, through a restricted unpickler that accepts only
   ``collections.OrderedDict``, torch's tensor-rebuild functions and storage types.
   Anything else in the pickle (e.g. ``os.system``) -> WeightsError.
-* ``load_user_weights(path)``: a user's ``.npz`` or ``.safetensors`` file; never an
-  unrestricted pickle.
+* ``load_user_weights(path)``: a user's ``.npz`` or ``.safetensors`` file or a
+  OneFlow checkpoint (a ``flow.save`` folder, its ``pickled_data``, or an old
+  snapshot folder: ``ofconvert.oneflow_ckpt``); never an unrestricted pickle.
+* ``check_weights_path(path)`` / ``weights_digest(path)``: the early check and the
+  sha256 a report records (a checkpoint folder: over its files, names included).
 
 Every problem is a one-line ``WeightsError`` that says what the file is: a folder,
 missing, empty, text, a pickle or a single ``.npy`` array where a ``.npz`` archive
@@ -214,17 +217,55 @@ def load_safetensors(path):
         raise WeightsError(f"{path}: corrupt safetensors file ({e})") from None
 
 
-def load_user_weights(path):
-    """A user's weights: ``.npz`` (allow_pickle=False) or ``.safetensors``."""
+def check_weights_path(path):
+    """WeightsError unless ``path`` is a weights file or a OneFlow checkpoint folder
+    (whose pickle is read, restricted, now: a code payload is refused before any work)."""
+    from .oneflow_ckpt import is_checkpoint, probe_checkpoint
+
+    if is_checkpoint(path):
+        probe_checkpoint(path)
+        return
+    if os.path.isdir(path):
+        raise WeightsError(f"weights path {path} is a folder but not a OneFlow checkpoint (no pickled_data or "
+                           f"snapshot_done inside); expected a flow.save folder, a .npz or a .safetensors file")
     require_file(path)
+
+
+def weights_digest(path):
+    """sha256 of a weights file, or of a checkpoint folder (its files' relative
+    names and contents, in sorted order)."""
+    import hashlib
+
+    from .fileio import sha256_file
+    from .oneflow_ckpt import checkpoint_files, is_checkpoint
+
+    if not is_checkpoint(path):
+        return sha256_file(path)
+    root = path if os.path.isdir(path) else os.path.dirname(path)
+    h = hashlib.sha256()
+    for f in checkpoint_files(path):
+        h.update(os.path.relpath(f, root).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def load_user_weights(path):
+    """A user's weights: a OneFlow checkpoint (``flow.save`` folder), ``.npz``
+    (allow_pickle=False) or ``.safetensors``."""
+    from .oneflow_ckpt import is_checkpoint, load_checkpoint
+
+    check_weights_path(path)
+    if is_checkpoint(path):
+        return load_checkpoint(path)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         return load_npz(path)
     if ext == ".safetensors":
         return load_safetensors(path)
     if ext in (".pth", ".pt", ".pkl", ".ckpt", ".bin"):
-        raise WeightsError(f"{path}: pickled checkpoints are not loaded (unsafe); save the state dict as .npz or .safetensors")
-    raise WeightsError(f"{path}: unsupported weights format {ext or '(none)'}; use .npz or .safetensors")
+        raise WeightsError(f"{path}: pickled checkpoints are not loaded (unsafe); save the state dict as .npz, "
+                           f".safetensors or with flow.save (a folder)")
+    raise WeightsError(f"{path}: unsupported weights format {ext or '(none)'}; use a flow.save folder, .npz "
+                       f"or .safetensors")
 
 
 def load_npz(path):

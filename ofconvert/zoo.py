@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import FLOWVISION_PREFIX, get_config, list_models  # noqa: F401  (re-exported)
 from ._oneflow import import_oneflow  # noqa: F401  (re-exported)
-from .errors import WeightsError
+from .errors import OfconvertError, WeightsError
 
 DEFAULT_SEED = 0
 
@@ -113,29 +113,53 @@ def recalibrate_batchnorm(module, input_shape, seed=DEFAULT_SEED, batch=8):
     return module
 
 
-def get_model(name, weights=None, seed=DEFAULT_SEED):
-    """Build zoo model ``name`` in eval mode -> ``(module, ModelConfig)``.
+def load_weights(module, path):
+    """Load the user's weights file or OneFlow checkpoint at ``path`` into
+    ``module`` strictly (``load_state``); returns the number of tensors loaded."""
+    from .oneflow_ckpt import map_names
+    from .weights import load_user_weights
 
+    target = getattr(module, "model", module) if _is_wrapper(module) else module
+    state = map_names(load_user_weights(path), target.state_dict().keys())
+    load_state(target, state, source=os.path.basename(os.path.normpath(str(path))))
+    return len(state)
+
+
+def _is_wrapper(module):
+    from .models.wrappers import LogitsOnly, TensorOutputs
+
+    return isinstance(module, (LogitsOnly, TensorOutputs))
+
+
+def get_model(name, weights=None, seed=DEFAULT_SEED, model_args=None, input_shape=None):
+    """Build model ``name`` in eval mode -> ``(module, ModelConfig)``.
+
+    name: a zoo name, ``flowvision:NAME`` or the user's ``file.py:Name`` /
+    ``pkg.mod:Name`` (``model_args``: its constructor arguments; ``input_shape``:
+    its per-sample shape when the class declares none).
     weights: None = the zoo's default (real weights where they exist, else seeded
-    random weights with BatchNorm statistics recalibrated: ``recalibrate_batchnorm``); a path to ``.npz``/``.safetensors`` = the user's weights; "random" =
-    force seeded random weights.
+    random weights with BatchNorm statistics recalibrated: ``recalibrate_batchnorm``;
+    user code: its own initialisation, seeded); a path to a OneFlow checkpoint
+    (``flow.save`` folder), ``.npz`` or ``.safetensors`` = the user's weights;
+    "random" = force seeded random weights.
     """
+    from .usermodel import is_user_spec
+
+    if is_user_spec(name):
+        return _user_model(name, weights, seed, model_args, input_shape)
     cfg = get_config(name)
     flow = import_oneflow()
     flow.manual_seed(seed)
     np.random.seed(seed)
     module = _build(name)
-    pretrained = False
+    pretrained, n_tensors = False, None
     if weights is None:
         state = _pretrained_state(name) if cfg.pretrained else None
         if state is not None:
             load_state(module, state, source=cfg.weights)
             pretrained = True
     elif weights != "random":
-        from .weights import load_user_weights
-
-        target = getattr(module, "model", module)   # LogitsOnly wrapper: weights use the inner names
-        load_state(target, load_user_weights(weights), source=os.path.basename(str(weights)))
+        n_tensors = load_weights(module, weights)
         pretrained = True
     if not pretrained:
         recalibrate_batchnorm(module, cfg.input_shape, seed)
@@ -143,10 +167,36 @@ def get_model(name, weights=None, seed=DEFAULT_SEED):
     if pretrained != cfg.pretrained or weights not in (None, "random"):
         import dataclasses
 
-        cfg = dataclasses.replace(cfg, pretrained=pretrained,
-                                  weights=(str(weights) if weights not in (None, "random") else f"random (seed {seed})"))
+        user = weights not in (None, "random")
+        cfg = dataclasses.replace(cfg, pretrained=pretrained, weights_tensors=n_tensors if user else None,
+                                  weights=(str(weights) if user else f"random (seed {seed})"))
     elif not cfg.pretrained:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, weights=f"random (seed {seed})")
+    return module, cfg
+
+
+def _user_model(name, weights, seed, model_args, input_shape):
+    import dataclasses
+
+    from .config import config_for_shape, user_config
+    from .usermodel import build, declared_config
+
+    flow = import_oneflow()
+    flow.manual_seed(seed)
+    np.random.seed(seed)
+    module = build(name, model_args)
+    try:
+        cfg = user_config(name, input_shape)
+    except OfconvertError:
+        shape, extra = declared_config(module)   # declared on the built module only
+        if shape is None:
+            raise
+        cfg = config_for_shape(name, shape, extra, description=f"your model {name}")
+    if weights not in (None, "random"):
+        cfg = dataclasses.replace(cfg, weights=str(weights), pretrained=True, weights_tensors=load_weights(module, weights))
+    else:
+        cfg = dataclasses.replace(cfg, weights=f"its own initialisation (seed {seed})")
+    module.eval()
     return module, cfg
