@@ -8,7 +8,8 @@ Names, in one folder, for a model stem ``<stem>`` (the zoo name by default):
 ``<stem>.fp16.onnx``           fp16 weights and activations
 ``<stem>.int8.onnx``           int8 Q/DQ for TensorRT, ort-cuda, ort-trt: int8 activations
                                with zero point 0 (symmetric)
-``<stem>.int8-cpu.onnx``       int8 Q/DQ for ONNX Runtime's CPU provider: uint8 activations
+``<stem>.int8-cpu.onnx``       int8 Q/DQ for ONNX Runtime's CPU provider and OpenVINO:
+                               uint8 activations
 ``<stem>.<precision>.engine``  TensorRT engine (fp32 / fp16 / int8) + ``.engine.json``
                                sidecar; the benchmark's engines add their profile's max
                                batch: ``<stem>.<precision>.b<N>.engine``

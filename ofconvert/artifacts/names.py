@@ -23,10 +23,15 @@ class PrecisionMismatchError(OfconvertError):
 # ---------------------------------------------------------------------------
 # names
 # ---------------------------------------------------------------------------
+#: backends whose int8 file is the "int8-cpu" flavour (uint8 activations): ONNX Runtime's
+#: CPU provider fuses only that pattern; OpenVINO runs both, the uint8 one faster (docs/cpu.md)
+UINT8_BACKENDS = ("ort-cpu", "openvino")
+
+
 def flavour(precision, backend="trt"):
-    """The file flavour holding ``precision`` for ``backend``: int8 on ort-cpu is
-    "int8-cpu" (uint8 activations), on every other backend "int8"."""
-    if precision == "int8" and backend == "ort-cpu":
+    """The file flavour holding ``precision`` for ``backend``: int8 on ort-cpu and
+    openvino is "int8-cpu" (uint8 activations), on every other backend "int8"."""
+    if precision == "int8" and backend in UINT8_BACKENDS:
         return "int8-cpu"
     if precision not in FLAVOURS:
         raise OfconvertError(f"unknown precision {precision!r}; known: {', '.join(FLAVOURS)}")
@@ -36,7 +41,7 @@ def flavour(precision, backend="trt"):
 def onnx_name(stem, precision, backend="trt"):
     """The file name every tool uses for ``stem``'s ONNX at (precision, backend):
     ``<stem>.onnx`` (fp32), ``.fp16.onnx``, ``.int8.onnx`` (TensorRT / CUDA: int8
-    activations) or ``.int8-cpu.onnx`` (ort-cpu: uint8 activations). ``precision``
+    activations) or ``.int8-cpu.onnx`` (ort-cpu, openvino: uint8 activations). ``precision``
     may also be a flavour ("int8-cpu")."""
     return stem + ONNX_SUFFIX[flavour(precision, backend)]
 

@@ -48,7 +48,7 @@ def onnx_input_size(path):
 
 
 def expected_flavour(precision, backend):
-    """What the file of (precision, backend) must hold: int8 on ort-cpu is "int8-cpu"."""
+    """What the file of (precision, backend) must hold: int8 on ort-cpu / openvino is "int8-cpu"."""
     return precision if backend == "trt" else flavour(precision, backend)
 
 

@@ -1,5 +1,6 @@
 """Benchmark options and result rows."""
 import dataclasses
+import importlib.util
 import os
 from typing import Optional, Tuple
 
@@ -8,7 +9,16 @@ from ..runners.ort_settings import OrtCudaSettings
 
 INPUTS = ("host", "device")
 DEFAULT_MODELS = ("alexnet", "vgg16", "resnet50", "inception_v3")
-DEFAULT_BACKENDS = ("oneflow", "ort-cpu", "ort-cuda", "trt")
+
+
+def default_backends():
+    """The default ``--backends``: the original tables' (a missing one gives n/a
+    rows), plus the OpenVINO CPU backend where openvino is installed."""
+    cpu = ("ort-cpu", "openvino") if importlib.util.find_spec("openvino") is not None else ("ort-cpu",)
+    return ("oneflow",) + cpu + ("ort-cuda", "trt")
+
+
+DEFAULT_BACKENDS = default_backends()
 CALIB_IMAGES = 64  # images calibrating an int8 model the benchmark has to produce (without --calib)
 
 
@@ -23,7 +33,7 @@ class BenchOptions:
     ort_cuda: Tuple[str, ...] = ("fastest",)  # one column per settings spec
     models_dir: Optional[str] = None         # <model>[.fp16|.int8|.int8-cpu].onnx, engines; missing ones are produced
     calib: Optional[str] = None              # image folder or manifest for producing int8 models
-    threads: Optional[int] = None            # CPU threads (ort-cpu intra-op, oneflow)
+    threads: Optional[int] = None            # CPU threads (ort-cpu intra-op, openvino, oneflow)
     input_size: Optional[int] = None         # override the model's input size
     timeout_s: float = 3600.0                # per worker process
     seed: int = 0

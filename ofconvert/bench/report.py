@@ -26,7 +26,8 @@ def markdown(results, env=None, options=None):
     if env:
         out.write(f"Environment: CPU {env.get('cpu')} ({env.get('cpu_count')} cores), GPU {env.get('gpu') or 'none'}, "
                   f"Python {env.get('python')}, onnxruntime {env.get('onnxruntime')}, oneflow {env.get('oneflow')}, "
-                  f"TensorRT {env.get('tensorrt')}.\n")
+                  f"TensorRT {env.get('tensorrt')}" + (f", OpenVINO {env['openvino']}" if env.get("openvino") else "")
+                  + ".\n")
     settings = list(dict.fromkeys(r.settings for r in results if r.backend == "ort-cuda"))
     if settings:
         out.write("ort-cuda settings: " + "; ".join(f"[{s}] = {OrtCudaSettings.parse(s).spec}" for s in settings)

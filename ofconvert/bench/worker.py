@@ -35,8 +35,8 @@ def _make_runner(job):
     backend = job["backend"]
     if backend == "oneflow":  # threads: OMP_NUM_THREADS, set by the driver
         return make_runner("oneflow", job["model"])
-    if backend == "ort-cpu":
-        return make_runner("ort-cpu", job["path"], threads=job.get("threads"))
+    if backend in ("ort-cpu", "openvino"):   # openvino: latency hint (one stream per runner), f32 arithmetic
+        return make_runner(backend, job["path"], threads=job.get("threads"))
     if backend == "ort-cuda":
         return make_runner("ort-cuda", job["path"], **OrtCudaSettings.parse(job["settings"]).runner_kwargs())
     return make_runner(backend, job["path"])
@@ -146,13 +146,14 @@ def run_job(job, emit=None):
             if reason is not None:
                 rows += [dict(base, batch=batch, input=i, status="n/a", reason=reason) for i in job["inputs"]]
                 continue
-            providers = ",".join(getattr(runners[0], "providers_used", lambda: [])())
             s = job["input_size"]
             x = rng.standard_normal((batch, 3, s, s), dtype=np.float32).astype(runners[0].input_dtype)
             for where in job["inputs"]:
-                row = dict(base, batch=batch, input=where, providers=providers)
+                row = dict(base, batch=batch, input=where)
                 try:
                     wall, times = measure([_step(r, x, where) for r in runners], job["warmup"], job["iters"])
+                    # after running: openvino compiles (and says how it runs) at the first batch
+                    row["providers"] = ",".join(getattr(runners[0], "providers_used", lambda: [])())
                     mean, p50, p90, p99 = _percentiles_ms(times)
                     rate = batch / (mean / 1e3) if k == 1 else len(times) * batch / wall
                     row.update(img_per_s=rate, latency_ms_mean=mean, latency_ms_p50=p50, latency_ms_p90=p90,

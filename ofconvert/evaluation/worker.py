@@ -41,7 +41,8 @@ def run_jobs(jobs, emit):
 
 def _run_one(j, make_runner, normalize, emit):
     pre = PreprocessConfig.from_json(j["preprocess"])
-    kwargs = {"threads": j["threads"]} if j["backend"].startswith("ort-") and j["threads"] else {}
+    takes_threads = j["backend"].startswith("ort-") or j["backend"] == "openvino"
+    kwargs = {"threads": j["threads"]} if takes_threads and j["threads"] else {}
     if j["backend"] == "ort-cuda":   # the measured-fastest settings without a CUDA graph (the last batch is smaller)
         from ..runners.ort_settings import EVAL_SETTINGS
 

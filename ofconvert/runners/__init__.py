@@ -2,7 +2,7 @@
 registry that the CLI, the benchmark and the evaluator read.
 
 ``make_runner(backend, model)``: ``oneflow`` takes a zoo name or nn.Module,
-``ort-*`` an ONNX path, ``trt`` an engine path. Backend modules load lazily (the
+``ort-*`` and ``openvino`` an ONNX path, ``trt`` an engine path. Backend modules load lazily (the
 base class never imports a concrete runner); :func:`unavailable_reason` says why
 a backend cannot run here without loading it."""
 import dataclasses
@@ -30,6 +30,7 @@ REGISTRY = {b.name: b for b in (
     Backend("ort-cuda", "onnxruntime", "OnnxRuntimeRunner", {"provider": "cuda"}, "onnx", True),
     Backend("ort-trt", "onnxruntime", "OnnxRuntimeRunner", {"provider": "trt"}, "onnx", True),
     Backend("trt", "tensorrt", "TensorRTRunner", {}, "engine", True),
+    Backend("openvino", "openvino", "OpenVINORunner", {}, "onnx", False),
 )}
 BACKENDS = tuple(REGISTRY)
 GPU_BACKENDS = tuple(b for b in BACKENDS if REGISTRY[b].gpu)
@@ -64,6 +65,8 @@ def unavailable_reason(backend):
     if backend == "oneflow" and importlib.util.find_spec("oneflow") is None:
         return (f"oneflow not installed (OneFlow 0.9.0 ships wheels for Python <= 3.10; "
                 f"this is Python {platform.python_version()})")
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        return "openvino not installed (pip install openvino; the OpenVINO CPU backend, docs/cpu.md)"
     if backend == "trt" and importlib.util.find_spec("tensorrt") is None:
         return "TensorRT not installed (pip install tensorrt, on a machine with an NVIDIA GPU)"
     if backend.startswith("ort-"):
