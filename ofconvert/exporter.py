@@ -291,6 +291,7 @@ def build_onnx(module, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False,
     fold_batchnorm(model)
     model = rename_io(model, output_names=_output_names(model, output_names))
     fold_bias_add(model)
+    fold_batchnorm(model)   # a Conv with a bias reaches its BN through an Add that fold_bias_add just folded
     model.producer_name = "ofconvert"
     set_metadata(model, {METADATA_KEY: config.preprocess.to_json(), "ofconvert.model": config.name,
                          "ofconvert.weights": config.weights,

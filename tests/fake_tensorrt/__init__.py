@@ -123,7 +123,8 @@ def make_module(version="10.3.0.26"):
     m.LayerType = enum.IntEnum("LayerType", [("CONVOLUTION", 0), ("ACTIVATION", 1), ("POOLING", 2),
                                              ("SHUFFLE", 3), ("MATRIX_MULTIPLY", 4), ("ELEMENTWISE", 5),
                                              ("SHAPE", 6), ("QUANTIZE", 7), ("DEQUANTIZE", 8), ("CAST", 9),
-                                             ("CONSTANT", 10), ("UNARY", 11)])
+                                             ("CONSTANT", 10), ("UNARY", 11), ("REDUCE", 12),
+                                             ("IDENTITY", 13)])
     m.DataType = enum.IntEnum("DataType", [("FLOAT", 0), ("HALF", 1), ("INT8", 2), ("INT32", 3), ("BOOL", 4),
                                            ("UINT8", 5), ("INT64", 8)])
     for alias, dt in (("float32", "FLOAT"), ("float16", "HALF"), ("int8", "INT8"), ("int32", "INT32"),
@@ -190,7 +191,10 @@ def make_module(version="10.3.0.26"):
 
     _layer_of_op = {"Conv": "CONVOLUTION", "Relu": "ACTIVATION", "GlobalAveragePool": "POOLING",
                     "Flatten": "SHUFFLE", "Gemm": "MATRIX_MULTIPLY", "QuantizeLinear": "QUANTIZE",
-                    "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST", "Add": "ELEMENTWISE"}
+                    "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST", "Add": "ELEMENTWISE",
+                    # more ops TensorRT's ONNX parser imports (a user's model: mean over H/W, scale, Linear)
+                    "Mul": "ELEMENTWISE", "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "MatMul": "MATRIX_MULTIPLY",
+                    "Reshape": "SHUFFLE", "Identity": "IDENTITY", "Sigmoid": "ACTIVATION"}
 
     class INetworkDefinition:
         def __init__(self, flags):
