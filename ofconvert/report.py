@@ -76,7 +76,7 @@ def files_markdown(entries, column="column"):
         if path:
             lines.append(f"| {model} | {col} | {path} | {prec} | {sha} |")
         else:
-            lines.append(f"| {model} | {col} | OneFlow zoo model {model} (no file) | fp32 | |")
+            lines.append(f"| {model} | {col} | OneFlow model {model} (no file) | fp32 | |")
     return lines
 
 

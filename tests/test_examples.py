@@ -80,6 +80,18 @@ COMMANDS = {
     "ofconvert resnet50 --to onnx --fp16 --max-flips 0 --check-data DIR":
         "ofconvert efficientnet_lite0 --to onnx --fp16 --max-flips 0 --check-data {datasets}/imagenet-stubs-16 "
         f"{LITE}",
+    # your own model (README): examples/my_net.py and the checkpoint its __main__ writes
+    "python examples/my_net.py ckpt": "python examples/my_net.py ckpt",
+    "ofconvert examples/my_net.py:MyNet --weights ckpt --input-shape 3,64,64 --to onnx":
+        "ofconvert examples/my_net.py:MyNet --weights ckpt --input-shape 3,64,64 --to onnx",
+    "ofconvert examples/my_net.py:MyNet --weights ckpt --input-shape 3,64,64 --to onnx --int8 --calib calib/imagenet1k":
+        "ofconvert examples/my_net.py:MyNet --weights ckpt --input-shape 3,64,64 --to onnx --int8 "
+        "--calib calib/imagenet1k --calib-images 16",
+    "ofconvert examples/my_net.py:build --model-args num_classes=5 --input-shape 1,3,64,64 -o five.onnx":
+        "ofconvert examples/my_net.py:build --model-args num_classes=5 --input-shape 1,3,64,64 -o five.onnx",
+    "ofconvert bench --models examples/my_net.py:MyNet --input-size 64 --backends oneflow,ort-cpu --batch 8":
+        "ofconvert bench --models examples/my_net.py:MyNet --input-size 64 --backends oneflow,ort-cpu --batch 2 "
+        "--warmup 0 --iters 2 --threads 1 --no-progress --no-png --out-dir out/mine",
 }
 
 
@@ -128,8 +140,9 @@ def _argv(cmd, datasets):
         script = os.path.join(os.path.dirname(sys.executable), "ofconvert")
         argv = ([script] if os.path.exists(script) else [sys.executable, "-m", "ofconvert"]) + argv[1:]
     elif argv[0] == "python":
-        argv = [sys.executable] + [os.path.join(ROOT, a) if a.startswith("tools/") else a for a in argv[1:]]
-    return argv
+        argv = [sys.executable] + argv[1:]
+    # the repository's tools/ and examples/ (the docs run from the repository root; the tests from a temp folder)
+    return [os.path.join(ROOT, a) if a.startswith(("tools/", "examples/")) else a for a in argv]
 
 
 @needs_oneflow

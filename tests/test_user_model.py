@@ -406,3 +406,20 @@ def test_no_tick_beside_an_error_above_the_tolerance():
     assert rep.passed and rep.ill_conditioned == 1 and rep.to_dict()["ill_conditioned_checks"] == 1
     for chk in (ok, c):
         assert ("[✓]" in chk.line()) == (chk.max_rel_err <= 5e-4)
+
+
+# -- bench -----------------------------------------------------------------------------
+
+def test_bench_runs_your_own_model(user_dir, tmp_path):
+    out = tmp_path / "b"
+    (tmp_path / "m").mkdir()
+    p = run_cli("bench", "--models", "my_net.py:MyNet", "--backends", "oneflow,ort-cpu", "--precisions", "fp32",
+                "--batch", "2", "--input-size", "32", "--warmup", "1", "--iters", "2", "--no-progress", "--no-png",
+                "--models-dir", tmp_path / "m", "--out-dir", out, cwd=user_dir)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((out / "bench.json").read_text())
+    rows = rows["results"] if isinstance(rows, dict) else rows
+    assert {(r["backend"], r["status"]) for r in rows} == {("oneflow", "ok"), ("ort-cpu", "ok")}, rows
+    assert (tmp_path / "m" / "MyNet.onnx").is_file()
+    _one_line_exit_2(run_cli("bench", "--models", "my_net.py:MyNet", "--backends", "ort-cpu", "--no-png",
+                             "--out-dir", out, cwd=user_dir), "declares no input_shape: pass --input-size")

@@ -91,12 +91,12 @@ def check_existing(folder, stem, precision, backend, max_batch=None, produce=Tru
             check_precision(source, "fp32", role=f"the source of {os.path.basename(path)}")
 
 
-def _why_not(stem, precision, backend, folder, calib):
+def _why_not(stem, precision, backend, folder, calib, source=None):
     """Why a missing file cannot be produced here (the end of a sentence), or None."""
     from ..config import get_config
 
     try:
-        get_config(stem)
+        get_config((source or {}).get("model", stem), (source or {}).get("input_shape"))
     except OfconvertError:
         return " (not a zoo model, cannot produce it)"
     if importlib.util.find_spec("oneflow") is None and not os.path.isfile(os.path.join(folder, onnx_name(stem, "fp32"))):
@@ -108,15 +108,17 @@ def _why_not(stem, precision, backend, folder, calib):
     return None
 
 
-def produce(stem, precision, backend, folder, calib=None, calib_images=None, batches=None, log=None):
+def produce(stem, precision, backend, folder, calib=None, calib_images=None, batches=None, log=None, source=None):
     """Produce ``model_path(...)`` through ``ofconvert.convert`` in a worker process.
+    ``source``: ConvertOptions fields of a model that is not the zoo name ``stem``
+    (the user's ``file.py:Class``: model, input_shape, model_args).
     BackendUnavailableError(reason) when it cannot be produced here or producing failed."""
     from ..isolation import WorkerFailed, run_worker
 
     max_batch = max(batches) if backend == "trt" and batches else None
     path = model_path(folder, stem, precision, backend, max_batch)
     missing = f"{os.path.basename(path)} not found in {os.path.abspath(folder)}"
-    why = _why_not(stem, precision, backend, folder, calib)
+    why = _why_not(stem, precision, backend, folder, calib, source)
     if why:
         raise BackendUnavailableError(missing + why)
     if log:
@@ -128,6 +130,7 @@ def produce(stem, precision, backend, folder, calib=None, calib_images=None, bat
             "calib_images": calib_images if precision == "int8" else None}
     if max_batch:
         opts.update(batch=min(batches), max_batch=max_batch)
+    opts.update(source or {})
     try:
         run_worker("ofconvert.artifacts.produce:produce_job", opts)
     except WorkerFailed as e:
@@ -149,7 +152,7 @@ def produce_job(opts, emit):
 
 
 def locate(folder, stem, precision, backend, produce_missing=True, calib=None, calib_images=None, batches=None,
-           log=None):
+           log=None, source=None):
     """``{"path", "sha256", "precision"}`` of the file (precision, backend) of
     ``stem`` runs, produced when missing; the precision is read from the content
     ("unknown" for an engine without a usable sidecar, which its runner refuses).
@@ -160,7 +163,7 @@ def locate(folder, stem, precision, backend, produce_missing=True, calib=None, c
     if not os.path.isfile(path):
         if not produce_missing:
             raise BackendUnavailableError(f"{os.path.basename(path)} not found in {os.path.abspath(folder)}")
-        produce(stem, precision, backend, folder, calib, calib_images, batches, log)
+        produce(stem, precision, backend, folder, calib, calib_images, batches, log, source)
     if _check(path, precision, backend) == "unknown":
         return {"path": os.path.abspath(path), "sha256": sha256(path), "precision": "unknown"}
     return describe(path)

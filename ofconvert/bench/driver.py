@@ -12,6 +12,7 @@ from ..isolation import WorkerFailed, run_worker
 from ..progress import Progress
 from ..runners import REGISTRY, check_backends, unavailable_reason
 from ..runners.ort_settings import OrtCudaSettings
+from ..usermodel import is_user_spec, parse_spec
 from .options import CALIB_IMAGES, DEFAULT_MODELS, INPUTS, BenchOptions, BenchResult, parse_list
 from .worker import job_base
 
@@ -30,8 +31,27 @@ def _resolve_model(model, options):
             raise OfconvertError(f"{model}: dynamic input size; pass --input-size")
         stem = os.path.basename(model)[:-len(".onnx")]
         return stem, size, os.path.dirname(os.path.abspath(model)), stem
+    if is_user_spec(model):   # the user's code: files named after the class, its shape declared or --input-size
+        if options.input_size is None and get_config_or_none(model) is None:
+            raise OfconvertError(f"{model} declares no input_shape: pass --input-size N (an N x N RGB input)")
+        size = options.input_size or get_config(model).preprocess.input_size
+        return model, size, options.folder(), parse_spec(model).stem
     size = options.input_size or get_config(model).preprocess.input_size
     return model, size, options.folder(), model
+
+
+def get_config_or_none(model):
+    try:
+        return get_config(model)
+    except OfconvertError as e:
+        if "--input-shape" in str(e):   # no shape declared: the one thing bench can supply
+            return None
+        raise
+
+
+def _source(entry, size):
+    """ConvertOptions fields producing a user model's files (None for a zoo name)."""
+    return {"model": entry, "input_shape": (3, size, size)} if is_user_spec(entry) else None
 
 
 def _calib(options):
@@ -76,7 +96,7 @@ def _plan(models, backends, precisions, batches, options):
                     if reason is None and backend != "oneflow":
                         try:
                             info = artifacts.locate(folder, stem, precision, backend, options.produce_missing,
-                                                    calib, calib_images, batches)
+                                                    calib, calib_images, batches, source=_source(entry, size))
                             job.update(path=info["path"], sha256=info["sha256"], detected_precision=info["precision"])
                         except artifacts.PrecisionMismatchError:
                             raise
@@ -103,7 +123,7 @@ def check_request(models, backends, precisions, batches):
     """Validated (models, backends, precisions, batches) lists (comma strings accepted)."""
     models = parse_list(models, "models")
     for m in models:
-        if not _is_onnx_file(m):
+        if not _is_onnx_file(m) and not is_user_spec(m):   # user code: imported when planned (its input size)
             get_config(m)
     backends = check_backends(parse_list(backends, "backends"))
     precisions = parse_list(precisions, "precisions")

@@ -34,7 +34,7 @@ def _make_runner(job):
 
     backend = job["backend"]
     if backend == "oneflow":  # threads: OMP_NUM_THREADS, set by the driver
-        return make_runner("oneflow", job["model"])
+        return make_runner("oneflow", job["model"], input_shape=(3, job["input_size"], job["input_size"]))
     if backend in ("ort-cpu", "openvino"):   # openvino: latency hint (one stream per runner), f32 arithmetic
         return make_runner(backend, job["path"], threads=job.get("threads"))
     if backend == "ort-cuda":

@@ -12,11 +12,12 @@ from .base import BaseRunner
 class OneFlowRunner(BaseRunner):
     backend = "oneflow"
 
-    def __init__(self, model, weights=None, device="cpu", mode="eager", name=None):
+    def __init__(self, model, weights=None, device="cpu", mode="eager", name=None, input_shape=None):
         super().__init__(name or "oneflow")
         if mode not in ("eager", "graph"):
             raise OfconvertError(f"OneFlow mode must be 'eager' or 'graph', got {mode!r}")
         self.model, self.weights, self.device, self.mode = model, weights, device, mode
+        self.input_shape = input_shape   # the user's file.py:Class without a declared shape
         self.module = None
         self.config = None
         self._graphs = {}
@@ -26,7 +27,7 @@ class OneFlowRunner(BaseRunner):
 
         self.flow = import_oneflow()
         if isinstance(self.model, str):
-            self.module, self.config = get_model(self.model, weights=self.weights)
+            self.module, self.config = get_model(self.model, weights=self.weights, input_shape=self.input_shape)
         else:
             self.module = self.model
         self.module.eval()
