@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import tempfile
 
@@ -54,12 +55,46 @@ def _not_a_folder(path):
         raise OfconvertError(f"output path is a folder, expected a file name: {path}")
 
 
+# temp files are ".<name>.p<pid>.<8 random chars>.tmp": the pid says whose they are
+_OWNED_TEMP = re.compile(r"^\..+\.p(\d+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def temp_prefix(name):
+    """``mkstemp`` prefix of a temp file for ``name`` owned by this process."""
+    return f".{name}.p{os.getpid()}."
+
+
+def pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def sweep_orphans(folder):
+    """Remove temp files in ``folder`` whose owner process is gone (a run killed
+    with SIGKILL cannot clean up after itself: the next write there does)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for n in names:
+        m = _OWNED_TEMP.match(n)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(m.group(1)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, n))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
     _not_a_folder(path)
     d = check_writable_dir(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    sweep_orphans(d)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(path)), suffix=".tmp", dir=d)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -126,10 +161,12 @@ class Transaction:
         self.tmp = None
         self.extra = {}            # final path -> temp path
         self.stale = []            # files to remove on commit (reports of the old file)
+        sweep_orphans(self.folder)
         self.tmp = self._mktemp("")
 
     def _mktemp(self, suffix):
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}{suffix}.", suffix=".tmp", dir=self.folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(self.target) + suffix), suffix=".tmp",
+                                   dir=self.folder)
         os.close(fd)
         umask = os.umask(0)
         os.umask(umask)

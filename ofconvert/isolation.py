@@ -148,6 +148,22 @@ def child_env(threads=None, **extra):
     return env
 
 
+_RUN_PREFIX = "ofconvert-run-p"   # + the CLI's pid: its child dies with it (_die_with_parent)
+
+
+def sweep_run_folders():
+    """Remove ``$TMPDIR/ofconvert-run-p<pid>-*`` folders of CLIs that are gone
+    (``kill -9`` of the CLI leaves its folder; the next run removes it)."""
+    from .fileio import pid_alive
+
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for n in os.listdir(root):
+            m = re.match(re.escape(_RUN_PREFIX) + r"(\d+)-", n)
+            if m and not pid_alive(m.group(1)):
+                shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+
+
 def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL, entry="ofconvert.cli:run_inprocess"):
     """Run ``ofconvert ARGV`` in a child process (see the module docstring) and
     return the exit code for the CLI. ``watch``: folders where the command
@@ -167,7 +183,8 @@ def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL, entry="ofconvert.cli:
                 folders.append(f)
         listings = [_Listing(f) for f in folders]
         try:
-            private = tempfile.mkdtemp(prefix="ofconvert-run-")
+            sweep_run_folders()
+            private = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-")
         except OSError as e:
             raise OfconvertError(f"cannot create a temporary folder in {tempfile.gettempdir()}: "
                                  f"{e.strerror}") from None
