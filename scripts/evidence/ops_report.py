@@ -6,7 +6,7 @@ Run the op conformance suite and write docs/ops.md (op x opset -> pass / exact e
     .venv/bin/python -m scripts.evidence.ops_report --family pool --opset 13 --json out.json
 
 Each case is exported with a dynamic batch and compared with OneFlow eager at
-batch 1, 4 and 5 (``ofconvert.conformance``). Needs OneFlow.
+batch 1, 4 and 5 (``tests/ops/conformance.py``, cases in ``tests/ops/cases.py``). Needs OneFlow.
 """
 import argparse
 import collections
@@ -17,7 +17,7 @@ import time
 
 
 def main(argv=None):
-    from ofconvert import conformance as cf
+    from tests.ops import conformance as cf
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", action="append", help="only these op families (repeatable)")
@@ -71,7 +71,7 @@ def _run_families(families, opsets):
     import subprocess
     import tempfile
 
-    from ofconvert.conformance import Outcome
+    from tests.ops.conformance import Outcome
 
     out = []
     with tempfile.TemporaryDirectory(prefix="ofconvert-ops-") as d:

@@ -18,14 +18,14 @@ _RESULTS = {}
 def family_outcomes(tmp_path_factory):
     def get(family):
         if family not in _RESULTS:
-            from ofconvert.conformance import OPSETS_TESTED, case_names
+            from .conformance import case_names, opsets
 
             out = tmp_path_factory.mktemp("ops") / f"{family}.json"
             cmd = [sys.executable, "-m", "scripts.evidence.ops_report", "--family", family,
                    "--json", str(out), "--md", "", "--resume"]
-            for o in OPSETS_TESTED:
+            for o in opsets():
                 cmd += ["--opset", str(o)]
-            expected = {(n, o) for n in case_names(family) for o in OPSETS_TESTED}
+            expected = {(n, o) for n in case_names(family) for o in opsets()}
             workers = []
             # OneFlow 0.9 sometimes segfaults after many compilations: a new worker
             # resumes after the last recorded case (a case that crashes every time
@@ -50,9 +50,9 @@ def pytest_generate_tests(metafunc):
     runs once per (case, opset) of that family."""
     family = getattr(metafunc.module, "FAMILY", None)
     if family and "case_key" in metafunc.fixturenames:
-        from ofconvert.conformance import OPSETS_TESTED, case_names
+        from .conformance import case_names, opsets
 
-        keys = [(family, n, o) for n in case_names(family) for o in OPSETS_TESTED]
+        keys = [(family, n, o) for n in case_names(family) for o in opsets()]
         metafunc.parametrize("case_key", keys, ids=[f"{n}-opset{o}" for _, n, o in keys])
 
 

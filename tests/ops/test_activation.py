@@ -1,4 +1,4 @@
-"""Op conformance: activation ops (ofconvert.conformance) at every tested opset, compared
+"""Op conformance: activation ops (tests/ops/cases.py) at every tested opset, compared
 with OneFlow eager at batch 1, 4 and 5 (the export traces at 2 and 3)."""
 import pytest
 

@@ -1,5 +1,5 @@
 """Op conformance: topk, cumsum, eye, affine_grid, grid_sample (DETR, PointNet, spatial
-transformers; ofconvert.conformance) at every tested opset, compared with OneFlow eager
+transformers; tests/ops/conformance.py) at every tested opset, compared with OneFlow eager
 at batch 1, 4 and 5. grid_sample cases pass from opset 16 (5-D: 20) and are refused
 below with "needs opset >= N" naming the op (``conformance.judge``)."""
 import pytest
@@ -9,7 +9,7 @@ FAMILY = "detection"
 
 
 def test_case(case_outcome):
-    from ofconvert.conformance import judge
+    from .conformance import judge
 
     problem = judge(case_outcome)
     assert not problem, problem

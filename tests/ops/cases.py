@@ -1,90 +1,9 @@
-"""Op conformance cases: small OneFlow modules, one op or pattern each, exported
-with a dynamic batch and compared with OneFlow eager at batch sizes other than
-the traced ones. Used by ``tests/ops/`` (one file per op family) and by
-``tools/ops_report.py`` (which writes ``docs/ops.md``).
-
-A case passes when ``ofconvert.export`` writes a file whose outputs match
-OneFlow (shape and values) at batch 1, 4 and 5; it *fails cleanly* when export
-raises one ``ExportError`` naming the op; anything else (a raw exception, or a
-file that computes something else) is a defect. A case with ``min_opset`` (an op
-ONNX has only from that opset) must pass from it on and, below it, be refused
-with "needs opset >= N" naming the op; a case with ``refused`` must be refused at
-every opset with that text in the error (``judge``).
-"""
-import dataclasses
-import os
-import tempfile
-from typing import Callable, Tuple
-
-OPSETS = (13, 17)          # plus the newest: see opsets()
-NEWEST_OPSET = 22          # newest opset of the pinned onnx 1.17 (ONNX Runtime 1.23 reads up to 23)
-OPSETS_TESTED = OPSETS + (NEWEST_OPSET,)
-BATCHES = (1, 4, 5)
+"""The op conformance cases: small OneFlow modules, one op or pattern each, by
+family (judged by ``conformance.run_case``; test data, not part of the package)."""
+from .conformance import Case, fn_module, seq
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    name: str
-    family: str
-    make: Callable            # () -> oneflow.nn.Module
-    shape: Tuple[int, ...] = (3, 8, 8)
-    rtol: float = 1e-4
-    min_opset: int = 0        # below it: refused with "needs opset >= {min_opset}" and the op's name
-    op: str = ""              # the OneFlow op a refusal names
-    refused: str = ""         # refused at every opset, with this text in the error
-
-
-def judge(outcome):
-    """'' when an outcome (an ``Outcome`` or its dict) is what its case promises,
-    else why not: a pass, or the refusal the case declares (``min_opset``, ``refused``)."""
-    r = outcome if isinstance(outcome, dict) else outcome.__dict__
-    case = get_case(r["case"])
-    want = [case.refused] if case.refused else (
-        [f"needs opset >= {case.min_opset}"] if r["opset"] < case.min_opset else [])
-    if not want:
-        return "" if r["status"] == "pass" else f"{r['status']}: {r['detail']}"
-    want += [f"`{case.op}`"] if case.op else []
-    if r["status"] != "refused" or not all(w in r["detail"] for w in want):
-        return f"expected a refusal mentioning {want} at opset {r['opset']}, got {r['status']}: {r['detail']}"
-    return ""
-
-
-def opsets():
-    from .exporter import max_opset
-
-    return tuple(sorted(set(OPSETS) | {max_opset()}))
-
-
-def case_names(family):
-    """Names of one family's cases; [] when OneFlow is not installed (the tests skip)."""
-    try:
-        return [c.name for c in cases() if c.family == family]
-    except ImportError:
-        return []
-
-
-def run_named(name, opset):
-    return run_case(get_case(name), opset)
-
-
-def _fn(f):
-    """A module whose forward is ``f(x)`` (built lazily: OneFlow imports here)."""
-    import oneflow.nn as nn
-
-    class Fn(nn.Module):
-        def forward(self, x):
-            return f(x)
-
-    return Fn()
-
-
-def _seq(*mods):
-    import oneflow.nn as nn
-
-    return nn.Sequential(*mods)
-
-
-def _cases():
+def all_cases():
     import oneflow as flow
     import oneflow.nn as nn
     import oneflow.nn.functional as F
@@ -95,7 +14,7 @@ def _cases():
         C.append(Case(name, family, make, shape, rtol, **kw))
 
     def fn(family, name, f, shape=(3, 8, 8), rtol=1e-4, **kw):
-        add(family, name, lambda: _fn(f), shape, rtol, **kw)
+        add(family, name, lambda: fn_module(f), shape, rtol, **kw)
 
     # --- reductions ---------------------------------------------------------
     R = "reduce"
@@ -224,7 +143,7 @@ def _cases():
     fn(S, "index_select", lambda x: flow.index_select(x, 1, flow.tensor([2, 0], dtype=flow.int64)))
     fn(S, "gather_c", lambda x: flow.gather(x, 1, flow.zeros(x.shape[0], 1, 8, 8, dtype=flow.int64)))
     fn(S, "flip_w", lambda x: flow.flip(x, [3]))
-    add(S, "pixel_shuffle", lambda: _seq(nn.Conv2d(3, 8, 1), nn.PixelShuffle(2)))
+    add(S, "pixel_shuffle", lambda: seq(nn.Conv2d(3, 8, 1), nn.PixelShuffle(2)))
     fn(S, "cls_token_cat", lambda x: flow.cat([x.flatten(2).mean(2, keepdim=True), x.flatten(2)], 2))
     fn(S, "matmul_self", lambda x: flow.matmul(x, x.transpose(2, 3)))
     fn(S, "bmm_tokens", lambda x: flow.bmm(x.flatten(2), x.flatten(2).transpose(1, 2)))
@@ -279,11 +198,11 @@ def _cases():
     # --- normalization -----------------------------------------------------------
     N = "norm"
     add(N, "batchnorm2d", lambda: nn.BatchNorm2d(3).eval())
-    add(N, "batchnorm1d_head", lambda: _seq(nn.Flatten(), nn.BatchNorm1d(192)).eval())
+    add(N, "batchnorm1d_head", lambda: seq(nn.Flatten(), nn.BatchNorm1d(192)).eval())
     add(N, "layernorm_last", lambda: nn.LayerNorm(8))
     add(N, "layernorm_chw", lambda: nn.LayerNorm([3, 8, 8]))
-    add(N, "groupnorm", lambda: _seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4)))
-    add(N, "groupnorm_1", lambda: _seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(1, 4)))
+    add(N, "groupnorm", lambda: seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4)))
+    add(N, "groupnorm_1", lambda: seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(1, 4)))
     add(N, "instancenorm_affine", lambda: nn.InstanceNorm2d(3, affine=True))
     add(N, "instancenorm", lambda: nn.InstanceNorm2d(3))
     fn(N, "normalize_c", lambda x: F.normalize(x, dim=1))
@@ -298,22 +217,22 @@ def _cases():
     add(L, "conv_depthwise", lambda: nn.Conv2d(3, 3, 3, groups=3, padding=1))
     add(L, "conv_rect_kernel", lambda: nn.Conv2d(3, 4, (1, 3), padding=(0, 1)))
     add(L, "conv_pad_asym_same", lambda: nn.Conv2d(3, 4, 4, padding="same"))
-    add(L, "conv1d", lambda: _seq(nn.Flatten(2), nn.Conv1d(3, 4, 3, padding=1)))
+    add(L, "conv1d", lambda: seq(nn.Flatten(2), nn.Conv1d(3, 4, 3, padding=1)))
     add(L, "conv_transpose2d", lambda: nn.ConvTranspose2d(3, 4, 2, stride=2))
     add(L, "conv_transpose2d_pad", lambda: nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1))
     add(L, "conv_transpose2d_nobias", lambda: nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1, bias=False))
     add(L, "conv_transpose2d_groups_dil", lambda: nn.ConvTranspose2d(3, 6, 3, stride=2, groups=3, dilation=2))
     add(L, "conv_transpose2d_rect", lambda: nn.ConvTranspose2d(3, 4, (2, 3), stride=(2, 1), padding=(0, 1)))
-    add(L, "conv_transpose1d", lambda: _seq(nn.Flatten(2), nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1,
+    add(L, "conv_transpose1d", lambda: seq(nn.Flatten(2), nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1,
                                                                                 output_padding=1)))
-    add(L, "conv_transpose3d", lambda: _seq(_fn(lambda x: x.unsqueeze(2)), nn.ConvTranspose3d(3, 2, 3, stride=2)))
-    add(L, "linear_head", lambda: _seq(nn.Flatten(), nn.Linear(192, 10)))
-    add(L, "linear_nobias", lambda: _seq(nn.Flatten(), nn.Linear(192, 10, bias=False)))
-    add(L, "linear_tokens", lambda: _seq(nn.Flatten(2), nn.Linear(64, 5)))
+    add(L, "conv_transpose3d", lambda: seq(fn_module(lambda x: x.unsqueeze(2)), nn.ConvTranspose3d(3, 2, 3, stride=2)))
+    add(L, "linear_head", lambda: seq(nn.Flatten(), nn.Linear(192, 10)))
+    add(L, "linear_nobias", lambda: seq(nn.Flatten(), nn.Linear(192, 10, bias=False)))
+    add(L, "linear_tokens", lambda: seq(nn.Flatten(2), nn.Linear(64, 5)))
     add(L, "se_block_1x1", lambda: _se())
-    add(L, "conv_bn_relu", lambda: _seq(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval())
+    add(L, "conv_bn_relu", lambda: seq(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval())
     add(L, "identity", lambda: nn.Identity())
-    add(L, "dropout_eval", lambda: _seq(nn.Dropout(0.5), nn.Conv2d(3, 2, 1)).eval())
+    add(L, "dropout_eval", lambda: seq(nn.Dropout(0.5), nn.Conv2d(3, 2, 1)).eval())
     # --- pooling -----------------------------------------------------------------
     P = "pool"
     add(P, "maxpool2", lambda: nn.MaxPool2d(2))
@@ -343,15 +262,15 @@ def _cases():
     add(P, "adaptive_avg_upscale", lambda: nn.AdaptiveAvgPool2d((5, 10)), shape=(3, 4, 8))
     add(P, "adaptive_max_7_on_10", lambda: nn.AdaptiveMaxPool2d((7, 7)), shape=(3, 10, 10))
     add(P, "adaptive_max_mixed", lambda: nn.AdaptiveMaxPool2d((2, 3)), shape=(3, 8, 8))
-    add(P, "adaptive_avg_1d", lambda: _seq(nn.Flatten(2), nn.AdaptiveAvgPool1d(5)))
-    add(P, "adaptive_max_1d", lambda: _seq(nn.Flatten(2), nn.AdaptiveMaxPool1d(5)))
+    add(P, "adaptive_avg_1d", lambda: seq(nn.Flatten(2), nn.AdaptiveAvgPool1d(5)))
+    add(P, "adaptive_max_1d", lambda: seq(nn.Flatten(2), nn.AdaptiveMaxPool1d(5)))
     fn(P, "interp_area", lambda x: F.interpolate(x, size=(3, 5), mode="area"))
-    add(P, "avgpool1d_tokens", lambda: _seq(nn.Flatten(2), nn.AvgPool1d(2)))
-    add(P, "maxpool1d_tokens", lambda: _seq(nn.Flatten(2), nn.MaxPool1d(2)))
-    add(P, "avgpool1d_ceil_p1", lambda: _seq(nn.Flatten(2), nn.AvgPool1d(3, 2, 1, ceil_mode=True)), shape=(3, 8, 9))
+    add(P, "avgpool1d_tokens", lambda: seq(nn.Flatten(2), nn.AvgPool1d(2)))
+    add(P, "maxpool1d_tokens", lambda: seq(nn.Flatten(2), nn.MaxPool1d(2)))
+    add(P, "avgpool1d_ceil_p1", lambda: seq(nn.Flatten(2), nn.AvgPool1d(3, 2, 1, ceil_mode=True)), shape=(3, 8, 9))
     add(P, "avgpool1d_ceil_nopadcount",
-        lambda: _seq(nn.Flatten(2), nn.AvgPool1d(3, 2, 1, ceil_mode=True, count_include_pad=False)), shape=(3, 8, 9))
-    add(P, "maxpool1d_ceil_p1", lambda: _seq(nn.Flatten(2), nn.MaxPool1d(4, 3, 1, ceil_mode=True)))
+        lambda: seq(nn.Flatten(2), nn.AvgPool1d(3, 2, 1, ceil_mode=True, count_include_pad=False)), shape=(3, 8, 9))
+    add(P, "maxpool1d_ceil_p1", lambda: seq(nn.Flatten(2), nn.MaxPool1d(4, 3, 1, ceil_mode=True)))
     fn(P, "global_max_via_amax", lambda x: x.flatten(2).amax(-1))
     # --- padding ------------------------------------------------------------------
     D = "pad"
@@ -365,8 +284,8 @@ def _cases():
     add(D, "constantpad2d", lambda: nn.ConstantPad2d(1, -1.0))
     add(D, "reflectionpad2d_asym", lambda: nn.ReflectionPad2d((0, 3, 2, 1)))
     add(D, "replicationpad2d_asym", lambda: nn.ReplicationPad2d((3, 0, 1, 4)))
-    add(D, "reflectionpad1d", lambda: _seq(nn.Flatten(2), nn.ReflectionPad1d((2, 3))))
-    add(D, "replicationpad1d", lambda: _seq(nn.Flatten(2), nn.ReplicationPad1d((4, 1))))
+    add(D, "reflectionpad1d", lambda: seq(nn.Flatten(2), nn.ReflectionPad1d((2, 3))))
+    add(D, "replicationpad1d", lambda: seq(nn.Flatten(2), nn.ReplicationPad1d((4, 1))))
     # --- resampling --------------------------------------------------------------------
     U = "resample"
     add(U, "upsample_nearest_x2", lambda: nn.Upsample(scale_factor=2, mode="nearest"))
@@ -622,60 +541,3 @@ def _seg_head():
             return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     return Seg()
-
-
-_CACHE = []
-
-
-def cases():
-    if not _CACHE:
-        _CACHE.extend(_cases())
-    return list(_CACHE)
-
-
-def families():
-    return sorted({c.family for c in cases()})
-
-
-def get_case(name):
-    for c in cases():
-        if c.name == name:
-            return c
-    raise KeyError(name)
-
-
-@dataclasses.dataclass
-class Outcome:
-    case: str
-    family: str
-    opset: int
-    status: str            # "pass" | "refused" (typed ExportError) | "wrong" | "crash"
-    detail: str = ""
-
-
-def run_case(case: Case, opset: int, folder=None) -> Outcome:
-    """Export ``case`` at ``opset`` (dynamic batch) and compare with OneFlow eager."""
-    import numpy as np
-
-    from .errors import ExportError, ValidationError
-    from .exporter import export
-
-    from ._oneflow import import_oneflow
-
-    flow = import_oneflow()
-    flow.manual_seed(0)
-    np.random.seed(0)
-    module = case.make()
-    module.eval()
-    with tempfile.TemporaryDirectory(prefix="ofconvert-ops-", dir=folder) as d:
-        path = os.path.join(d, f"{case.name}.onnx")
-        try:
-            export(module, path, input_shape=case.shape, opset=opset, verbose=False,
-                   validation_options={"batches": BATCHES, "use_real": False, "rtol": case.rtol})
-        except ValidationError as e:
-            return Outcome(case.name, case.family, opset, "wrong", str(e))
-        except ExportError as e:
-            return Outcome(case.name, case.family, opset, "refused", str(e))
-        except Exception as e:  # a defect: raw exception escaped
-            return Outcome(case.name, case.family, opset, "crash", f"{type(e).__name__}: {str(e)[:300]}")
-        return Outcome(case.name, case.family, opset, "pass")
