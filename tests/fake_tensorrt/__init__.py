@@ -194,7 +194,7 @@ def make_module(version="10.3.0.26"):
                     "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST", "Add": "ELEMENTWISE",
                     # more ops TensorRT's ONNX parser imports (a user's model: mean over H/W, scale, Linear)
                     "Mul": "ELEMENTWISE", "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "MatMul": "MATRIX_MULTIPLY",
-                    "Reshape": "SHUFFLE", "Identity": "IDENTITY", "Sigmoid": "ACTIVATION"}
+                    "Reshape": "SHUFFLE", "Identity": "IDENTITY"}
 
     class INetworkDefinition:
         def __init__(self, flags):
