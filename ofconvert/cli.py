@@ -46,14 +46,33 @@ class _Probe(_Parser):
         raise _ProbeFailed(message)
 
 
+def _dim(v):
+    """``224`` or a range ``224-640`` (dynamic H/W)."""
+    if "-" in v.strip("-"):
+        lo, hi = (int(x) for x in v.split("-"))
+        if lo > hi:
+            raise ValueError(v)
+        return (lo, hi)
+    return int(v)
+
+
 def _shape(text):
     try:
-        t = tuple(int(v) for v in text.replace("x", ",").split(","))
+        t = tuple(_dim(v) for v in text.replace("x", ",").split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 3,224,224), got {text!r}") from None
-    if not t or min(t) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 3,224,224 or 3,224-640,224-640), got {text!r}") from None
+    if not t or min(min(d) if isinstance(d, tuple) else d for d in t) < 1:
         raise argparse.ArgumentTypeError(f"expected positive C,H,W (e.g. 3,224,224), got {text!r}")
     return t
+
+
+class _Shapes(argparse.Action):
+    """--input-shape once: that shape; again: a list of shapes, one per input."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        cur = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, value if cur is None else
+                (cur + [value] if isinstance(cur, list) else [cur, value]))
 
 
 def _convert_parser(probe=False, for_help=False):
@@ -71,8 +90,14 @@ def _convert_parser(probe=False, for_help=False):
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
     p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
     p.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to the newest the installed onnx/ORT support")
-    p.add_argument("--input-shape", type=_shape, help="per-image input shape C,H,W (default: the model's; "
-                                                      "N,C,H,W is read as batch + C,H,W); the batch is always dynamic")
+    p.add_argument("--input-shape", type=_shape, action=_Shapes,
+                   help="per-image input shape C,H,W (default: the model's; N,C,H,W is read as batch + C,H,W); "
+                        "the batch is always dynamic; once per input for several inputs; H/W ranges like "
+                        "3,224-640,224-640 make the image size dynamic (traced at the low end)")
+    p.add_argument("--input-names", help="names of the inputs, comma-separated (default: input, or input0,input1...)")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="H and W symbolic in the ONNX (half to twice the given size unless ranges are given), "
+                        "validated at sizes not traced; refused where the model bakes its size")
     p.add_argument("--weights", help="your weights: a OneFlow checkpoint (flow.save folder), .npz or .safetensors "
                                      "state dict (read without running any code from it)")
     p.add_argument("--no-validate", dest="validate", action="store_false",

@@ -19,9 +19,7 @@ follow, both solved here without OneFlow:
 """
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, TensorProto
-
-from .errors import ExportError
+from onnx import helper, numpy_helper
 
 
 def module_path(node_name):
@@ -57,7 +55,27 @@ def _drop_identities(g):
     for n in keep:
         n.input[:] = [resolve(x) for x in n.input]
     del g.node[:]
-    g.node.extend(keep)
+    g.node.extend(_collapse_output_identities(g, keep))
+
+
+def _collapse_output_identities(g, nodes):
+    """``op -> Identity -> graph output`` (the exporter traces every output through
+    an identity): the op writes the output itself. Identities over a constant, a
+    graph input or a tensor another output already took stay."""
+    outs, ins = {o.name for o in g.output}, {i.name for i in g.input}
+    producer = {o: n for n in nodes for o in n.output}
+    rename, keep = {}, []
+    for n in nodes:
+        x = n.input[0] if n.op_type == "Identity" and n.input else None
+        if x is not None and n.output[0] in outs and x in producer and x not in outs and x not in ins \
+                and x not in rename and producer[x].op_type != "Identity":
+            rename[x] = n.output[0]
+            continue
+        keep.append(n)
+    for n in keep:
+        n.input[:] = [rename.get(x, x) for x in n.input]
+        n.output[:] = [rename.get(x, x) for x in n.output]
+    return keep
 
 
 FOLDABLE = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Cast", "Concat", "Identity", "Mul", "Add", "Sub",
@@ -163,93 +181,16 @@ def _copy(msg, cls=onnx.NodeProto):
     return c
 
 
-def _constants(graph):
-    """{tensor name: numpy value} of initializers and Constant nodes."""
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
-
-
-def _consumers_of(graph, name):
-    return [n for n in graph.node if name in n.input]
-
-
-def _describe(graph, name):
-    users = _consumers_of(graph, name)
-    if not users:
-        return f"constant {name}"
-    n = users[0]
-    path = n.name.split("/")[0] if "/" in n.name else ""
-    where = f" in module `{path}`" if path else ""
-    return f"the {n.op_type} node {n.name}{where}"
-
-
-def _same_structure(a, b):
-    if len(a.graph.node) != len(b.graph.node):
-        return f"{len(a.graph.node)} vs {len(b.graph.node)} nodes"
-    for na, nb in zip(a.graph.node, b.graph.node):
-        if (na.op_type, list(na.input), list(na.output), na.name) != (nb.op_type, list(nb.input), list(nb.output), nb.name):
-            return f"node {na.name} ({na.op_type}) vs {nb.name} ({nb.op_type})"
-        if [a_.SerializeToString() for a_ in na.attribute] != [b_.SerializeToString() for b_ in nb.attribute] \
-                and na.op_type != "Constant":
-            raise ExportError(f"{na.op_type} node {na.name}: an attribute depends on the batch size "
-                              "(traced at two batch sizes); the batch cannot be made dynamic")
-    return None
-
-
 def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
     """Return ``(model_a, n)``: ``model_a`` (traced at ``batch_a``, canonical) with
     every batch-dependent constant computed from the input's batch dimension;
     ``model_b`` is the same module traced at ``batch_b`` (canonical). ``n``: the
-    number of constants made dynamic."""
-    why = _same_structure(model_a, model_b)
-    if why:
-        raise ExportError(f"the two traces of the model differ in structure ({why}); "
-                          "its graph depends on the batch size, which ONNX export cannot express")
-    g = model_a.graph
-    ca, cb = _constants(g), _constants(model_b.graph)
-    if set(ca) != set(cb):
-        raise ExportError("the two traces of the model differ in their constants; cannot make the batch dynamic")
-    batch = None
-    fixed = 0
-    for name in sorted(ca):
-        va, vb = ca[name], cb[name]
-        if va.shape == vb.shape and va.dtype == vb.dtype and np.array_equal(va, vb):
-            continue
-        what = _describe(g, name)
-        if va.shape != vb.shape or va.dtype != vb.dtype:
-            raise ExportError(f"{what}: a constant of shape {list(va.shape)} at batch {batch_a} has shape "
-                              f"{list(vb.shape)} at batch {batch_b} (a tensor made from the batch size, e.g. "
-                              "ones_like/zeros_like of the input); the batch cannot be made dynamic")
-        if va.dtype.kind not in "iu":
-            raise ExportError(f"{what}: a {va.dtype} constant depends on the batch size; "
-                              "the batch cannot be made dynamic")
-        fa, fb = va.astype(np.int64).reshape(-1), vb.astype(np.int64).reshape(-1)
-        pieces = []
-        for i in np.nonzero(fa != fb)[0]:
-            d = int(fb[i] - fa[i])
-            if d % (batch_b - batch_a):
-                raise ExportError(f"{what}: entry {i} of a shape/index constant ({fa[i]} at batch {batch_a}, "
-                                  f"{fb[i]} at batch {batch_b}) is not k*batch + c with integer k")
-            k = d // (batch_b - batch_a)
-            pieces.append((int(i), k, int(fa[i]) - k * batch_a))     # k*batch + c (x[:-1]: c = -1)
-        if batch is None:
-            batch = _add_batch_subgraph(g, g.input[0].name)
-        new = _add_shape_subgraph(g, name, fa, pieces, batch)
-        if va.ndim != 1 or va.dtype != np.int64:
-            new = _restore_layout(g, name, new, va)
-        for n in g.node:       # the new nodes read only their own parts, never ``name``
-            n.input[:] = [new if x == name else x for x in n.input]
-        fixed += 1
-    if fixed:
-        topological_sort(g)
-        remove_unused_initializers(g)
-        _drop_unused_constant_nodes(g)
-    return model_a, fixed
+    number of constants made dynamic. (The two-trace case of
+    ``dynamic_dims.make_dynamic``.)"""
+    from .dynamic_dims import Trace, make_dynamic
+
+    return make_dynamic([Trace(model_a, {"batch": batch_a}), Trace(model_b, {"batch": batch_b})],
+                        {"batch": (model_a.graph.input[0].name, 0)})
 
 
 def _restore_layout(g, base, flat, like):
@@ -279,52 +220,6 @@ def remove_unused_initializers(g):
     keep = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(keep)
-
-
-def _add_batch_subgraph(g, input_name):
-    shape_out, batch_out = "ofc_input_shape", "ofc_batch"
-    idx = helper.make_tensor("ofc_zero_idx", TensorProto.INT64, [1], [0])
-    g.initializer.append(idx)
-    g.node.insert(0, helper.make_node("Shape", [input_name], [shape_out], name="ofc_shape"))
-    g.node.insert(1, helper.make_node("Gather", [shape_out, "ofc_zero_idx"], [batch_out], name="ofc_gather_batch", axis=0))
-    return batch_out
-
-
-def _add_shape_subgraph(g, base, static, pieces, batch):
-    """Concat of static entries and ``k * batch + c`` entries -> new 1-D int64 tensor name."""
-    parts, names = [], []
-    prev = 0
-    for i, k, c in pieces:
-        if i > prev:
-            parts.append(("const", static[prev:i]))
-        parts.append(("dyn", (k, c)))
-        prev = i + 1
-    if prev < len(static):
-        parts.append(("const", static[prev:]))
-    for j, (kind, val) in enumerate(parts):
-        name = f"{base}_ofc_part{j}"
-        if kind == "const":
-            g.initializer.append(numpy_helper.from_array(np.asarray(val, np.int64), name))
-        else:
-            k, c = val
-            term = batch
-            if k != 1:
-                kname, term = f"{base}_ofc_k{j}", f"{base}_ofc_kb{j}"
-                g.initializer.append(numpy_helper.from_array(np.asarray([k], np.int64), kname))
-                g.node.append(helper.make_node("Mul", [batch, kname], [term], name=f"{base}_ofc_mul{j}"))
-            if c != 0:
-                cname, out = f"{base}_ofc_c{j}", f"{base}_ofc_kbc{j}"
-                g.initializer.append(numpy_helper.from_array(np.asarray([c], np.int64), cname))
-                g.node.append(helper.make_node("Add", [term, cname], [out], name=f"{base}_ofc_add{j}"))
-                term = out
-            name = term
-        names.append(name)
-    out = f"{base}_ofc_dyn"
-    if len(names) == 1:
-        g.node.append(helper.make_node("Identity", names, [out], name=f"{base}_ofc_identity"))
-    else:
-        g.node.append(helper.make_node("Concat", names, [out], name=f"{base}_ofc_concat", axis=0))
-    return out
 
 
 def topological_sort(graph):

@@ -63,7 +63,7 @@ def build_engine_from_options(onnx_path, engine_path, options: EngineOptions) ->
 
     options = options.validate()
     info = inspect_onnx(onnx_path)
-    profile = compute_profile(options.batch, options.max_batch, info.fixed_batch)
+    profile = compute_profile(options.batch, options.max_batch, info.fixed_batch, info.profile_sizes)
     trt = backend.load_tensorrt()
     version = backend.tensorrt_version(trt)
     plan = plan_build(version, options.precision, info.kind, options.calib_cache is not None, options.strongly_typed)

@@ -24,10 +24,8 @@ What ``export`` does beyond ``oneflow_onnx.export_onnx_model``:
 * optional simplification (onnxsim) kept only when outputs stay equal;
 * validation against OneFlow on any output (``ofconvert.validate``).
 """
-import contextlib
 import dataclasses
 import json
-import logging
 import os
 import tempfile
 import time
@@ -37,14 +35,17 @@ import numpy as np
 from .config import METADATA_KEY, ModelConfig, PreprocessConfig
 from .errors import ExportError, OfconvertError
 from .fileio import sha256_file, transaction as _transaction
-from .dynamic_batch import canonicalize, fold_constants, make_batch_dynamic, module_path
-from .onnx_fix import fold_batchnorm, fold_bias_add, rename_io, set_metadata
+from .dynamic_dims import Trace, make_dynamic
+from .export_io import check_arity, check_shape, declare_io, make_spec, output_shapes, split_shapes, trace_points, \
+    validation_sizes
+from .export_io import output_names as io_output_names
+from .onnx_fix import fold_batchnorm, fold_bias_add, set_metadata
+from .tracing import eager_works, first_line as _first_line, trace_to_onnx
 from ._oneflow import eval_mode
 from .zoo import get_model, import_oneflow
 
 DEFAULT_OPSET = 13
 MIN_OPSET = 13
-TRACE_BATCHES = (2, 3)
 
 
 def max_opset():
@@ -80,6 +81,9 @@ class ExportReport:
     source_file: str = None         # the user's code (file.py:Name), its sha256 and constructor arguments
     source_sha256: str = None
     model_args: dict = None
+    input_names: list = None        # one per input (input_shape: one shape, or a list of them for several)
+    dynamic_size: dict = None       # {"height": [min, opt, max], "width": [...]} when H and W are dynamic
+    output_shapes: list = None      # declared: ints, "batch", "height", "width" or an expression
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -110,139 +114,7 @@ def check_input_shape(shape):
     return tuple(int(d) for d in t)
 
 
-@contextlib.contextmanager
-def _quiet_converter():
-    """oneflow-onnx logs errors with tracebacks and op dumps: we raise instead."""
-    lg = logging.getLogger("oneflow_onnx")
-    old = lg.level
-    lg.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        lg.setLevel(old)
-
-
-def _op_where(node_name, op_type, opset):
-    path = module_path(node_name)
-    where = f"module `{path}`" if path else "the top-level forward"
-    return f"OneFlow op `{op_type}` in {where} (opset {opset})"
-
-
-def _first_line(e):
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
-
-
-def _eager_works(module, shape):
-    flow = import_oneflow()
-    try:
-        with flow.no_grad():
-            module(flow.zeros(*shape, dtype=flow.float32))
-    except Exception:  # the input shape is wrong for this module
-        return False
-    return True
-
-
-def _run_trace(module, input_shape, batch):
-    """Build the nn.Graph of ``module`` at ``batch``; one clear error if forward fails."""
-    flow = import_oneflow()
-    from .models.wrappers import ModuleGraph
-
-    graph = ModuleGraph(module)
-    try:
-        with flow.no_grad():
-            graph(flow.zeros(batch, *input_shape, dtype=flow.float32))
-    except Exception as e:  # OneFlow raises many types; the user needs the shape
-        shape = (batch,) + tuple(input_shape)
-        if _eager_works(module, shape):
-            raise ExportError(f"OneFlow's static graph (nn.Graph, what export converts) fails on an input of shape "
-                              f"{shape} although eager mode runs it: {_first_line(e)}; the module uses something "
-                              f"nn.Graph in OneFlow {flow.__version__} does not trace") from None
-        raise ExportError(f"the module's forward fails on an input of shape {shape}: "
-                          f"{_first_line(e)}; pass input_shape=(C, H, W) (CLI: --input-shape C,H,W) "
-                          f"with the shape your model takes") from None
-    return graph
-
-
-def _clean_job(graph):
-    """A copy of the traced job without empty list attributes (``nd_sbp=[]`` of
-    tensors created inside forward, e.g. ones_like/arange), which onnx's
-    make_node cannot type."""
-    job = type(graph._full_graph_proto)()
-    job.CopyFrom(graph._full_graph_proto)
-    for op in job.net.op:
-        if not op.HasField("user_conf"):
-            continue
-        for key in list(op.user_conf.attr.keys()):
-            a = op.user_conf.attr[key]
-            kind = a.WhichOneof("value")
-            if kind and kind.startswith("at_list") and len(getattr(a, kind).val) == 0:
-                del op.user_conf.attr[key]
-    return job
-
-
-def _trace_to_onnx(module, input_shape, batch, opset, weight_dir, optimize=False):
-    """One trace of ``module`` at ``batch`` -> canonical onnx.ModelProto (nothing written).
-
-    oneflow-onnx's own graph optimizer is off by default: its transpose pushing
-    is silently wrong (``view(b, 1, 2, -1).transpose(1, 2).softmax(1)``, ResNeSt's
-    rSoftMax: 0.67 of the output scale) and takes batch-dependent decisions (the
-    two traces of convnext differed). ONNX Runtime and TensorRT optimize the graph
-    at load time anyway; we only drop Identity nodes (``canonicalize``)."""
-    flow = import_oneflow()
-    from oneflow_onnx.oneflow2onnx import flow2onnx
-    from oneflow_onnx.oneflow2onnx import optimizer
-
-    from .opfixes import install, legalize
-
-    install()
-    graph = _run_trace(module, input_shape, batch)
-    if not os.listdir(weight_dir):
-        flow.save(graph.state_dict(), weight_dir)
-    with _quiet_converter():
-        try:
-            onnx_nodes, flow_nodes, _, _, dtypes, output_shapes = flow2onnx.FlowToOnnxNaive(_clean_job(graph), {})
-        except Exception as e:
-            raise ExportError(f"oneflow-onnx cannot read the traced graph (opset {opset}): {_first_line(e)}") from None
-        g = flow2onnx.Graph(onnx_nodes, flow_nodes, weight_dir, output_shapes, dtypes, opset, None)
-        mapping = flow2onnx.handler.flow_op.CreateMapping(g.opset, g.extra_opset)
-        flow2onnx.TopologicalSort(g, False)
-        unmapped, failed = [], []
-        for node in list(g.get_nodes()):
-            if node.skip_conversion or node.op_type == "output":
-                continue
-            info = mapping.get(node.op_type)
-            if info is None:
-                unmapped.append(_op_where(node.name, node.op_type, opset))
-                continue
-            func, onnx_op, kwargs = info
-            flow_type, name = node.op_type, node.name
-            if onnx_op is not None:
-                node.op_type = onnx_op
-            try:
-                func(g, node, **kwargs)
-                node.skip_conversion = True
-            except Exception as e:  # a handler's assertion, KeyError, ValueError...
-                failed.append(f"{_op_where(name, flow_type, opset)}: {_first_line(e)}")
-        if unmapped:
-            raise ExportError(f"cannot export {unmapped[0]}: ONNX has no mapping for it yet"
-                              + (f" (and {len(unmapped) - 1} more: {'; '.join(unmapped[1:4])})" if len(unmapped) > 1 else ""))
-        if failed:
-            raise ExportError(f"cannot export {failed[0]}")
-        try:
-            legalize.attrs_to_inputs(g)
-            flow2onnx.TopologicalSort(g, False)
-            g.UpdateProto()
-            if optimize:
-                g = optimizer.OptimizeGraph(g)
-            model = g.MakeModel("ofconvert", os.path.join(weight_dir, "unused.onnx"))
-        except Exception as e:
-            raise ExportError(f"oneflow-onnx failed to build the ONNX graph at opset {opset}: {_first_line(e)}") from None
-    fold_constants(model)
-    return canonicalize(model)
-
-
-def _simplify_if_equal(model, input_shape, tol=1e-4):
+def _simplify_if_equal(model, spec, tol=1e-4):
     """Run onnxsim; keep its result only if outputs stay equal on two batch sizes."""
     try:
         from onnxsim import simplify
@@ -260,43 +132,44 @@ def _simplify_if_equal(model, input_shape, tol=1e-4):
     a = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     b = ort.InferenceSession(simp.SerializeToString(), providers=["CPUExecutionProvider"])
     for n in (1, 3):
-        x = rng.standard_normal((n,) + tuple(input_shape)).astype(np.float32)
-        ya, yb = a.run(None, {"input": x})[0], b.run(None, {"input": x})[0]
-        scale = max(float(np.abs(ya).max()), 1e-6)
-        if ya.shape != yb.shape or float(np.abs(ya - yb).max()) / scale > tol:
-            return model, False
+        feeds = {name: rng.standard_normal((n,) + tuple(s)).astype(np.float32) for name, s in zip(spec.names, spec.shapes)}
+        for ya, yb in zip(a.run(None, feeds), b.run(None, feeds)):
+            scale = max(float(np.abs(ya).max(initial=0.0)), 1e-6)
+            if ya.shape != yb.shape or float(np.abs(ya - yb).max(initial=0.0)) / scale > tol:
+                return model, False
     return simp, True
 
 
-def _output_names(model, names):
-    n = len(model.graph.output)
-    if names is not None:
-        names = [names] if isinstance(names, str) else list(names)
-        if not all(isinstance(x, str) and x for x in names):
-            raise OfconvertError(f"output_names must be non-empty strings, got {names!r}")
-        return names
-    return ["logits"] if n == 1 else [f"output{i}" for i in range(n)]
+def io_spec(config, input_shape=None, input_names=None, dynamic_size=None):
+    """The ``export_io.IOSpec`` of an export (default shape: the config's)."""
+    return make_spec(split_shapes(input_shape or config.input_shape), input_names, dynamic_size)
 
 
-def build_onnx(module, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False, output_names=None, input_shape=None):
+def build_onnx(module, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False, output_names=None, input_shape=None,
+               spec=None):
     """Trace and convert ``module`` -> (onnx.ModelProto, number of dynamic constants, simplified)."""
     import onnx
 
     opset = check_opset(opset)
-    input_shape = check_input_shape(input_shape or config.input_shape)
+    spec = spec or io_spec(config, input_shape)
     module.eval()
+    points = trace_points(spec)
     with tempfile.TemporaryDirectory(prefix="ofconvert-weights-") as wdir:
-        traced = [_trace_to_onnx(module, input_shape, b, opset, wdir) for b in TRACE_BATCHES]
-    model, n_dyn = make_batch_dynamic(traced[0], TRACE_BATCHES[0], traced[1], TRACE_BATCHES[1])
+        traced = [_trace_at(module, values, shapes, opset, wdir) for values, shapes in points]
+    traces = [Trace(m, values) for (m, _), (values, _) in zip(traced, points)]
+    shapes_out = [output_shapes(t.model) for t in traces]
+    inputs = [vi.name for vi in traces[0].model.graph.input]
+    sources = {"batch": (inputs[0], 0)}
+    for k, axis in (("height", 2), ("width", 3)):
+        if k in (spec.sizes or {}):
+            sources[k] = (inputs[spec.image_inputs[0]], axis)
+    model, n_dyn = make_dynamic(traces, sources)
     fold_batchnorm(model)
-    model = rename_io(model, output_names=_output_names(model, output_names))
+    declare_io(model, spec, io_output_names(traced[0][1], output_names), traces, shapes_out)
     fold_bias_add(model)
     fold_batchnorm(model)   # a Conv with a bias reaches its BN through an Add that fold_bias_add just folded
     model.producer_name = "ofconvert"
-    set_metadata(model, {METADATA_KEY: config.preprocess.to_json(), "ofconvert.model": config.name,
-                         "ofconvert.weights": config.weights,
-                         "ofconvert.pretrained": "true" if config.pretrained else "false",
-                         "ofconvert.input_shape": ",".join(map(str, input_shape))})
+    set_metadata(model, _metadata(config, spec))
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
@@ -304,8 +177,36 @@ def build_onnx(module, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False,
     _check_loads(model, opset)
     simplified = False
     if simplify:
-        model, simplified = _simplify_if_equal(model, input_shape)
+        model, simplified = _simplify_if_equal(model, spec)
     return model, n_dyn, simplified
+
+
+def _trace_at(module, values, shapes, opset, wdir):
+    """One trace; at a moved image size, a forward that fails is the model baking its size."""
+    try:
+        return trace_to_onnx(module, shapes, opset, wdir)
+    except ExportError as e:
+        if "height" not in values or "forward fails" not in str(e) and "static graph" not in str(e):
+            raise
+        size = f"{values['height']}x{values['width']}"
+        raise ExportError(f"--dynamic-size: the model does not run at {size} ({str(e).split(': ', 1)[-1].split('; pass')[0]}): "
+                          f"it bakes the image size (e.g. a Linear after flattening the spatial map); export it "
+                          f"without a dynamic size") from None
+
+
+def _metadata(config, spec):
+    """Model, weights, shapes; the preprocessing only where every input is the RGB
+    image it fits; the H/W ranges of a dynamic size."""
+    meta = {"ofconvert.model": config.name, "ofconvert.weights": config.weights,
+            "ofconvert.pretrained": "true" if config.pretrained else "false",
+            "ofconvert.input_shape": ";".join(",".join(map(str, s)) for s in spec.shapes)}
+    if all(tuple(s) == tuple(config.preprocess.input_shape) for s in spec.shapes):
+        meta[METADATA_KEY] = config.preprocess.to_json()
+    if len(spec.names) > 1:
+        meta["ofconvert.inputs"] = ",".join(spec.names)
+    if spec.sizes:
+        meta["ofconvert.dynamic_size"] = spec.to_json()
+    return meta
 
 
 def _check_loads(model, opset):
@@ -324,24 +225,32 @@ def export_module(module, onnx_path, config: ModelConfig, opset=DEFAULT_OPSET, s
     write, no validation: see ``export``). Returns ExportReport."""
     t0 = time.perf_counter()
     with _transaction(onnx_path) as tx:
-        report = _export_to(tx, module, config, opset, simplify, output_names, input_shape, t0)
+        report = _export_to(tx, module, config, opset, dict(simplify=simplify, output_names=output_names),
+                            io_spec(config, input_shape), t0)
         tx.commit()
     report.onnx_path = str(onnx_path)
     return report
 
 
-def _export_to(tx, module, config, opset, simplify, output_names, input_shape, t0):
+def _export_to(tx, module, config, opset, o, spec, t0):
     import onnx
 
-    shape = check_input_shape(input_shape or config.input_shape)
-    model, n_dyn, simplified = build_onnx(module, config, opset, simplify, output_names, shape)
+    model, n_dyn, simplified = build_onnx(module, config, opset, o["simplify"], o["output_names"], spec=spec)
     onnx.save(model, tx.tmp)
+    several = len(spec.shapes) > 1
     return ExportReport(model=config.name, onnx_path=tx.tmp, opset=int(opset),
                         export_seconds=round(time.perf_counter() - t0, 2),
                         onnx_bytes=os.path.getsize(tx.tmp), onnx_sha256=sha256_file(tx.tmp),
                         dynamic_reshapes=n_dyn, simplified=simplified, weights=config.weights,
                         pretrained=config.pretrained, preprocess=config.preprocess.to_dict(),
-                        input_shape=list(shape), outputs=[o.name for o in model.graph.output])
+                        input_shape=[list(s) for s in spec.shapes] if several else list(spec.shapes[0]),
+                        outputs=[o.name for o in model.graph.output], input_names=list(spec.names),
+                        dynamic_size={k: list(v) for k, v in spec.sizes.items()} if spec.sizes else None,
+                        output_shapes=[_declared(vi) for vi in model.graph.output])
+
+
+def _declared(vi):
+    return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
 
 
 def _user_config(module, input_shape):
@@ -355,17 +264,25 @@ def resolve_input_shape(module, shape, log=print):
     """A 4-number shape said the usual way, ``(1, 3, H, W)``, is batch + (C, H, W)
     when the module takes that (one note), else a 4-D per-sample shape when the
     module takes that (``Conv3d``: (C, D, H, W)); neither: one-line error."""
-    if shape is None or len(shape) != 4:
-        return shape
-    if _eager_works(module, (1,) + tuple(shape[1:])):
-        log(f"note: input shape {','.join(map(str, shape))} read as batch {shape[0]} + per-sample shape "
-            f"{tuple(shape[1:])} (the exported batch is dynamic)")
-        return tuple(shape[1:])
-    if _eager_works(module, (1,) + tuple(shape)):
-        return tuple(shape)
-    raise OfconvertError(f"input shape {','.join(map(str, shape))}: the model runs neither on it as batch + "
-                         f"(C, H, W) nor as a per-sample shape; give the per-sample shape without the batch, "
-                         f"e.g. {','.join(map(str, shape[1:]))}")
+    return shape if shape is None else resolve_shapes(module, [shape], log)[0]
+
+
+def resolve_shapes(module, raws, log=print):
+    """``resolve_input_shape`` over several input shapes (ranges kept): the
+    4-number reading applies to every 4-number shape, together."""
+    if raws is None or not any(len(r) == 4 for r in raws):
+        return raws
+    lows = [check_shape(r)[0] for r in raws]
+    strip = [lo[1:] if len(lo) == 4 else lo for lo in lows]
+    text = "; ".join(",".join(map(str, lo)) for lo in lows if len(lo) == 4)
+    if eager_works(module, [(1,) + tuple(s) for s in strip]):
+        log(f"note: input shape {text} read as batch + per-sample shape (the exported batch is dynamic)")
+        return [tuple(r[1:]) if len(r) == 4 else r for r in raws]
+    if eager_works(module, [(1,) + tuple(s) for s in lows]):
+        return raws
+    raise OfconvertError(f"input shape {text}: the model runs neither on it as batch + (C, H, W) nor as a "
+                         f"per-sample shape; give the per-sample shape without the batch, e.g. "
+                         f"{','.join(map(str, strip[[len(lo) for lo in lows].index(4)]))}")
 
 
 def _resolve_model(model, weights, config, input_shape, model_args):
@@ -404,7 +321,7 @@ def _weights_record(weights, n_tensors):
 
 def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, config=None,
            simplify=False, validation_options=None, verbose=True, input_shape=None, output_names=None,
-           model_args=None):
+           model_args=None, input_names=None, dynamic_size=None):
     """Export a zoo model, the user's code or a OneFlow module to ONNX.
 
     model: zoo name, ``flowvision:NAME``, ``path/to/file.py:Name`` /
@@ -415,9 +332,15 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
       in the report with its sha256 and tensor count.
     input_shape: per-sample input shape without the batch, e.g. ``(3, 256, 256)``
       (default: the config's, else ``(3, 224, 224)``); ``(1, 3, H, W)`` is read as
-      batch + (C, H, W); the batch is always dynamic.
-    output_names: names of the outputs (default ``logits`` for one output,
-      ``output0``, ``output1``... for several).
+      batch + (C, H, W); the batch is always dynamic. Several inputs: a list,
+      ``[(3, H, W), (3, H, W)]`` (named ``input0``, ``input1``... or
+      ``input_names``). H and W may be ranges, ``(3, (224, 640), (224, 640))``:
+      a dynamic image size traced at the low end.
+    dynamic_size: True: H and W symbolic (half to twice the given size unless
+      ranges are given), proved by traces at other sizes and validated at sizes
+      not traced; refused in one line where the model bakes the size.
+    output_names: names of the outputs (default: a dict's keys; ``logits`` for
+      one output, ``output0``, ``output1``... for several).
     validate: compare OneFlow with ONNX Runtime (``ofconvert.validate``) on batch
       sizes other than the traced ones; a mismatch raises a ValidationError
       subclass and nothing is written. With ``validate=False`` a one-line warning
@@ -429,34 +352,38 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
         raise OfconvertError(f"onnx_path must be a file path, got {type(onnx_path).__name__}")
     if os.path.isdir(onnx_path):
         raise OfconvertError(f"onnx_path names a folder ({onnx_path}); give a file name, e.g. model.onnx")
-    if input_shape is not None:
-        input_shape = check_input_shape(input_shape)
+    raws = split_shapes(input_shape)
+    lows = None if raws is None else [check_shape(r)[0] for r in raws]
     opset = check_opset(opset)
     log = print if verbose else (lambda *a: None)
-    per_sample = input_shape if input_shape is None or len(input_shape) != 4 else input_shape[1:]  # tentative
+    per_sample = None if lows is None else (lows[0] if len(lows[0]) != 4 else lows[0][1:])  # tentative
     module, cfg, wrec = _resolve_model(model, weights, config, per_sample, model_args)
     with eval_mode(module, log):
-        shape = resolve_input_shape(module, input_shape, log) or cfg.input_shape
-        return _export_validated(module, cfg, onnx_path, opset, shape, wrec, validate,
+        check_arity(module, 1 if raws is None else len(raws))
+        spec = make_spec(resolve_shapes(module, raws, log) or [cfg.input_shape], input_names, dynamic_size)
+        return _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate,
                                  dict(simplify=simplify, output_names=output_names, verbose=verbose,
                                       validation_options=validation_options, model_args=model_args,
                                       source=model if isinstance(model, str) else None))
 
 
-def _export_validated(module, cfg, onnx_path, opset, shape, wrec, validate, o):
+def _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate, o):
     """Build, validate and write (one transaction) -> ExportReport."""
     t0 = time.perf_counter()
     with _transaction(onnx_path) as tx:
-        report = _export_to(tx, module, cfg, opset, o["simplify"], o["output_names"], shape, t0)
+        report = _export_to(tx, module, cfg, opset, o, spec, t0)
         for k, v in wrec.items():
             setattr(report, k, v)
         _record_source(report, o["source"], o["model_args"])
         if validate:
             from .validation import validate as _validate
 
-            report.validation = _validate(module, tx.tmp, cfg, verbose=o["verbose"], input_shape=shape,
+            traced = [(v["height"], v["width"]) for v, _ in trace_points(spec) if "height" in v]
+            shapes = list(spec.shapes) if len(spec.shapes) > 1 else spec.shapes[0]
+            report.validation = _validate(module, tx.tmp, cfg, verbose=o["verbose"], input_shape=shapes,
                                           report_path=False, label=str(onnx_path),
-                                          **(o["validation_options"] or {}))
+                                          **dict({"sizes": validation_sizes(spec, traced)},
+                                                 **(o["validation_options"] or {})))
             report.validation.onnx_path = str(onnx_path)
             _write_report(tx.add(".validation.json"), report.validation.to_dict())
         else:

@@ -29,7 +29,9 @@ class ConvertOptions:
     output: Optional[str] = None           # final artefact path
     precision: str = "fp32"
     opset: int = 13
-    input_shape: Optional[tuple] = None    # per-image (C, H, W); default: the model's
+    input_shape: Optional[tuple] = None    # per-image (C, H, W) (H/W may be (lo, hi) ranges), or a list: one per input
+    input_names: Optional[object] = None   # "a,b" or a list: one name per input
+    dynamic_size: bool = False             # H and W symbolic (ofconvert.export_io)
     weights: Optional[str] = None          # OneFlow checkpoint folder (flow.save), .npz or .safetensors
     model_args: Optional[object] = None    # file.py:Name's constructor arguments: dict, JSON or "k=v,k=v"
     validate: bool = True
@@ -97,11 +99,17 @@ class ConvertOptions:
             from .weights import check_weights_path
 
             check_weights_path(self.weights)
-        from .exporter import check_input_shape, check_opset
+        from .exporter import check_opset
+        from .export_io import check_shape, input_names, split_shapes
 
         check_opset(self.opset)
-        if self.input_shape is not None:
-            self.input_shape = check_input_shape(self.input_shape)
+        shapes = split_shapes(self.input_shape)
+        if shapes is not None:
+            for raw in shapes:
+                check_shape(raw)
+            self.input_shape = shapes if len(shapes) > 1 else shapes[0]
+            input_names(len(shapes), self.input_names)
+        self._check_image_input()
         self._check_model()
         from .fileio import check_creatable_dir
 
@@ -127,6 +135,21 @@ class ConvertOptions:
                 raise OfconvertError("--model-args is for your own model (path/to/file.py:Class or pkg.mod:Class)")
             parse_model_args(self.model_args)
         model_config(self)   # unknown model -> ModelNotFoundError
+
+    def _check_image_input(self):
+        """int8 calibration and --max-flips feed RGB images of the preprocessing: one line otherwise."""
+        from .export_io import check_shape, split_shapes
+
+        needs = (self.precision == "int8" and self.calib) or self.max_flips is not None
+        shapes = split_shapes(self.input_shape)
+        if not needs or shapes is None:
+            return
+        lows = [check_shape(r)[0] for r in shapes]
+        lows = [lo[1:] if len(lo) == 4 else lo for lo in lows]
+        if len(lows) > 1 or len(lows[0]) != 3 or lows[0][0] != 3:
+            raise OfconvertError(f"calibration and --max-flips feed RGB images (3, H, W); this model's input "
+                                 f"{'; '.join(','.join(map(str, lo)) for lo in lows)} is not one: use --calib-cache "
+                                 f"for int8, or no flip budget")
 
     def _check_budget(self):
         from .budget import parse_budget
@@ -167,7 +190,10 @@ class ConvertResult:
 def model_config(opts: ConvertOptions):
     """The run's ModelConfig (preprocessing); a 4-number --input-shape is read as
     batch + (C, H, W) here (the export decides with the module: resolve_input_shape)."""
-    shape = opts.input_shape
+    from .export_io import check_shape, split_shapes
+
+    shapes = split_shapes(opts.input_shape)
+    shape = None if shapes is None else check_shape(shapes[0])[0]
     if shape is not None and len(shape) == 4:
         shape = shape[1:]
     return get_config(opts.model, shape)
@@ -214,12 +240,18 @@ def _reusable_export(onnx_path, opts):
                                      or rep.get("model_args") != parse_model_args(opts.model_args)):
         return None   # the user's code or its arguments changed
     same = (rep.get("model") == opts.model and rep.get("opset") == opts.opset
-            and (opts.input_shape is None or list(opts.input_shape) == rep.get("input_shape"))
+            and (opts.input_shape is None or _shape_json(opts.input_shape) == rep.get("input_shape"))
+            and not opts.dynamic_size and not rep.get("dynamic_size") and opts.input_names is None
             and rep.get("weights_sha256") == want_weights
             and (rep.get("validation") or not opts.validate)
             and (rep.get("simplified") or not opts.simplify)
             and rep.get("onnx_sha256") == sha256_file(onnx_path))
     return rep if same else None
+
+
+def _shape_json(shape):
+    """A --input-shape as the export report records it (lists; ranges never equal)."""
+    return json.loads(json.dumps(shape))
 
 
 def _prebuilt_export(onnx_path, opts):
@@ -252,7 +284,8 @@ def convert(opts: ConvertOptions, log=print) -> ConvertResult:
 
         log(f"exporting {opts.model} -> {paths['fp32']} (opset {opts.opset})")
         r = export(opts.model, paths["fp32"], weights=opts.weights, opset=opts.opset, validate=opts.validate,
-                   simplify=opts.simplify, input_shape=opts.input_shape, model_args=opts.model_args)
+                   simplify=opts.simplify, input_shape=opts.input_shape, model_args=opts.model_args,
+                   input_names=opts.input_names, dynamic_size=opts.dynamic_size or None)
         rep = r.to_dict()
     res.export = rep
     res.artefacts["fp32"] = paths["fp32"]

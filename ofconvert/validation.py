@@ -46,6 +46,7 @@ class OutputCheck:
     # without graph optimizations) and the ONNX error, relative to the fp64 scale
     fp32_rounding_rel_err: Optional[float] = None
     onnx_vs_fp64_rel_err: Optional[float] = None
+    declared_shape: Optional[tuple] = None    # set when ONNX Runtime's shape contradicts the declared one
 
     @property
     def ill_conditioned(self):
@@ -56,6 +57,8 @@ class OutputCheck:
     def line(self):
         mark = "~" if self.ill_conditioned else "✓" if self.passed else "✗"
         head = f"  [{mark}] {self.output} {self.inputs:6s} batch {self.batch:2d}: "
+        if not self.shape_ok and self.declared_shape is not None:
+            return head + f"shape {list(self.onnx_shape)} contradicts the declared {list(self.declared_shape)}"
         if not self.shape_ok:
             return head + f"shape {list(self.onnx_shape)} (OneFlow: {list(self.ref_shape)})"
         s = (head + f"max abs err {self.max_abs_err:.3e}, rel err {self.max_rel_err:.3e}, "
@@ -184,17 +187,18 @@ def _judge_against_float64(module, inputs, refs, onnx_outs, names, checks, rtol,
         key = (c.inputs, c.batch)
         if key not in cache:
             with flow.no_grad():
-                cache[key] = _as_outputs(m64(flow.tensor(np.ascontiguousarray(inputs[c.inputs][:c.batch], np.float64))))
+                cache[key] = _as_outputs(m64(*[flow.tensor(np.ascontiguousarray(a, np.float64))
+                                               for a in _head(inputs[c.inputs], c.batch)]))
         i = names.index(c.output)
         ref64 = np.asarray(cache[key][i], np.float64)
         ref32 = np.asarray(refs[key][i], np.float64)
         out = onnx_out(c).astype(np.float64)
         scale = max(float(np.abs(ref64).max()), 1e-12)
         own = float(np.abs(ref32 - ref64).max()) / scale
-        for y in _perturbed_outputs(module, inputs[c.inputs][:c.batch], key, cache):
+        for y in _perturbed_outputs(module, _head(inputs[c.inputs], c.batch), key, cache):
             own = max(own, float(np.abs(np.asarray(y[i], np.float64) - ref64).max()) / scale)
         if onnx_path is not None:
-            alt = _unoptimized_onnx_outputs(onnx_path, inputs[c.inputs][:c.batch], key, cache)
+            alt = _unoptimized_onnx_outputs(onnx_path, _head(inputs[c.inputs], c.batch), key, cache)
             own = max(own, float(np.abs(np.asarray(alt[i], np.float64) - out).max()) / scale)
         ours = float(np.abs(out - ref64).max()) / scale
         c.fp32_rounding_rel_err, c.onnx_vs_fp64_rel_err = own, ours
@@ -204,7 +208,16 @@ def _judge_against_float64(module, inputs, refs, onnx_outs, names, checks, rtol,
 PERTURBATIONS = 3
 
 
-def _unoptimized_onnx_outputs(onnx_path, x, key, cache):
+def _head(xs, batch):
+    """The first ``batch`` samples of every input."""
+    return [np.ascontiguousarray(a[:batch]) for a in xs]
+
+
+def _feeds(session, xs):
+    return {i.name: np.ascontiguousarray(a, np.float32) for i, a in zip(session.get_inputs(), xs)}
+
+
+def _unoptimized_onnx_outputs(onnx_path, xs, key, cache):
     """The ONNX model's outputs with ONNX Runtime's graph optimizations off."""
     if "ort-noopt" not in cache:
         import onnxruntime as ort
@@ -215,11 +228,11 @@ def _unoptimized_onnx_outputs(onnx_path, x, key, cache):
     sess = cache["ort-noopt"]
     okey = ("noopt",) + key
     if okey not in cache:
-        cache[okey] = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+        cache[okey] = sess.run(None, _feeds(sess, xs))
     return cache[okey]
 
 
-def _perturbed_outputs(module, x, key, cache):
+def _perturbed_outputs(module, xs, key, cache):
     """OneFlow fp32 outputs for ``x`` with every element moved by at most one
     float32 rounding step (relative 2**-24): how far OneFlow's own float32 result
     can land from the exact one for inputs it cannot tell apart. Cached per key."""
@@ -231,16 +244,19 @@ def _perturbed_outputs(module, x, key, cache):
         rng = np.random.default_rng(1234)
         outs = []
         for _ in range(PERTURBATIONS):
-            eps = rng.uniform(-2.0 ** -24, 2.0 ** -24, size=x.shape)
-            xp = (np.asarray(x, np.float64) * (1.0 + eps)).astype(np.float32)
+            xp = [(np.asarray(x, np.float64) * (1.0 + rng.uniform(-2.0 ** -24, 2.0 ** -24, size=x.shape)))
+                  .astype(np.float32) for x in xs]
             with flow.no_grad():
-                outs.append(_as_outputs(module(flow.tensor(np.ascontiguousarray(xp)))))
+                outs.append(_as_outputs(module(*[flow.tensor(np.ascontiguousarray(x)) for x in xp])))
         cache[pkey] = outs
     return cache[pkey]
 
 
 def _as_outputs(y):
-    """A module's result -> list of numpy arrays (tuple/list/dict flattened in order)."""
+    """A module's result -> list of numpy arrays (tuple/list/dict flattened in order,
+    ``None`` entries dropped: as the exporter's ``flatten_outputs``)."""
+    if y is None:
+        return []
     if isinstance(y, dict):
         y = list(y.values())
     if isinstance(y, (list, tuple)):
@@ -251,12 +267,12 @@ def _as_outputs(y):
     return [y.numpy()]
 
 
-def _oneflow_outputs(module, x):
+def _oneflow_outputs(module, xs):
     from .zoo import import_oneflow
 
     flow = import_oneflow()
     with flow.no_grad():
-        return _as_outputs(module(flow.tensor(np.ascontiguousarray(x))))
+        return _as_outputs(module(*[flow.tensor(np.ascontiguousarray(x)) for x in xs]))
 
 
 DETERMINISM_RTOL = 1e-5   # two identical calls may differ by threaded-reduction rounding, never more
@@ -267,7 +283,7 @@ def require_deterministic(module, inputs, refs):
     between two identical calls (random ops, Python-side state, train mode) cannot
     be judged (a reference that changes forgives anything): NondeterministicError."""
     (k, b), first = next(iter(refs.items()))
-    again = _oneflow_outputs(module, inputs[k][:b])
+    again = _oneflow_outputs(module, _head(inputs[k], b))
     for i, (a, c) in enumerate(zip(first, again)):
         a64, c64 = np.asarray(a, np.float64), np.asarray(c, np.float64)
         if a64.shape != c64.shape:
@@ -297,10 +313,13 @@ def real_images(n, root=None):
 
 def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rtol=DEFAULT_RTOL,
              use_real=True, use_random=True, seed=0, verbose=True, raise_on_error=True,
-             input_shape=None, report_path=None, label=None):
+             input_shape=None, report_path=None, label=None, sizes=None):
     """Run OneFlow and ONNX Runtime on the same inputs; return a ValidationReport,
     write it to ``report_path`` (default ``<onnx>.validation.json``; ``False``: not
-    written) and (if ``raise_on_error``) raise ShapeError / AtolError / TopKError."""
+    written) and (if ``raise_on_error``) raise ShapeError / AtolError / TopKError.
+    ``input_shape``: one per-sample shape, or a list of them (one per input);
+    ``sizes``: (H, W) image sizes of a dynamic-size model to check as well (random
+    input, the first and last batch)."""
     from .fileio import write_json
 
     if not isinstance(config, ModelConfig):
@@ -311,27 +330,19 @@ def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rt
         raise OfconvertError(f"batches must be positive integers, got {batches!r}") from None
     if not batches or min(batches) < 1:
         raise OfconvertError(f"batches must be positive integers, got {batches!r}")
-    cfg = config.preprocess
-    shape = tuple(input_shape) if input_shape is not None else tuple(cfg.input_shape)
-    need = max(batches)
-    inputs = {}
-    real_paths, note = [], ""
-    if use_real and shape == tuple(cfg.input_shape):
-        try:
-            real_paths = real_images(need)
-            x, skipped = load_batch(real_paths, cfg)
-            inputs["real"] = x
-        except DataError as e:
-            note = f"real images unavailable ({e}); validated on random input only"
-    elif use_real:
-        note = f"input shape {list(shape)} is not an RGB image of the preprocessing: validated on random input"
-    if use_random or not inputs:
-        rng = np.random.default_rng(seed)
-        inputs["random"] = rng.standard_normal((need,) + shape).astype(np.float32)
+    shapes = _shapes(input_shape, config)
+    inputs, real_paths, note = _make_inputs(config.preprocess, shapes, max(batches), use_real, use_random, seed)
+    plan = [(k, b) for k in inputs for b in batches]
+    for h, w in sizes or ():
+        k = f"random {h}x{w}"
+        rng = np.random.default_rng(seed + h * 7919 + w)
+        inputs[k] = [rng.standard_normal((max(batches),) + (tuple(s[:1]) + (h, w) if len(s) == 3 else tuple(s)))
+                     .astype(np.float32) for s in shapes]
+        plan += [(k, b) for b in sorted({batches[0], batches[-1]})]
     from ._oneflow import eval_mode
 
     with eval_mode(module):   # the caller's mode comes back
-        checks = _run_checks(module, onnx_path, inputs, batches, rtol)
+        checks = _run_checks(module, onnx_path, inputs, plan, rtol)
     report = ValidationReport(config.name, str(onnx_path), rtol, checks, real_paths, note)
     if report.ill_conditioned:
         report.note = (report.note + "; " if report.note else "") + (
@@ -351,25 +362,85 @@ def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rt
     return report
 
 
-def _run_checks(module, onnx_path, inputs, batches, rtol):
-    """OneFlow first (all batches; twice on one input: require_deterministic), then
-    ONNX Runtime on the same inputs; failed value checks judged against float64."""
+def _shapes(input_shape, config):
+    """Per-sample shapes, one per input."""
+    if input_shape is None:
+        return [tuple(config.input_shape)]
+    several = len(input_shape) and all(isinstance(s, (list, tuple)) for s in input_shape)
+    return [tuple(s) for s in input_shape] if several else [tuple(input_shape)]
+
+
+def _make_inputs(cfg, shapes, need, use_real, use_random, seed):
+    """{"real": [array per input], "random": [...]}: real images where an input is
+    the RGB image of the preprocessing (each such input other images), random
+    input elsewhere and always under "random"."""
+    inputs, real_paths, note = {}, [], ""
+    images = [i for i, s in enumerate(shapes) if s == tuple(cfg.input_shape)]
+    rng = np.random.default_rng(seed)
+    random = [rng.standard_normal((need,) + s).astype(np.float32) for s in shapes]
+    if use_real and images:
+        try:
+            real_paths = real_images(need * len(images))
+            x, _ = load_batch(real_paths, cfg)
+            real = list(random)
+            for j, i in enumerate(images):
+                real[i] = np.ascontiguousarray(np.roll(x, -j * need, axis=0)[:need])
+            inputs["real"] = real
+        except DataError as e:
+            note = f"real images unavailable ({e}); validated on random input only"
+    elif use_real:
+        what = "input shape" if len(shapes) == 1 else "no input shape"
+        note = (f"{what} {'; '.join(str(list(s)) for s in shapes)} is not an RGB image of the preprocessing: "
+                "validated on random input")
+    if use_random or not inputs:
+        inputs["random"] = random
+    return inputs, real_paths, note
+
+
+def _declared_ok(declared, actual, batch):
+    """Does ONNX Runtime's actual shape fit the declared one (ints equal, ``batch`` the batch)?"""
+    if len(declared) != len(actual):
+        return False
+    return all(d is None or (d == a if isinstance(d, int) else (d != "batch" or a == batch))
+               for d, a in zip(declared, actual))
+
+
+def _declared_shapes(onnx_path):
+    """Output shapes as the file declares them (ONNX Runtime's own view merges in
+    what its shape inference found, so it cannot tell a false declaration)."""
+    import onnx
+
+    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [[d.dim_param if d.HasField("dim_param") else d.dim_value if d.HasField("dim_value") else None
+             for d in o.type.tensor_type.shape.dim] for o in g.output]
+
+
+def _run_checks(module, onnx_path, inputs, plan, rtol):
+    """OneFlow first (every (input set, batch) of ``plan``; twice on one:
+    require_deterministic), then ONNX Runtime on the same inputs, each output's
+    shape also against its declared shape; failed value checks judged against float64."""
     from .runners.onnxruntime import OnnxRuntimeRunner
 
-    refs = {(k, b): _oneflow_outputs(module, x[:b]) for k, x in inputs.items() for b in batches}
+    refs = {(k, b): _oneflow_outputs(module, _head(inputs[k], b)) for k, b in plan}
     require_deterministic(module, inputs, refs)
     checks, onnx_outs = [], {}
     with OnnxRuntimeRunner(onnx_path, provider="cpu") as ort_runner:
-        names = [o.name for o in ort_runner.session.get_outputs()]
+        sess = ort_runner.session
+        names = [o.name for o in sess.get_outputs()]
+        declared = _declared_shapes(onnx_path)
         for (k, b), ref in refs.items():
-            outs = ort_runner.session.run(None, {ort_runner.input_name: np.ascontiguousarray(inputs[k][:b])})
+            outs = sess.run(None, _feeds(sess, _head(inputs[k], b)))
             if len(outs) != len(ref):
                 checks.append(OutputCheck(k, b, False, float("inf"), float("inf"), 0.0, None, None, 0, False,
                                           f"{len(outs)} ONNX outputs vs {len(ref)} OneFlow outputs"))
                 continue
             onnx_outs[(k, b)] = outs
-            for name, r, o in zip(names, ref, outs):
-                checks.append(compare(r, o, k, b, rtol, output=name))
+            for name, r, o, d in zip(names, ref, outs, declared):
+                c = compare(r, o, k, b, rtol, output=name)
+                if c.shape_ok and not _declared_ok(d, np.shape(o), b):
+                    c.shape_ok = c.passed = False
+                    c.declared_shape = tuple(d)
+                checks.append(c)
     _judge_against_float64(module, inputs, refs, onnx_outs, names, checks, rtol, onnx_path)
     return checks
 
@@ -380,6 +451,9 @@ def raise_for(report: ValidationReport):
         return
     c = bad[0]
     where = f"{report.model}: output {c.output}, {c.inputs} input, batch {c.batch}"
+    if not c.shape_ok and c.declared_shape is not None:
+        raise ShapeError(f"{where}: ONNX output shape {list(c.onnx_shape)} contradicts its declared shape "
+                         f"{list(c.declared_shape)}")
     if not c.shape_ok:
         raise ShapeError(f"{where}: ONNX output shape {list(c.onnx_shape)} differs from OneFlow's {list(c.ref_shape)}")
     if c.max_rel_err > report.rtol:

@@ -21,19 +21,26 @@ MAX_BATCH_LIMIT = 4096
 # ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """Batch sizes of the engine's single optimization profile."""
+    """Batch sizes of the engine's single optimization profile, and the (min, opt,
+    max) (H, W) of an ONNX exported with a dynamic image size."""
 
     min: int
     opt: int
     max: int
+    sizes: Optional[tuple] = None     # ((h, w) min, (h, w) opt, (h, w) max)
 
     def shapes(self, sample_shape):
         """(min, opt, max) full input shapes for a per-sample shape like (3, 224, 224)."""
         rest = tuple(int(d) for d in sample_shape)
-        return tuple((n,) + rest for n in (self.min, self.opt, self.max))
+        if self.sizes is None:
+            return tuple((n,) + rest for n in (self.min, self.opt, self.max))
+        return tuple((n,) + rest[:-2] + tuple(hw) for n, hw in zip((self.min, self.opt, self.max), self.sizes))
 
     def to_dict(self):
-        return {"min": self.min, "opt": self.opt, "max": self.max}
+        d = {"min": self.min, "opt": self.opt, "max": self.max}
+        if self.sizes is not None:
+            d["sizes"] = [list(hw) for hw in self.sizes]
+        return d
 
 
 def _whole_number(value, flag, lo, hi, unit=""):
@@ -55,11 +62,12 @@ def _batch_value(value, flag):
     return _whole_number(value, flag, 1, MAX_BATCH_LIMIT)
 
 
-def compute_profile(batch=8, max_batch=None, fixed_batch=None) -> Profile:
+def compute_profile(batch=8, max_batch=None, fixed_batch=None, sizes=None) -> Profile:
     """min 1, opt ``batch``, max ``max_batch`` (default: ``batch``).
 
     ``fixed_batch``: the ONNX input's batch dimension when it is static; the
     profile is then pinned to it (and any other request is a user error).
+    ``sizes``: ((h, w) min, opt, max) of a dynamic image size (``OnnxInfo.profile_sizes``).
     """
     batch = _batch_value(batch, "--batch")
     max_b = batch if max_batch is None else _batch_value(max_batch, "--max-batch")
@@ -70,8 +78,8 @@ def compute_profile(batch=8, max_batch=None, fixed_batch=None) -> Profile:
             raise OfconvertError(
                 f"the ONNX input has a fixed batch of {fixed_batch}; export it with a dynamic batch "
                 f"or use --batch {fixed_batch} --max-batch {fixed_batch}")
-        return Profile(fixed_batch, fixed_batch, fixed_batch)
-    return Profile(1, batch, max_b)
+        return Profile(fixed_batch, fixed_batch, fixed_batch, sizes)
+    return Profile(1, batch, max_b, sizes)
 
 
 
@@ -91,6 +99,16 @@ class OnnxInfo:
     output_name: str
     kind: str                         # "fp32" | "fp16" | "qdq"
     metadata: dict
+    size_ranges: Optional[dict] = None   # {"height": (min, opt, max), "width": ...}: dynamic H/W (export metadata)
+
+    @property
+    def profile_sizes(self):
+        """((h, w) min, opt, max) for the profile, None for a fixed image size."""
+        if not self.size_ranges:
+            return None
+        h, w = self.sample_shape[-2:]
+        rh, rw = self.size_ranges.get("height", (h, h, h)), self.size_ranges.get("width", (w, w, w))
+        return tuple((int(rh[i]), int(rw[i])) for i in range(3))
 
     @property
     def preprocess(self):
@@ -136,6 +154,10 @@ def inspect_onnx(onnx_path) -> OnnxInfo:
 
     meta = get_metadata(model)
     sample = dims[1:]
+    ranges = _size_ranges(meta, path)
+    if ranges:
+        sample = [sample[0] if sample[0] is not None else 3] + [
+            ranges[k][1] if k in ranges else d for k, d in zip(("height", "width"), sample[1:])]
     if any(d is None for d in sample):
         sample = _sample_shape_from_metadata(meta, sample, path, inp.name)
     ops = {n.op_type for n in g.node}
@@ -147,7 +169,22 @@ def inspect_onnx(onnx_path) -> OnnxInfo:
         kind = "fp32"
     return OnnxInfo(path=path, input_name=inp.name, input_dtype=_ONNX_DTYPES[tt.elem_type],
                     sample_shape=tuple(int(d) for d in sample), fixed_batch=dims[0],
-                    output_name=out.name, kind=kind, metadata=meta)
+                    output_name=out.name, kind=kind, metadata=meta, size_ranges=ranges)
+
+
+def _size_ranges(meta, path):
+    """The ``ofconvert.dynamic_size`` metadata: {"height": (min, opt, max), ...} or None."""
+    raw = meta.get("ofconvert.dynamic_size")
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        out = {k: tuple(int(x) for x in d[k]) for k in ("height", "width") if k in d}
+        if not out or any(len(v) != 3 or not 0 < v[0] <= v[1] <= v[2] for v in out.values()):
+            raise ValueError
+    except (ValueError, TypeError, KeyError):
+        raise OfconvertError(f"{path}: unreadable ofconvert.dynamic_size metadata {raw!r:.80}") from None
+    return out
 
 
 def _sample_shape_from_metadata(meta, sample, path, name):

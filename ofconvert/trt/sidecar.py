@@ -82,6 +82,9 @@ def make_sidecar(info: OnnxInfo, options: "EngineOptions", plan: BuildPlan, prof
     calib = None
     if options.calib_cache:
         calib = {"file": os.path.abspath(options.calib_cache), "sha256": fileio.sha256_file(options.calib_cache)}
+    io_input = {"name": info.input_name, "dtype": info.input_dtype, "sample_shape": list(info.sample_shape)}
+    if info.size_ranges:   # a dynamic image size: the H/W (min, opt, max) the profile covers
+        io_input["dynamic_size"] = {k: list(v) for k, v in info.size_ranges.items()}
     return {
         "format": SIDECAR_FORMAT,
         "ofconvert_version": __version__,
@@ -92,7 +95,7 @@ def make_sidecar(info: OnnxInfo, options: "EngineOptions", plan: BuildPlan, prof
         "build": dict(plan.to_dict(), workspace_mb=options.workspace_mb, timing_cache=timing_cache_path,
                       seconds=None if build_seconds is None else round(build_seconds, 2)),
         "profile": {"input": info.input_name, "min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
-        "io": {"input": {"name": info.input_name, "dtype": info.input_dtype, "sample_shape": list(info.sample_shape)},
+        "io": {"input": io_input,
                "output": {"name": info.output_name}},
         "onnx": {"file": os.path.abspath(info.path), "sha256": fileio.sha256_file(info.path), "kind": info.kind},
         "calibration_cache": calib,

@@ -124,7 +124,7 @@ def make_module(version="10.3.0.26"):
                                              ("SHUFFLE", 3), ("MATRIX_MULTIPLY", 4), ("ELEMENTWISE", 5),
                                              ("SHAPE", 6), ("QUANTIZE", 7), ("DEQUANTIZE", 8), ("CAST", 9),
                                              ("CONSTANT", 10), ("UNARY", 11), ("REDUCE", 12),
-                                             ("IDENTITY", 13)])
+                                             ("IDENTITY", 13), ("RESIZE", 14), ("CONCATENATION", 15)])
     m.DataType = enum.IntEnum("DataType", [("FLOAT", 0), ("HALF", 1), ("INT8", 2), ("INT32", 3), ("BOOL", 4),
                                            ("UINT8", 5), ("INT64", 8)])
     for alias, dt in (("float32", "FLOAT"), ("float16", "HALF"), ("int8", "INT8"), ("int32", "INT32"),
@@ -194,7 +194,9 @@ def make_module(version="10.3.0.26"):
                     "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST", "Add": "ELEMENTWISE",
                     # more ops TensorRT's ONNX parser imports (a user's model: mean over H/W, scale, Linear)
                     "Mul": "ELEMENTWISE", "ReduceSum": "REDUCE", "ReduceMean": "REDUCE", "MatMul": "MATRIX_MULTIPLY",
-                    "Reshape": "SHUFFLE", "Identity": "IDENTITY"}
+                    "Reshape": "SHUFFLE", "Identity": "IDENTITY",
+                    # a UNet's (issue 22: dynamic H and W)
+                    "MaxPool": "POOLING", "Resize": "RESIZE", "Concat": "CONCATENATION"}
 
     class INetworkDefinition:
         def __init__(self, flags):
