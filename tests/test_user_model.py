@@ -344,7 +344,7 @@ def test_n_c_h_w_is_read_as_batch_plus_sample_shape(tmp_path, capsys):
 
     rep = ofconvert.export(_module(), str(tmp_path / "n.onnx"), input_shape=(1, 3, 16, 16))
     assert rep.input_shape == [3, 16, 16]
-    assert "read as batch 1 + per-sample shape (3, 16, 16)" in capsys.readouterr().out
+    assert "input shape 1,3,16,16 read as batch + per-sample shape" in capsys.readouterr().out
     assert _ort(tmp_path / "n.onnx", _x(4, 16)).shape == (4, 7)
 
 
