@@ -69,6 +69,21 @@ COMMANDS = {
         "python tools/eval.py --data {datasets}/imagenet-stubs-16 --models efficientnet_lite0 --backends ort-cpu,trt "
         "--precisions fp32 --reference ort-cpu:fp32 --limit 8 --models-dir . --out-dir out/eval --no-png "
         "--workers 1 --cache-dir cache --no-progress --no-produce",
+    # the OpenVINO CPU backend (docs/cpu.md): int8 is the int8-cpu file the commands above made
+    "ofconvert bench --models resnet50 --backends ort-cpu,openvino --precisions fp32,int8 --batch 8 --calib calib/imagenet1k":
+        "ofconvert bench --models efficientnet_lite0 --models-dir . --backends ort-cpu,openvino --precisions fp32,int8 "
+        "--batch 2 --warmup 0 --iters 2 --threads 1 --calib calib/imagenet1k --no-progress --no-png --out-dir out/bench-ov",
+    "ofconvert bench --models resnet50,efficientnet_lite0 --backends ort-cpu,openvino --precisions fp32,int8 --batch 8 "
+    "--calib calib/imagenet1k --models-dir out/ov/onnx --threads 2 --iters 100":
+        "ofconvert bench --models efficientnet_lite0 --backends ort-cpu,openvino --precisions fp32,int8 --batch 2 "
+        "--calib calib/imagenet1k --models-dir . --threads 1 --warmup 0 --iters 2 --no-progress --no-png "
+        "--out-dir out/bench-ov2",
+    "ofconvert eval --data ../shared/datasets/imagenet-val-1300 --models efficientnet_lite0 --models-dir out/ov/onnx "
+    "--variants ort-cpu:fp32,ort-cpu:fp16,ort-cpu:int8,openvino:fp32,openvino:fp16,openvino:int8 "
+    "--reference ort-cpu:fp32 --calib calib/imagenet1k --threads 2 --out-dir out/ov/eval":
+        "ofconvert eval --data {datasets}/imagenet-val-1300 --models efficientnet_lite0 --models-dir . "
+        "--variants ort-cpu:fp32,openvino:fp32,openvino:int8 --reference ort-cpu:fp32 --calib calib/imagenet1k "
+        "--threads 1 --limit 8 --batch 4 --workers 1 --cache-dir cache --no-progress --no-png --out-dir out/eval-ov",
     "bash ../shared/gpu/prepare-ort-gpu.sh": ("skip", GPU + " (docs/gpu.md: prepares onnxruntime-gpu)"),
     "cp .gpu5/* /tmp/ortparts/ && bash /tmp/ortparts/install-ort-gpu.sh && export PYTHONPATH=/tmp/site "
     "&& bash scripts/gpu/gpu_bench.sh sweep": ("skip", GPU),

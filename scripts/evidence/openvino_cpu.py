@@ -1,0 +1,81 @@
+"""Evidence for the OpenVINO CPU backend (docs/cpu.md + docs/results/openvino_cpu.json).
+
+For each model: ONNX Runtime CPU and OpenVINO on the same files (fp32, and int8 in
+both Q/DQ flavours: ``.int8-cpu.onnx`` with uint8 activations, ``.int8.onnx``
+symmetric int8), plus OpenVINO computing the fp32 file in bf16 (what its CPU plugin
+does by itself on an AVX512-BF16 / AMX CPU unless told f32; the backend pins f32).
+All runners are loaded first, then timed in interleaved rounds (every cell runs
+``per_round`` batches per round), so machine load hits every cell alike; medians
+of per-batch latency, ratios of the medians.
+
+    .venv/bin/python -m scripts.evidence.openvino_cpu --models-dir out/ov/onnx --threads 2
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+CELLS = (("ort-cpu", "fp32", {}), ("openvino", "fp32", {}), ("openvino", "fp32", {"inference_precision": "bf16"}),
+         ("ort-cpu", "int8-cpu", {}), ("openvino", "int8-cpu", {}), ("openvino", "int8", {}))
+
+
+def _label(backend, flavour, kw):
+    return f"{backend}:{flavour}" + (f" ({kw['inference_precision']} arithmetic)" if kw else "")
+
+
+def time_model(folder, stem, batch, threads, rounds, per_round, size=224):
+    """{cell label: median ms per batch} of every CELLS entry on ``stem``."""
+    from ofconvert import artifacts
+    from ofconvert.runners import make_runner
+
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+    runners = []
+    for backend, flavour, kw in CELLS:
+        r = make_runner(backend, os.path.join(folder, artifacts.onnx_name(stem, flavour)), threads=threads, **kw)
+        r.activate()
+        for _ in range(3):
+            r.infer(x)
+        runners.append(r)
+    times = [[] for _ in CELLS]
+    for _ in range(rounds):
+        for i, r in enumerate(runners):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                r.infer(x)
+                times[i].append(time.perf_counter() - t0)
+    for r in runners:
+        r.deactivate()
+    return {_label(*c): float(np.median(t) * 1e3) for c, t in zip(CELLS, times)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet50,efficientnet_lite0")
+    p.add_argument("--models-dir", default="out/ov/onnx")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--per-round", type=int, default=4)
+    p.add_argument("--out", default="docs/results/openvino_cpu.json")
+    a = p.parse_args()
+    load = [os.getloadavg()]
+    out = {"batch": a.batch, "threads": a.threads, "rounds": a.rounds, "per_round": a.per_round, "models": {}}
+    for stem in a.models.split(","):
+        ms = time_model(a.models_dir, stem, a.batch, a.threads, a.rounds, a.per_round)
+        out["models"][stem] = {k: {"ms": round(v, 2), "img_per_s": round(a.batch / v * 1e3, 2)} for k, v in ms.items()}
+        for k, v in ms.items():
+            print(f"{stem:20s} {k:38s} {v:8.1f} ms {a.batch / v * 1e3:7.1f} img/s")
+        load.append(os.getloadavg())
+    out["loadavg"] = load
+    from ofconvert import fileio
+    from ofconvert.report import environment
+
+    out["environment"] = environment()
+    fileio.write_json(a.out, out)
+    print("wrote", a.out)
+
+
+if __name__ == "__main__":
+    main()
