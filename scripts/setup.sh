@@ -23,4 +23,4 @@ C=(-c requirements/constraints.txt)
 # against the venv's pinned setuptools (<81), without build isolation.
 "${PIP[@]}" install -q "${C[@]}" --no-build-isolation --no-deps flowvision
 "${PIP[@]}" install -q "${C[@]}" --no-build-isolation --no-deps -e .
-.venv/bin/python -c "import oneflow, onnx, onnxruntime, oneflow_onnx, flowvision, ofconvert; print('setup ok: oneflow', oneflow.__version__, '| onnxruntime', onnxruntime.__version__, '| ofconvert', ofconvert.__version__)"
+.venv/bin/python -c "import oneflow, onnx, onnxruntime, oneflow_onnx, flowvision, openvino, ofconvert; print('setup ok: oneflow', oneflow.__version__, '| onnxruntime', onnxruntime.__version__, '| openvino', openvino.__version__, '| ofconvert', ofconvert.__version__)"
