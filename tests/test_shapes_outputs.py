@@ -236,10 +236,7 @@ def test_unet_dynamic_size_runs_at_sizes_not_traced(tmp_path, sized):
 
 def test_dynamic_size_from_ranges_and_the_cli(tmp_path):
     out = tmp_path / "unet.onnx"
-    src = tmp_path / "nets.py"
-    src.write_text("import sys; sys.path.insert(0, %r)\nfrom test_shapes_outputs import unet as make\n"
-                   "def Net():\n    return make()\n" % os.path.dirname(os.path.abspath(__file__)))
-    p = run_cli(f"{src}:Net", "--input-shape", "3,32-96,32-64", "-o", str(out))
+    p = run_cli(_net_file(tmp_path, "unet"), "--input-shape", "3,32-96,32-64", "-o", str(out))
     assert p.returncode == 0, p.stderr
     rep = json.loads(open(str(out) + ".json").read())
     assert rep["dynamic_size"] == {"height": [32, 32, 96], "width": [32, 32, 64]}
@@ -324,3 +321,63 @@ def test_declared_shapes_are_checked_against_onnx_runtime(tmp_path):
     with pytest.raises(ShapeError, match="contradicts its declared shape"):
         validate(m, path, cfg, input_shape=(1, 16, 32), verbose=False, report_path=False, use_real=False)
     assert r.output_shapes == [[8, "batch", 12]]
+
+
+# ---------------------------------------------------------------------------
+# the CLI and the tools
+# ---------------------------------------------------------------------------
+def _net_file(tmp_path, factory):
+    src = tmp_path / "nets.py"
+    src.write_text("import sys; sys.path.insert(0, %r)\nfrom test_shapes_outputs import %s as make\n"
+                   "def Net():\n    return make()\n" % (os.path.dirname(os.path.abspath(__file__)), factory))
+    return f"{src}:Net"
+
+
+def test_cli_two_input_shapes_and_names(tmp_path):
+    out = tmp_path / "siam.onnx"
+    p = run_cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "--input-shape", "3,16,16",
+                "--input-names", "left,right", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(open(str(out) + ".json").read())
+    assert rep["input_names"] == ["left", "right"] and rep["input_shape"] == [[3, 16, 16], [3, 16, 16]]
+    assert rep["validation"]["passed"]
+    p = run_cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "-o", str(tmp_path / "one.onnx"))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "forward takes 2 inputs (x1, x2); give one --input-shape per input" in p.stderr
+
+
+def test_bench_feeds_every_input_and_eval_refuses_several(tmp_path):
+    from ofconvert import export
+    from ofconvert.bench.worker import _random_input, _step
+    from ofconvert.errors import OfconvertError
+    from ofconvert.evaluation.variants import model_info
+    from ofconvert.runners import make_runner
+
+    export(siamese(), tmp_path / "siam.onnx", input_shape=[(3, 16, 16), (3, 16, 16)], verbose=False,
+           validate=False)
+    runner = make_runner("ort-cpu", str(tmp_path / "siam.onnx")).activate()
+    try:
+        x = _random_input(runner, 3, 16, np.random.default_rng(0))
+        assert {k: v.shape for k, v in x.items()} == {"input0": (3, 3, 16, 16), "input1": (3, 3, 16, 16)}
+        dist, emb = _step(runner, x, "host")()
+        assert dist.shape == (3,) and emb.shape == (3, 4)
+    finally:
+        runner.deactivate()
+    with pytest.raises(OfconvertError, match=r"^eval runs single-image classifiers; this model has 2 inputs"):
+        model_info("siam", str(tmp_path))
+
+
+def test_int8_calibration_of_a_non_rgb_input_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    from ofconvert import ConvertOptions
+    from ofconvert.errors import OfconvertError
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.new("RGB", (8, 8)).save(calib / "a.jpg")
+    opts = ConvertOptions(model=_net_file(tmp_path, "crnn"), input_shape=(1, 16, 32), precision="int8",
+                          calib=str(calib))
+    with pytest.raises(OfconvertError, match=r"calibration and --max-flips feed RGB images \(3, H, W\); this "
+                                             r"model's input 1,16,32 is not one"):
+        opts.check()

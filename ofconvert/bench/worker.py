@@ -119,7 +119,23 @@ def measure(steps, warmup, iters):
     return wall, [t for lat in latencies for t in lat]
 
 
+def _random_input(runner, batch, size, rng):
+    """One random NCHW batch; a model of several inputs (ONNX Runtime) gets a
+    {name: array} feed, each input's declared dims with batch, height and width
+    filled in (``size``: H and W of a dynamic-size input)."""
+    import numpy as np
+
+    ins = runner.session.get_inputs() if getattr(runner, "session", None) is not None else []
+    if len(ins) <= 1:
+        return rng.standard_normal((batch, 3, size, size), dtype=np.float32).astype(runner.input_dtype)
+    fill = {"batch": batch, "height": size, "width": size}
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else fill.get(d, size) for d in i.shape],
+                                        dtype=np.float32) for i in ins}
+
+
 def _step(runner, x, where):
+    if isinstance(x, dict):   # several inputs: the session itself, host input
+        return lambda: runner.session.run(None, x)
     if hasattr(runner, "make_step"):
         return runner.make_step(x, device_input=(where == "device"))
     return lambda: runner.infer(x)  # host input, numpy out (synchronous)
@@ -146,8 +162,7 @@ def run_job(job, emit=None):
             if reason is not None:
                 rows += [dict(base, batch=batch, input=i, status="n/a", reason=reason) for i in job["inputs"]]
                 continue
-            s = job["input_size"]
-            x = rng.standard_normal((batch, 3, s, s), dtype=np.float32).astype(runners[0].input_dtype)
+            x = _random_input(runners[0], batch, job["input_size"], rng)
             for where in job["inputs"]:
                 row = dict(base, batch=batch, input=where)
                 try:

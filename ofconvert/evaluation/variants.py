@@ -133,8 +133,12 @@ def model_info(name, models_dir):
         path = os.path.join(models_dir, name + ".onnx")
         if not os.path.isfile(path):
             raise
-    meta, _ = artifacts.read_onnx_metadata(path)
+    meta, m = artifacts.read_onnx_metadata(path)
+    inits = {t.name for t in m.graph.initializer}
+    n_inputs = len([i for i in m.graph.input if i.name not in inits])
+    if n_inputs != 1:
+        raise OfconvertError(f"eval runs single-image classifiers; this model has {n_inputs} inputs ({path})")
     if METADATA_KEY not in meta:
         raise OfconvertError(f"{path} has no {METADATA_KEY} metadata and {name!r} is not a zoo model: "
-                             f"its preprocessing is unknown")
+                             f"its preprocessing is unknown (eval needs an RGB image input the preprocessing fits)")
     return PreprocessConfig.from_json(meta[METADATA_KEY]), meta.get("ofconvert.pretrained") == "true"
