@@ -168,7 +168,8 @@ def make_dynamic(traces, sources):
         if all(v.shape == vals[0].shape and v.dtype == vals[0].dtype and np.array_equal(v, vals[0]) for v in vals):
             continue
         for t, v in zip(traces[1:], vals[1:]):
-            _check_constant(g, name, base, t, vals[0], v)
+            if v.shape != vals[0].shape or v.dtype != vals[0].dtype or not np.array_equal(v, vals[0]):
+                _check_constant(g, name, base, t, vals[0], v)
         flat = [v.astype(np.int64).reshape(-1) for v in vals]
         pieces = []
         for i in np.nonzero(np.any([f != flat[0] for f in flat[1:]], axis=0))[0]:

@@ -40,7 +40,7 @@ from .export_io import check_arity, check_shape, declare_io, make_spec, output_s
     validation_sizes
 from .export_io import output_names as io_output_names
 from .onnx_fix import fold_batchnorm, fold_bias_add, set_metadata
-from .tracing import eager_works, first_line as _first_line, trace_to_onnx
+from .tracing import eager_works, failing_module, first_line as _first_line, trace_to_onnx
 from ._oneflow import eval_mode
 from .zoo import get_model, import_oneflow
 
@@ -188,10 +188,10 @@ def _trace_at(module, values, shapes, opset, wdir):
     except ExportError as e:
         if "height" not in values or "forward fails" not in str(e) and "static graph" not in str(e):
             raise
-        size = f"{values['height']}x{values['width']}"
-        raise ExportError(f"--dynamic-size: the model does not run at {size} ({str(e).split(': ', 1)[-1].split('; pass')[0]}): "
-                          f"it bakes the image size (e.g. a Linear after flattening the spatial map); export it "
-                          f"without a dynamic size") from None
+        where = failing_module(module, [(1,) + tuple(s[1:]) for s in shapes]) or "its forward"
+        raise ExportError(f"--dynamic-size: the model does not run at {values['height']}x{values['width']} "
+                          f"({where} fails): it bakes the image size (e.g. a Linear after flattening the spatial "
+                          f"map); export it without a dynamic size") from None
 
 
 def _metadata(config, spec):

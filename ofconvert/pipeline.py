@@ -141,9 +141,9 @@ class ConvertOptions:
         from .export_io import check_shape, split_shapes
 
         needs = (self.precision == "int8" and self.calib) or self.max_flips is not None
-        shapes = split_shapes(self.input_shape)
-        if not needs or shapes is None:
+        if not needs:
             return
+        shapes = split_shapes(self.input_shape) or [model_config(self).input_shape]
         lows = [check_shape(r)[0] for r in shapes]
         lows = [lo[1:] if len(lo) == 4 else lo for lo in lows]
         if len(lows) > 1 or len(lows[0]) != 3 or lows[0][0] != 3:

@@ -47,6 +47,30 @@ def eager_works(module, shapes):
     return True
 
 
+def failing_module(module, shapes):
+    """``module `path` (Type)``: the innermost submodule running when eager forward
+    on zero inputs of ``shapes`` fails (None when it runs or fails at the top)."""
+    flow = import_oneflow()
+    stack, saved = [], []
+    for name, sub in module.named_modules():   # OneFlow's register_*_hook return no handle: restore the dicts
+        if name:
+            saved.append((sub, dict(sub._forward_pre_hooks), dict(sub._forward_hooks)))
+            sub.register_forward_pre_hook(lambda m, inp, name=name: stack.append(name))   # returns None
+            sub.register_forward_hook(lambda m, inp, out: stack.pop() and None)   # None: the output stays
+    try:
+        with flow.no_grad():
+            module(*[flow.zeros(*s, dtype=flow.float32) for s in shapes])
+        return None
+    except Exception:  # the failure the caller reports
+        return f"module `{stack[-1]}` ({type(dict(module.named_modules())[stack[-1]]).__name__})" if stack else None
+    finally:
+        for sub, pre, post in saved:
+            sub._forward_pre_hooks.clear()
+            sub._forward_pre_hooks.update(pre)
+            sub._forward_hooks.clear()
+            sub._forward_hooks.update(post)
+
+
 def _shapes_text(shapes):
     return " and ".join(str(tuple(s)) for s in shapes)
 

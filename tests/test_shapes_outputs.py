@@ -166,6 +166,23 @@ def flat_sum():
     return FlatSum().eval()
 
 
+def size_scaled():
+    """Multiplies by 1 / H, a float the trace bakes."""
+    flow = _flow()
+    nn = flow.nn
+
+    class SizeScaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x) * (1.0 / x.shape[2])
+
+    flow.manual_seed(7)
+    return SizeScaled().eval()
+
+
 # ---------------------------------------------------------------------------
 # several inputs
 # ---------------------------------------------------------------------------
@@ -188,6 +205,18 @@ def test_siamese_two_inputs_names_batch_and_validation(tmp_path):
            output_names=["distance", "embedding"], verbose=False, validate=False)
     g = onnx.load(str(named)).graph
     assert [i.name for i in g.input] == ["left", "right"] and [o.name for o in g.output] == ["distance", "embedding"]
+
+
+def test_siamese_at_the_preprocessing_size_is_validated_on_real_image_pairs(tmp_path, datasets):
+    from ofconvert import export
+
+    path = tmp_path / "siam.onnx"
+    r = export(siamese(), path, input_shape=[(3, 224, 224), (3, 224, 224)], verbose=False,
+               validation_options={"batches": (1, 3)})
+    assert r.validation.passed and {c.inputs for c in r.validation.checks} == {"real", "random"}
+    assert len(r.validation.real_images) == 6                    # each input its own images
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert "ofconvert.preprocess" in meta and meta["ofconvert.inputs"] == "input0,input1"
 
 
 def test_a_forward_needing_more_inputs_than_shapes_is_one_line(tmp_path):
@@ -247,8 +276,11 @@ def test_a_model_baking_its_size_is_refused_in_one_line(tmp_path):
     from ofconvert import export
     from ofconvert.errors import ExportError
 
-    with pytest.raises(ExportError, match=r"--dynamic-size: the model does not run at 64x32 .*bakes the image size"):
+    with pytest.raises(ExportError, match=r"--dynamic-size: the model does not run at 64x32 \(module `2` \(Linear\) "
+                                          r"fails\): it bakes the image size"):
         export(flat_head(), tmp_path / "f.onnx", input_shape=(3, 32, 32), dynamic_size=True, verbose=False)
+    with pytest.raises(ExportError, match=r"the Mul node .*: a float32 constant depends on the image height"):
+        export(size_scaled(), tmp_path / "f.onnx", input_shape=(3, 32, 32), dynamic_size=True, verbose=False)
     with pytest.raises(ExportError, match=r"Reshape node .*not an affine function of the image height and "
                                           r"the image width"):
         export(flat_sum(), tmp_path / "f.onnx", input_shape=(3, 32, 32), dynamic_size=True, verbose=False)

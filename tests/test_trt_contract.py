@@ -82,6 +82,27 @@ def test_fp32_build_strongly_typed_keeps_tf32_and_sets_the_profile(trt_any, tmp_
         tmp_path / "m.fp32.engine")
 
 
+def test_dynamic_size_onnx_gets_height_and_width_ranges_in_the_profile(trt_any, tmp_path):
+    """An export with --dynamic-size (H and W symbolic, their (min, opt, max) in the
+    ``ofconvert.dynamic_size`` metadata, as a UNet's): the profile spans them."""
+    import json
+
+    meta = dict(META, **{"ofconvert.dynamic_size": json.dumps({"height": [16, 32, 64], "width": [8, 32, 48]})})
+    path = str(tmp_path / "unet.onnx")
+    onnx.save(_tiny_model(meta=meta, spatial=["height", "width"]), path)
+    info = eng.inspect_onnx(path)
+    assert info.sample_shape == (3, 32, 32) and info.profile_sizes == ((16, 8), (32, 32), (64, 48))
+    sc = eng.build_engine(path, str(tmp_path / "unet.fp32.engine"), batch=2, max_batch=4, timing_cache=False)
+    (build,) = trt_any._record.builds
+    assert build["profiles"] == [{"input": ((1, 3, 16, 8), (2, 3, 32, 32), (4, 3, 64, 48))}]
+    assert sc["profile"]["min"] == [1, 3, 16, 8] and sc["profile"]["max"] == [4, 3, 64, 48]
+    assert sc["io"]["input"]["dynamic_size"] == {"height": [16, 32, 64], "width": [8, 32, 48]}
+    onnx.save(_tiny_model(meta=dict(META, **{"ofconvert.dynamic_size": "{\"height\": [64, 32, 16]}"}),
+                          spatial=["height", "width"]), path)
+    with pytest.raises(OfconvertError, match="unreadable ofconvert.dynamic_size metadata"):
+        eng.inspect_onnx(path)
+
+
 def test_trt10_weak_typing_sets_the_fp16_flag(trt10, tmp_path):
     sc = eng.build_engine(_onnx(tmp_path), str(tmp_path / "m.fp16.engine"), precision="fp16", batch=2,
                           timing_cache=False)
