@@ -8,14 +8,18 @@ What ``export`` does beyond ``oneflow_onnx.export_onnx_model``:
   tracebacks are silenced);
 * oneflow-onnx's graph optimizer is not used (its transpose pushing is silently
   wrong, e.g. ResNeSt's rSoftMax); Identity nodes are dropped;
-* the module is traced twice (batch 2 and 3); both graphs are put in canonical
-  form (deterministic node order and names) and every batch-dependent constant
-  becomes a function of ``Shape(input)[0]``, or the export stops naming the node
-  (``dynamic_batch``);
+* the module is traced at batch 2 and 3 (``tracing``; with a dynamic image
+  size also at H + step, W + step and both); the graphs are put in canonical
+  form (deterministic node order and names) and every constant that follows
+  the batch or the size becomes a function of ``Shape(input)``, or the export
+  stops naming the node (``dynamic_dims``);
 * inference BatchNormalization folded into Conv weights, bias Adds folded into
   Conv / Gemm (what ONNX Runtime's and TensorRT's int8 fusions need);
-* input ``input``, outputs ``logits`` (one output) or ``output0``, ``output1``...
-  (or the caller's names), dim 0 ``batch``; preprocessing in ``metadata_props``;
+* one or several inputs (``input`` or ``input0``, ``input1``...; ``input_names``),
+  outputs named by a dict's keys, else ``logits`` (one) or ``output0``... (or
+  ``output_names``); declared dims from the traces (``batch`` where it really
+  is, ``height``/``width``) (``export_io``); preprocessing in ``metadata_props``
+  when every input is the RGB image it fits;
   ``onnx.checker``; ONNX Runtime must load the result;
 * transactional: the ONNX is built and validated under a temporary name beside
   the target; only a validated result replaces the target, together with its
