@@ -159,15 +159,16 @@ def check_arity(module, n):
 
 def trace_points(spec: IOSpec):
     """``[(values, full input shapes), ...]``: the base point first, then one point
-    per moved variable (batch; H; W) and the check point moving H and W."""
+    per moved variable (batch; H; W) and the check points moving H and W, and
+    the batch with them."""
     b0, b1 = TRACE_BATCHES
     if not spec.sizes:
         return [({"batch": b}, [(b,) + s for s in spec.shapes]) for b in (b0, b1)]
     base = dict(zip(SIZE_KEYS, spec.shapes[spec.image_inputs[0]][1:]))
     moves = [{k: base[k] + step_of(base[k])} for k in SIZE_KEYS if k in spec.sizes]
-    if len(moves) == 2:
-        moves.append(dict(moves[0], **moves[1]))
-    points = [{"batch": b0}, {"batch": b1}] + moves
+    checks = [dict(moves[0], **moves[1])] if len(moves) == 2 else []
+    checks.append(dict(dict(checks[0] if checks else moves[0]), batch=b1))   # a product N*H shows here
+    points = [{"batch": b0}, {"batch": b1}] + moves + checks
     return [(dict(dict(base, batch=b0), **p), _shapes_at(spec, dict(dict(base, batch=b0), **p))) for p in points]
 
 

@@ -184,6 +184,24 @@ def size_scaled():
     return SizeScaled().eval()
 
 
+def batch_rows():
+    """Rows of every image stacked: a reshape to (N*H, C*W), a product of batch and size."""
+    flow = _flow()
+    nn = flow.nn
+
+    class BatchRows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x).permute(0, 2, 1, 3)
+            return y.reshape(y.shape[0] * y.shape[1], y.shape[2] * y.shape[3])
+
+    flow.manual_seed(8)
+    return BatchRows().eval()
+
+
 # ---------------------------------------------------------------------------
 # several inputs
 # ---------------------------------------------------------------------------
@@ -285,6 +303,9 @@ def test_a_model_baking_its_size_is_refused_in_one_line(tmp_path):
     with pytest.raises(ExportError, match=r"Reshape node .*not an affine function of the image height and "
                                           r"the image width"):
         export(flat_sum(), tmp_path / "f.onnx", input_shape=(3, 32, 32), dynamic_size=True, verbose=False)
+    with pytest.raises(ExportError, match=r"Reshape node .*not an affine function of the batch size and the image "
+                                          r"height and the image width"):
+        export(batch_rows(), tmp_path / "f.onnx", input_shape=(3, 32, 32), dynamic_size=True, verbose=False)
     assert not os.listdir(tmp_path)
     export(flat_sum(), tmp_path / "f.onnx", input_shape=(3, 32, 32), verbose=False, validation_options=NO_REAL)
 
