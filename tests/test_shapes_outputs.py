@@ -284,7 +284,7 @@ def test_unet_dynamic_size_runs_at_sizes_not_traced(tmp_path, sized):
 
 def test_dynamic_size_from_ranges_and_the_cli(tmp_path):
     out = tmp_path / "unet.onnx"
-    p = run_cli(_net_file(tmp_path, "unet"), "--input-shape", "3,32-96,32-64", "-o", str(out))
+    p = _cli(_net_file(tmp_path, "unet"), "--input-shape", "3,32-96,32-64", "-o", str(out))
     assert p.returncode == 0, p.stderr
     rep = json.loads(open(str(out) + ".json").read())
     assert rep["dynamic_size"] == {"height": [32, 32, 96], "width": [32, 32, 64]}
@@ -381,21 +381,25 @@ def test_declared_shapes_are_checked_against_onnx_runtime(tmp_path):
 # the CLI and the tools
 # ---------------------------------------------------------------------------
 def _net_file(tmp_path, factory):
+    """``nets.py:Net`` building one of the models above (the CLI runs it with tests/ on PYTHONPATH: _cli)."""
     src = tmp_path / "nets.py"
-    src.write_text("import sys; sys.path.insert(0, %r)\nfrom test_shapes_outputs import %s as make\n"
-                   "def Net():\n    return make()\n" % (os.path.dirname(os.path.abspath(__file__)), factory))
+    src.write_text("from test_shapes_outputs import %s as make\n\n\ndef Net():\n    return make()\n" % factory)
     return f"{src}:Net"
+
+
+def _cli(*args):
+    return run_cli(*args, env={"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))})
 
 
 def test_cli_two_input_shapes_and_names(tmp_path):
     out = tmp_path / "siam.onnx"
-    p = run_cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "--input-shape", "3,16,16",
+    p = _cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "--input-shape", "3,16,16",
                 "--input-names", "left,right", "-o", str(out))
     assert p.returncode == 0, p.stderr
     rep = json.loads(open(str(out) + ".json").read())
     assert rep["input_names"] == ["left", "right"] and rep["input_shape"] == [[3, 16, 16], [3, 16, 16]]
     assert rep["validation"]["passed"]
-    p = run_cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "-o", str(tmp_path / "one.onnx"))
+    p = _cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "-o", str(tmp_path / "one.onnx"))
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "forward takes 2 inputs (x1, x2); give one --input-shape per input" in p.stderr
 
