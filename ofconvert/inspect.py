@@ -129,7 +129,42 @@ def _onnx(path):
             "opset": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
             "producer": " ".join(x for x in (model.producer_name, model.producer_version) if x) or None,
             "ofconvert_version": report.get("ofconvert_version"),
-            "metadata": meta, "bytes": os.path.getsize(path)}
+            "metadata": meta, "bytes": os.path.getsize(path), "budget": _budget(meta)}
+
+
+def _budget(meta):
+    """The ``ofconvert.budget`` metadata of a ``--max-flips`` model (budget/report.py
+    ``summary``), or None."""
+    from .budget.report import BUDGET_KEY
+
+    if BUDGET_KEY not in meta:
+        return None
+    try:
+        b = json.loads(meta[BUDGET_KEY])
+    except ValueError:
+        return {"unreadable": meta[BUDGET_KEY][:80]}
+    return b if isinstance(b, dict) else {"unreadable": str(b)[:80]}
+
+
+def _budget_lines(b):
+    if "unreadable" in b:
+        return [f"  flip budget: unreadable ofconvert.budget metadata ({b['unreadable']!r})"]
+    layers = b.get("float_layers") or []
+    where = (f", first {b['float_prefix']} + last {b['float_suffix']}" if b.get("float_prefix") is not None else "")
+    lines = [f"  flip budget: --max-flips {b.get('max_flips')} = {b.get('budget_flips')} of {b.get('check_images')} "
+             f"check images ({b.get('check_source') or 'check set'}); measured {b.get('flips')} flips, "
+             f"expected {b.get('expected_flips')} (the budget holds the expected flips)",
+             f"  kept in float: {len(layers)} layer(s){where}" + (": " + ", ".join(layers) if layers else "")]
+    if b.get("speedup"):
+        lines.append(f"  speed when searched: {b.get('img_s')} img/s = {b['speedup']:.2f}x fp32 ({b.get('fp32_img_s')} "
+                     "img/s, ONNX Runtime CPU, timed interleaved)")
+    cache = b.get("calibration_cache") or {}
+    if b.get("calibration") or cache:
+        src = (f"cache {cache['file']}, sha256 {cache.get('sha256')}" if cache.get("file") else
+               f"no cache file found holding its scales, sha256 {cache.get('sha256')} (of the cache text ofconvert writes for them)" if cache else "cache unknown")
+        lines.append(f"  calibration: {cache.get('method') or b.get('calibration')}"
+                     + (", bias-corrected" if b.get("bias_corrected") else "") + f", {src}")
+    return lines
 
 
 def _shape(s):
@@ -152,6 +187,8 @@ def format_inspection(info: dict) -> str:
             add(f"  producer: {info['producer']}")
         if info.get("ofconvert_version"):
             add(f"  ofconvert: {info['ofconvert_version']}")
+        if info.get("budget"):
+            lines.extend(_budget_lines(info["budget"]))
     elif kind == "calibration_cache":
         add(f"  TensorRT calibration cache: header TRT-{info['header_version']}-{info['calibrator']}, "
             f"{info['tensors']} tensors, scales {info['scale_min']:.6g} .. {info['scale_max']:.6g}"

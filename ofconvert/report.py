@@ -90,40 +90,75 @@ def csv_text(rows, fields):
     return buf.getvalue()
 
 
+def _fmt_value(v):
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def bar_layout(panel):
+    """[(series index, group index, x, value, text)] of one panel's bars: in each
+    group only the series with a value get a slot, centred on the group (an n/a cell
+    leaves no gap); text: the series' annotation, else the value."""
+    groups, series = panel["groups"], panel["series"]
+    width = 0.8 / max(1, max((sum(v[i] is not None for _, v, _ in series) for i in range(len(groups))), default=1))
+    bars = []
+    for i in range(len(groups)):
+        here = [k for k, (_, values, _) in enumerate(series) if values[i] is not None]
+        for pos, k in enumerate(here):
+            _, values, notes = series[k]
+            text = notes[i] if notes and notes[i] else _fmt_value(values[i])
+            bars.append((k, i, i + (pos - (len(here) - 1) / 2) * width, values[i], text))
+    return bars, width
+
+
+def _log_scale(panel, ylim):
+    """Log y when asked (``panel["log"]``), or, without fixed limits, when the values
+    span more than 20x (2.9 img/s beside 474 img/s stays visible)."""
+    if "log" in panel:
+        return bool(panel["log"])
+    vals = [v for _, values, _ in panel["series"] for v in values if v is not None and v > 0]
+    return ylim is None and len(vals) > 1 and max(vals) / min(vals) > 20
+
+
 def grouped_bars(path, panels, ylabel, ylim=None, dpi=100):
     """Grouped bar chart, one panel per entry of ``panels``: dicts with ``title``,
     ``groups`` (x labels) and ``series``: [(label, values, annotations)], values
-    None where missing (no bar), annotations None or one text per value."""
+    None where missing (no bar and no empty slot), annotations None or one text per
+    value (default: the value on the bar); optional ``log`` (default: log y when the
+    values span more than 20x and no ``ylim``). One colour per series label, the
+    same in every panel."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
+    labels = list(dict.fromkeys(label for p in panels for label, _, _ in p["series"]))
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colour = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
     width_in = max(7, max(0.9 * len(p["groups"]) * max(1, len(p["series"])) + 3 for p in panels))
     fig, axes = plt.subplots(len(panels), 1, figsize=(min(width_in, 16), 4.5 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
-        groups, series = panel["groups"], panel["series"]
-        width = 0.8 / max(1, len(series))
-        for k, (label, values, notes) in enumerate(series):
-            xs, ys, texts = [], [], []
-            for i, v in enumerate(values):
-                if v is None:
-                    continue
-                xs.append(i + (k - (len(series) - 1) / 2) * width)
-                ys.append(v)
-                texts.append(notes[i] if notes else None)
-            bars = ax.bar(xs, ys, width, label=label)
-            for bar, text in zip(bars, texts):
-                if text:
-                    ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                                va="bottom", fontsize=7)
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(groups)
-        ax.set_ylabel(ylabel)
+        bars, width = bar_layout(panel)
+        log = _log_scale(panel, ylim)
+        for k, i, x, v, text in bars:
+            label = panel["series"][k][0]
+            (bar,) = ax.bar([x], [v], width, color=colour[label])
+            ax.annotate(text, (x, v), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7 if len(bars) < 24 else 6, rotation=90 if len(text) > 4 and width < 0.2 else 0)
+        ax.set_xticks(range(len(panel["groups"])))
+        ax.set_xticklabels(panel["groups"])
+        ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+        if log:
+            ax.set_yscale("log")
+            ax.margins(y=0.15)
         if ylim:
             ax.set_ylim(*ylim)
+        elif not log:
+            ax.set_ylim(0, max([v for _, _, _, v, _ in bars] or [1]) * 1.15)
         ax.set_title(panel["title"], fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        shown = [label for label, _, _ in panel["series"]]
+        ax.legend([Patch(color=colour[label]) for label in shown], shown, fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)

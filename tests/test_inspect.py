@@ -110,3 +110,45 @@ def test_cli_inspect_subcommand(fp32, capsys):
     assert capsys.readouterr().err.strip().startswith("ofconvert: error: file not found")
     assert cli.main(["inspect", fp32, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
+
+
+def test_budgeted_model_says_what_it_is(tmp_path):
+    """A --max-flips model carries (metadata_props) and inspect shows: the layers kept
+    in float, the budget, the flips measured and expected, and the calibration cache
+    (method, file, sha256) its scales came from."""
+    import hashlib
+
+    from ofconvert import budget as B
+    from ofconvert import calibration as C
+    from ofconvert.budget.report import BUDGET_KEY, write_models
+    from ofconvert.config import PreprocessConfig
+    from test_calibration import tiny_cnn, write_images
+
+    model = tiny_cnn(tmp_path / "tiny.onnx", explicit_pad=True)
+    imgs = write_images(str(tmp_path / "imgs"), n=24, size=(48, 40))
+    cfg = PreprocessConfig(32)
+    cal = C.calibrate(model, imgs[:8], cfg, method="minmax")          # tiny.minmax.calib.cache beside it
+    bad = {t: s * 1e4 if t in ("flat", "gap") else s for t, s in cal.scales.items()}   # wipes out the classifier
+    opts = B.BudgetOptions(speed_rounds=1, speed_run_s=0.02, threads=1, decode_workers=1)
+    for scales, want_file in ((cal, cal.cache_path), (bad, None)):
+        res = B.quantize_to_budget(model, imgs[8:], "0", scales=scales, preprocess=cfg, options=opts,
+                                   flavours=("int8-cpu",))
+        out = str(tmp_path / "tiny.int8-cpu.onnx")
+        write_models(res, {"int8-cpu": out})
+        meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[BUDGET_KEY])
+        r = res.flavours["int8-cpu"]
+        assert meta["float_layers"] == [x["layer"] for x in r.float_layers] and meta["flips"] == r.flips == 0
+        cache = meta["calibration_cache"]
+        if want_file:
+            assert cache == {"method": "given", "file": want_file, "sha256": fileio.sha256_file(want_file)}
+        else:                                                            # scales from memory: no file holds them
+            assert cache["file"] is None and cache["sha256"] == hashlib.sha256(format_cache(bad).encode()).hexdigest()
+            assert "fc" in meta["float_layers"]                          # the sabotaged classifier kept float
+        info = inspect_file(out)
+        assert info["budget"]["max_flips"] == "0" and info["budget"]["expected_flips"] == r.expected_flips
+        text = format_inspection(info)
+        assert "flip budget: --max-flips 0 = 0 of 16 check images" in text and "measured 0 flips" in text
+        assert f"kept in float: {len(meta['float_layers'])} layer(s)" in text
+        assert all(n in text for n in meta["float_layers"]) and f"sha256 {cache['sha256']}" in text
+        assert ("cache " + want_file) in text if want_file else "no cache file found" in text
+    assert "flip budget" not in format_inspection(inspect_file(model))  # a plain model says nothing of one

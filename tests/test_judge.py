@@ -49,3 +49,19 @@ def test_budget_takes_calibration_results_with_their_means():
     assert scales == {"a": {"x": 1.0}, "b": {"x": 2.0}} and means == {"x": [0.5]}
     assert B._unpack(res("b", 3.0), None) == ({"x": 3.0}, {"x": [0.5]})
     assert B._unpack({"x": 1.0}, {"x": [1.0]}) == ({"x": 1.0}, {"x": [1.0]})
+
+
+def test_lower_bound_is_below_and_reaches_the_expected_flips():
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((400, 10)) * 2.0
+    out = ref + rng.standard_normal(ref.shape) * rng.uniform(0.0, 0.6, (400, 1))   # uneven moves per image
+    full = J.expected_flips(ref, out)
+    bounds = [J.expected_flips_lower_bound(ref, out[:n]) for n in range(1, 401, 13)] + \
+        [J.expected_flips_lower_bound(ref, out)]
+    assert all(b <= full + 1e-9 for b in bounds) and bounds == sorted(bounds)   # grows towards the value
+    assert bounds[-1] == pytest.approx(full, rel=1e-12) and bounds[0] < full / 5
+    big_first = np.argsort(-np.abs(out - ref).max(1))          # the images that move most seen first
+    r2, o2 = ref[big_first], out[big_first]
+    assert J.expected_flips_lower_bound(r2, o2[:100]) > 1.4 * J.expected_flips_lower_bound(ref, out[:100])
+    with pytest.raises(ValueError):
+        J.expected_flips_lower_bound(ref, out[:0])

@@ -118,7 +118,7 @@ def panels(results):
         models = list(dict.fromkeys(r.model for r in rows))
         cols = list(dict.fromkeys(r.column for r in rows))
         ok = {(r.model, r.column): r.img_per_s for r in rows if r.status == "ok"}
-        out.append({"title": f"batch {batch} (missing bar = n/a)", "groups": models,
+        out.append({"title": f"batch {batch}, img/s (an n/a cell has no bar)", "groups": models,
                     "series": [(c, [ok.get((m, c)) for m in models], None) for c in cols]})
     return out
 

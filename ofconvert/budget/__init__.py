@@ -17,7 +17,10 @@ and docs/budget.md.
 import dataclasses
 import re
 import time
+import types
 from typing import Dict, List, Optional
+
+import numpy as np
 
 from ..errors import OfconvertError
 from . import data as D
@@ -106,8 +109,10 @@ class BudgetResult:
     layers: Dict[str, List[str]]
     search_s: float = 0.0
     sensitivity_s: float = 0.0
-    calibration: Optional[dict] = None  # {"chosen": method, "flips"/"expected_flips": {method: all-int8 on check}}
+    calibration: Optional[dict] = None  # {"chosen": method, "flips"/"expected_flips": {method: all-int8 on check},
+    #                                     "cache": {"method", "file", "sha256"} (report.calibration_cache)}
     strategy: str = "contiguous"
+    phases_s: Dict[str, float] = dataclasses.field(default_factory=dict)   # seconds per phase, in order
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -155,14 +160,64 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     them. Returns the result; :func:`ofconvert.budget.report.write_models`
     writes the models and reports; :func:`require_met` raises BudgetNotMetError
     when a flavour missed the budget."""
-    import onnx
-
-    from ..calibration import _preprocess_from_model
-    from ..precision import qdq_layers
-    from .search import SpeedMeter
-    from .sensitivity import layer_effects, rank
-
     t0 = time.perf_counter()
+    given = _given_caches(scales)
+    scales, means = _check_args(precision, scales, means, options, max_flips)
+    flavours = list(flavours or (("int8-cpu", "int8") if precision == "int8" else ("fp16",)))
+    log = log or (lambda *_: None)
+    phases = _Phases()
+    ctx = _check_set(fp32_onnx, check_images, max_flips, flavours, preprocess, options, log)
+    phases.done("check_set")   # decoding (or the decoded-image cache) and the fp32 logits
+    scales, base, calib = _calibration_choice(ctx, precision, scales, means, options, log)
+    if calib is not None:
+        calib["cache"] = _cache_of(fp32_onnx, scales, calib["chosen"], given)
+    phases.done("calibration_choice")
+    # the images whose top-1 margin moves most under int8 first: a failing candidate's
+    # expected-flips lower bound then crosses the budget after fewer images
+    _most_moved_first(ctx, base)
+    evs, ranked = {}, options.strategy == "ranked"
+    for fl in flavours:
+        prec, tgt = _FLAVOURS[fl]
+        evs[fl] = ev = Evaluator(ctx.model, ctx.layers, list(ctx.layers), prec, scales, tgt, ctx.images, ctx.ref,
+                                 options.threads, speed=ctx.meter if fl == "int8-cpu" else None, log=log,
+                                 time_all=ranked, means=means)
+        if tgt == ctx.target or prec == "fp16":
+            ev.seed(0, 0, base)   # the all-quantized model of the chosen calibration: run already
+        ev.stop_above = ctx.budget
+        ev.timed(0)
+    phases.done("all_quantized")
+    order, effects = list(ctx.layers), {}
+    if ranked and any(ev.steps[0].judged > ctx.budget for ev in evs.values()):
+        order, effects = _ranking(ctx, evs, precision, scales, base, means, options, log)
+    sens_s = phases.done("sensitivity")
+    results = {}
+    for fl, ev in evs.items():
+        ev.order = order
+        results[fl] = _flavour_result(fl, ev, choose(ev, ctx.budget, options), ctx, effects)
+        phases.done(f"search_{fl}")
+    fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
+    res = BudgetResult(str(fp32_onnx), precision, str(max_flips),
+                       {"images": len(ctx.images), "skipped": ctx.images.skipped, "source": check_source or "list"},
+                       fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
+                       options.sensitivity_mode, results, ctx.layers, round(time.perf_counter() - t0, 1),
+                       round(sens_s, 1), calib, options.strategy, phases.times)
+    return res
+
+
+class _Phases:
+    """Seconds spent in each phase of a budget search, in order."""
+
+    def __init__(self):
+        self.times, self.t = {}, time.perf_counter()
+
+    def done(self, name):
+        now = time.perf_counter()
+        self.times[name] = round(now - self.t, 1)
+        self.t = now
+        return self.times[name]
+
+
+def _check_args(precision, scales, means, options, max_flips):
     if precision not in ("int8", "fp16"):
         raise OfconvertError("--max-flips needs --int8 or --fp16")
     scales, means = _unpack(scales, means)
@@ -173,71 +228,102 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     if options.sensitivity_mode not in MODES:
         raise OfconvertError(f"unknown sensitivity mode {options.sensitivity_mode!r}")
     parse_budget(max_flips)
-    flavours = list(flavours or (("int8-cpu", "int8") if precision == "int8" else ("fp16",)))
-    log = log or (lambda *_: None)
+    return scales, means
+
+
+def _check_set(fp32_onnx, check_images, max_flips, flavours, preprocess, options, log):
+    """The fp32 model, the check images, their fp32 logits, the budget in flips, the
+    layers, the SpeedMeter (when int8-cpu is searched)."""
+    import onnx
+
+    from ..calibration import _preprocess_from_model
+    from ..precision import qdq_layers
+
     model = onnx.load(str(fp32_onnx))
     preprocess = preprocess or _preprocess_from_model(model)
     images = D.ImageSet(check_images, preprocess, options.decode_workers)
-    budget = parse_budget(max_flips, len(images))
     fp32 = D.session(model, options.threads)
-    ref = D.logits(fp32, images)
     shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])
-    meter = SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s) \
-        if "int8-cpu" in flavours else None
-    layers = qdq_layers(model)
-    log(f"flip budget {max_flips} = {budget} of {len(images)} check images; {len(layers)} layers")
-    target = "cpu" if "int8-cpu" in flavours else "trt"   # the sensitivity's flavour (the timed one for int8)
-    calib = None
-    if precision == "int8":   # choose the calibration: fewest all-int8 expected flips on the check set
-        sets, flips, expected, base = _scale_sets(scales), {}, {}, {}
-        for m, sc in sets.items():
-            base[m] = D.logits(D.session(build(model, precision, sc, target, set(), means), options.threads), images)
-            flips[m], expected[m] = J.flips(ref, base[m]), round(J.expected_flips(ref, base[m]), 2)
-        chosen = min(sets, key=lambda m: (expected[m], flips[m]))
-        scales, base = sets[chosen], base[chosen]
-        calib = {"chosen": chosen, "flips": flips, "expected_flips": expected, "bias_corrected": bool(means)}
-        if len(sets) > 1:
-            log(f"calibration chosen on the check set: {chosen} (all-int8 expected flips: "
-                + ", ".join(f"{m} {expected[m]} ({flips[m]} counted)" for m in sets) + ")")
-    else:
-        base = D.logits(D.session(build(model, precision, scales, target, set()), options.threads), images)
-    evs, ranked = {}, options.strategy == "ranked"
-    for fl in flavours:
-        prec, tgt = _FLAVOURS[fl]
-        evs[fl] = Evaluator(model, layers, list(layers), prec, scales, tgt, images, ref, options.threads,
-                            speed=meter if fl == "int8-cpu" else None, log=log, time_all=ranked, means=means)
-        evs[fl].timed(0)
-    t1 = time.perf_counter()
-    order, effects = list(layers), {}
-    if ranked and any(ev.steps[0].judged > budget for ev in evs.values()):
-        base_speedup = evs["int8-cpu"].steps[0].speedup if "int8-cpu" in evs else None
-        effects = layer_effects(model, layers, precision, scales, target, images, ref, base,
-                                options.sensitivity_mode, options.threads, options.sensitivity_images,
-                                meter, base_speedup, log, means)
-        order = rank(effects, options.sensitivity_mode)
-        log("keep in float first: " + ", ".join(
-            f"{n} (fixes {len(effects[n].fixes)}, breaks {len(effects[n].breaks)})" for n in order[:5]))
-    sens_s = time.perf_counter() - t1
-    results = {}
-    for fl, ev in evs.items():
-        ev.order = order
-        kj = choose(ev, budget, options)
-        step = ev(*kj) if kj is not None else None
-        names = ev.names(*kj) if kj is not None else []
-        results[fl] = FlavourResult(
-            fl, budget, kj is not None, len(names) if kj is not None else None,
-            [{"layer": n, "nodes": layers[n], "sensitivity": effects[n].to_dict() if n in effects else None,
-              "rank": i + 1} for i, n in enumerate(names)],
-            step.flips if step else None, step.img_s if step else None, steps_list(ev),
-            _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None,
-            kj[0] if kj else None, kj[1] if kj else 0, step.expected if step else None)
-        results[fl]._evaluator = ev
-    fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
-    return BudgetResult(str(fp32_onnx), precision, str(max_flips),
-                        {"images": len(images), "skipped": images.skipped, "source": check_source or "list"},
-                        fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
-                        options.sensitivity_mode, results, layers, round(time.perf_counter() - t0, 1),
-                        round(sens_s, 1), calib, options.strategy)
+    ctx = types.SimpleNamespace(
+        model=model, images=images, budget=parse_budget(max_flips, len(images)), ref=D.logits(fp32, images),
+        meter=SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s)
+        if "int8-cpu" in flavours else None, layers=qdq_layers(model),
+        target="cpu" if "int8-cpu" in flavours else "trt")   # the sensitivity's (and timed) flavour for int8
+    log(f"flip budget {max_flips} = {ctx.budget} of {len(images)} check images; {len(ctx.layers)} layers")
+    return ctx
+
+
+def _calibration_choice(ctx, precision, scales, means, options, log):
+    """(scales, all-quantized logits, calibration report): int8 with several
+    calibrations: the one with the fewest all-int8 expected flips on the check set."""
+    if precision != "int8":
+        return scales, D.logits(D.session(build(ctx.model, precision, scales, ctx.target, set()), options.threads),
+                                ctx.images), None
+    sets, flips, expected, base = _scale_sets(scales), {}, {}, {}
+    for m, sc in sets.items():
+        base[m] = D.logits(D.session(build(ctx.model, precision, sc, ctx.target, set(), means), options.threads),
+                           ctx.images)
+        flips[m], expected[m] = J.flips(ctx.ref, base[m]), round(J.expected_flips(ctx.ref, base[m]), 2)
+    chosen = min(sets, key=lambda m: (expected[m], flips[m]))
+    if len(sets) > 1:
+        log(f"calibration chosen on the check set: {chosen} (all-int8 expected flips: "
+            + ", ".join(f"{m} {expected[m]} ({flips[m]} counted)" for m in sets) + ")")
+    calib = {"chosen": chosen, "flips": flips, "expected_flips": expected, "bias_corrected": bool(means)}
+    return sets[chosen], base[chosen], calib
+
+
+def _most_moved_first(ctx, base):
+    """Reorder the check images (and their fp32 logits, and ``base`` in place) by
+    decreasing move of the fp32 top-1 margin under the all-quantized model."""
+    rows, top, second, _ = J._margins(np.asarray(ctx.ref, np.float64))
+    d = np.asarray(base, np.float64) - ctx.ref
+    idx = np.argsort(-(d[rows, top] - d[rows, second]) ** 2, kind="stable")
+    ctx.images.reorder(idx)
+    ctx.ref = np.ascontiguousarray(ctx.ref[idx])
+    base[:] = base[idx]
+
+
+def _ranking(ctx, evs, precision, scales, base, means, options, log):
+    """(order, effects) of the "ranked" strategy (:mod:`.sensitivity`)."""
+    from .sensitivity import layer_effects, rank
+
+    base_speedup = evs["int8-cpu"].steps[0].speedup if "int8-cpu" in evs else None
+    effects = layer_effects(ctx.model, ctx.layers, precision, scales, ctx.target, ctx.images, ctx.ref, base,
+                            options.sensitivity_mode, options.threads, options.sensitivity_images,
+                            ctx.meter, base_speedup, log, means)
+    order = rank(effects, options.sensitivity_mode)
+    log("keep in float first: " + ", ".join(
+        f"{n} (fixes {len(effects[n].fixes)}, breaks {len(effects[n].breaks)})" for n in order[:5]))
+    return order, effects
+
+
+def _flavour_result(fl, ev, kj, ctx, effects):
+    step = ev(*kj) if kj is not None else None
+    names = ev.names(*kj) if kj is not None else []
+    r = FlavourResult(
+        fl, ctx.budget, kj is not None, len(names) if kj is not None else None,
+        [{"layer": n, "nodes": ctx.layers[n], "sensitivity": effects[n].to_dict() if n in effects else None,
+          "rank": i + 1} for i, n in enumerate(names)],
+        step.flips if step else None, step.img_s if step else None, steps_list(ev),
+        _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None,
+        kj[0] if kj else None, kj[1] if kj else 0, step.expected if step else None)
+    r._evaluator = ev
+    return r
+
+
+def _given_caches(scales):
+    """{method: cache path} of ``calibrate(...)`` results passed as ``scales``."""
+    if hasattr(scales, "cache_path"):
+        return {"given": scales.cache_path}
+    if isinstance(scales, dict) and scales and all(hasattr(v, "cache_path") for v in scales.values()):
+        return {m: v.cache_path for m, v in scales.items()}
+    return {}
+
+
+def _cache_of(fp32_onnx, scales, method, given):
+    from .report import calibration_cache
+
+    return calibration_cache(fp32_onnx, scales, method, [given[method]] if method in given else [])
 
 
 def choose(ev, budget, options: BudgetOptions = BudgetOptions()):

@@ -71,6 +71,12 @@ class ImageSet:
     def __len__(self):
         return len(self.u8)
 
+    def reorder(self, idx):
+        """Put image ``idx[i]`` at row i (the search runs the images that move most first)."""
+        idx = np.asarray(idx)
+        self.u8 = np.ascontiguousarray(self.u8[idx])
+        self.paths = [self.paths[i] for i in idx]
+
     def batches(self, batch_size=50, limit=None):
         from ..data import normalize
 
@@ -94,9 +100,15 @@ def session(model, threads=2):
         raise OfconvertError(f"ONNX Runtime cannot load a candidate model: {str(e).splitlines()[0]}") from None
 
 
-def logits(sess, images, batch_size=50, limit=None):
-    """First output of ``sess`` over ``images`` (float32 input cast to the model's type)."""
+def iter_logits(sess, images, batch_size=50, limit=None):
+    """First output of ``sess`` (float32) over ``images``, batch by batch (float32
+    input cast to the model's type)."""
     inp = sess.get_inputs()[0]
     dtype = np.float16 if "float16" in inp.type else np.float32
-    outs = [sess.run(None, {inp.name: x.astype(dtype, copy=False)})[0] for x in images.batches(batch_size, limit)]
-    return np.concatenate(outs).astype(np.float32)
+    for x in images.batches(batch_size, limit):
+        yield sess.run(None, {inp.name: x.astype(dtype, copy=False)})[0].astype(np.float32)
+
+
+def logits(sess, images, batch_size=50, limit=None):
+    """First output of ``sess`` over ``images`` (see :func:`iter_logits`)."""
+    return np.concatenate(list(iter_logits(sess, images, batch_size, limit)))

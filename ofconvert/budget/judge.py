@@ -22,20 +22,46 @@ def flips(ref, out):
     return int((np.asarray(out).argmax(1) != np.asarray(ref).argmax(1)).sum())
 
 
+def _margins(ref):
+    """(rows, top class, runner-up, fp32 margin between them) of reference logits."""
+    order = np.argsort(ref, axis=1)
+    rows = np.arange(len(ref))
+    top, second = order[:, -1], order[:, -2]
+    return rows, top, second, ref[rows, top] - ref[rows, second]
+
+
+def _sum_phi(margin, sigma):
+    if sigma == 0.0:
+        return 0.0
+    z = margin / (sigma * math.sqrt(2.0))
+    return float(sum(0.5 * math.erfc(v) for v in z))
+
+
+def expected_flips_lower_bound(ref, out_head):
+    """A lower bound of :func:`expected_flips` (``ref``: all images' fp32 logits)
+    knowing the candidate's logits of the first ``len(out_head)`` images only: the
+    expected flips grow with sigma, and sigma is at least the RMS over all images of
+    the moves seen so far (the unseen ones counted as 0). Equals ``expected_flips``
+    once every image is seen. A candidate whose bound exceeds the budget fails it
+    whatever the remaining images do."""
+    ref, out_head = np.asarray(ref, np.float64), np.asarray(out_head, np.float64)
+    n = len(out_head)
+    if ref.ndim != 2 or out_head.ndim != 2 or out_head.shape[1] != ref.shape[1] or not 0 < n <= len(ref):
+        raise ValueError(f"expected_flips_lower_bound needs [images, classes] logits, got {ref.shape} and "
+                         f"{out_head.shape}")
+    rows, top, second, margin = _margins(ref)
+    d = out_head - ref[:n]
+    delta = d[rows[:n], top[:n]] - d[rows[:n], second[:n]]
+    return _sum_phi(margin, float(np.sqrt(np.sum(delta ** 2) / len(ref))))
+
+
 def expected_flips(ref, out):
     """Expected top-1 flips of ``out`` vs ``ref`` (logits, [images, classes]); see
     the module docstring. 0.0 when ``out`` equals ``ref``."""
     ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
     if ref.ndim != 2 or ref.shape != out.shape or ref.shape[1] < 2 or len(ref) == 0:
         raise ValueError(f"expected_flips needs two [images, classes>=2] arrays, got {ref.shape} and {out.shape}")
-    order = np.argsort(ref, axis=1)
-    rows = np.arange(len(ref))
-    top, second = order[:, -1], order[:, -2]
-    margin = ref[rows, top] - ref[rows, second]
+    rows, top, second, margin = _margins(ref)
     d = out - ref
     delta = d[rows, top] - d[rows, second]
-    sigma = float(np.sqrt(np.mean(delta ** 2)))
-    if sigma == 0.0:
-        return 0.0
-    z = margin / (sigma * math.sqrt(2.0))
-    return float(sum(0.5 * math.erfc(v) for v in z))
+    return _sum_phi(margin, float(np.sqrt(np.mean(delta ** 2))))

@@ -10,13 +10,43 @@ REPORT_FORMAT = "ofconvert-budget/1"
 
 
 def summary(res, flavour):
+    """What a budgeted model is (its ``ofconvert.budget`` metadata and the report's
+    ``this``): the budget, the flips measured and expected on the check set, the
+    layers kept in float, the speed and the calibration cache it came from."""
     r = res.flavours[flavour]
+    cal = res.calibration or {}
     return {"max_flips": res.max_flips, "budget_flips": r.budget_flips, "check_images": res.check["images"],
+            "check_source": res.check.get("source"),
             "flips": r.flips, "expected_flips": r.expected_flips, "float_layers": [x["layer"] for x in r.float_layers],
             "img_s": r.img_s,
             "fp32_img_s": res.fp32_img_s, "speedup": r.speedup, "float_prefix": r.prefix, "float_suffix": r.suffix,
-            "calibration": (res.calibration or {}).get("chosen"),
-            "bias_corrected": bool((res.calibration or {}).get("bias_corrected"))}
+            "calibration": cal.get("chosen"), "calibration_cache": cal.get("cache"),
+            "bias_corrected": bool(cal.get("bias_corrected")), "search_s": res.search_s}
+
+
+def calibration_cache(fp32_path, scales, method, given=()):
+    """{"method", "file", "sha256"} of the calibration cache holding exactly ``scales``:
+    one of ``given`` (cache paths) or of the ``<stem>.*.calib.cache`` beside the fp32
+    model (where ``ofconvert MODEL --int8`` writes them), its file's sha256; when
+    none holds them (scales passed from memory), file None and the sha256 of the
+    cache ofconvert would write for them (``calibration.format_cache``)."""
+    import glob
+    import hashlib
+    import os
+
+    from ..calibration import format_cache, read_cache
+    from ..errors import OfconvertError
+    from ..fileio import sha256_file
+
+    stem = os.path.splitext(os.fspath(fp32_path))[0]
+    want = {t: float(v) for t, v in scales.items()}
+    for path in list(given) + sorted(glob.glob(glob.escape(stem) + ".*.calib.cache")):
+        try:
+            if read_cache(path) == want:
+                return {"method": method, "file": os.path.abspath(path), "sha256": sha256_file(path)}
+        except OfconvertError:
+            continue
+    return {"method": method, "file": None, "sha256": hashlib.sha256(format_cache(scales).encode()).hexdigest()}
 
 
 def report(res, flavour):
@@ -27,33 +57,76 @@ def report(res, flavour):
     return d
 
 
+#: label offsets tried, in points from the marker (first free one wins)
+_OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (4, 12), (4, -19), (-4, 12), (-4, -19), (14, 22), (14, -28),
+            (-14, 22), (-14, -28), (4, 32), (4, -38), (-4, 32), (-4, -38)]
+
+
+def place_labels(ax, xs, ys, texts, fontsize=7, **kw):
+    """Annotate point i with texts[i] at the first offset of :data:`_OFFSETS` whose
+    text box overlaps neither a label already placed nor a marker (boxes estimated
+    from the font size; the axes' limits must be final); a label that fits nowhere
+    goes to the least crowded offset with a leader line. Returns the annotations."""
+    import numpy as np
+
+    ax.figure.canvas.draw()                       # final limits and transforms
+    px = ax.figure.dpi / 72.0
+    pts = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.zeros((0, 2))
+    marks = [(x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px) for x, y in pts]
+    placed, out = [], []
+
+    def box(i, dx, dy):
+        w, h = 0.62 * fontsize * len(texts[i]) * px, 1.25 * fontsize * px
+        x0 = pts[i][0] + dx * px - (w if dx < 0 else 0.0)
+        y0 = pts[i][1] + dy * px
+        return (x0, y0, x0 + w, y0 + h)
+
+    def hits(b, others):
+        return sum(not (b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1]) for o in others)
+
+    for i in sorted(range(len(texts)), key=lambda i: (pts[i][0], pts[i][1])):
+        others = [m for j, m in enumerate(marks) if j != i]
+        cost = [hits(box(i, dx, dy), placed + others) for dx, dy in _OFFSETS]
+        best = int(np.argmin(cost))
+        dx, dy = _OFFSETS[best]
+        placed.append(box(i, dx, dy))
+        out.append(ax.annotate(texts[i], (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=fontsize, ha="right" if dx < 0 else "left", va="bottom",
+                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"} if cost[best] else None,
+                               **kw))
+    return out
+
+
 def plot_curve(res, path, budgets=None, title=None):
-    """flips (% of check images) vs ONNX Runtime CPU img/s, one point per measured step."""
+    """Top-1 flips (% of the check images: counted, and expected, the judged value)
+    vs the speed-up over fp32 (the median of per-round ratios, each round timing
+    the candidate and fp32 back to back; never absolute img/s taken at different
+    moments), one point per timed candidate, labelled k+j."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     r = res.flavours.get("int8-cpu")
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    if r is not None:
-        steps = sorted((s for s in r.steps if s.img_s), key=lambda s: s.img_s)
-        ax.plot([s.img_s for s in steps], [s.flip_pct for s in steps], "o", label="int8-cpu candidates (timed)")
-        for s in steps:
-            ax.annotate(f"{s.k}+{s.j}" + (f" {s.speedup:.2f}x" if s.speedup else ""), (s.img_s, s.flip_pct),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7)
-        if r.met:
-            ax.plot([r.img_s], [100.0 * r.flips / res.check["images"]], "r*", ms=14, label=f"chosen ({r.prefix}+{r.suffix} in float)")
-    if res.fp32_img_s:
-        ax.axvline(res.fp32_img_s, color="gray", ls=":", label=f"fp32 {res.fp32_img_s:.0f} img/s")
-    for b in budgets or [r.budget_flips * 100.0 / res.check["images"]] if r else []:
+    n = res.check["images"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    steps = sorted((s for s in (r.steps if r else []) if s.speedup), key=lambda s: s.speedup)
+    xs = [s.speedup for s in steps]
+    ax.plot(xs, [100.0 * s.expected / n for s in steps], "o", label="expected flips (what the budget holds)")
+    ax.plot(xs, [s.flip_pct for s in steps], "x", color="gray", label="counted flips")
+    if r is not None and r.met and r.speedup:
+        ax.plot([r.speedup], [100.0 * r.expected_flips / n], "r*", ms=14,
+                label=f"chosen: {r.prefix}+{r.suffix} in float, x{r.speedup:.2f}")
+    ax.axvline(1.0, color="gray", ls=":", label="fp32 (x1)")
+    for b in budgets or ([r.budget_flips * 100.0 / n] if r else []):
         ax.axhline(b, color="r", ls="--", lw=0.8)
-    ax.set_xlabel("ONNX Runtime CPU img/s (batch 8)")
-    ax.set_ylabel(f"top-1 flips vs fp32, % of {res.check['images']} check images")
-    ax.set_title(title or "flips vs speed: k+j = float prefix+suffix (x = speed-up vs fp32, timed interleaved)")
+    ax.set_xlabel("ONNX Runtime CPU speed-up vs fp32 (batch 8; fp32 timed interleaved with each candidate)")
+    ax.set_ylabel(f"top-1 flips vs fp32, % of {n} check images")
+    ax.set_title(title or "int8-cpu candidates: k+j = first k + last j layers kept in float", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
+    place_labels(ax, xs, [100.0 * s.expected / n for s in steps], [f"{s.k}+{s.j}" for s in steps])
     fig.savefig(path, format="png")
     plt.close(fig)
 

@@ -45,6 +45,9 @@ class Step:
     speedup: Optional[float] = None      # img_s / fp32_img_s (median of per-round ratios)
     j: int = 0                           # the last j layers of the graph kept in float (the suffix)
     expected: Optional[float] = None     # expected flips on the check set (.judge.expected_flips)
+    #: check images run; fewer than all: stopped once certain to exceed the budget (flips and
+    #: expected are then lower bounds: counted on those images, .judge.expected_flips_lower_bound)
+    images: Optional[int] = None
 
     @property
     def n_float(self):
@@ -125,6 +128,8 @@ class Evaluator:
         self.log = log
         self.steps = {}
         self.top1 = {}
+        #: a budget (expected flips): a candidate's check run stops once certain to exceed it
+        self.stop_above = None
 
     def names(self, k, j=0):
         """The layers kept in float: the prefix, then the suffix."""
@@ -142,18 +147,45 @@ class Evaluator:
 
     def __call__(self, k, j=0) -> Step:
         key = self._key(k, j)
-        if key not in self.steps:
+        st = self.steps.get(key)
+        if st is None or (st.images < len(self.ref) and not self._over(st.expected)):
             t0 = time.perf_counter()
             sess = D.session(self.model_for(k, j), self.threads)
-            out = D.logits(sess, self.images)
-            n = J.flips(self.ref, out)
-            self.top1[key] = out.argmax(1)
-            self.steps[key] = Step(k, n, round(100.0 * n / len(self.ref), 3), None, round(time.perf_counter() - t0, 2),
-                                   j=j, expected=round(J.expected_flips(self.ref, out), 2))
-            if self.speed is not None and self.time_all:
-                self._time(self.steps[key], sess)
-            self._log(self.steps[key])
-        return self.steps[key]
+            out = self._logits(sess)
+            self.steps[key] = st = self._step(k, j, out, time.perf_counter() - t0)
+            if self.speed is not None and self.time_all and st.images == len(self.ref):
+                self._time(st, sess)
+            self._log(st)
+        return st
+
+    def seed(self, k, j, out):
+        """Record the logits of candidate (k, j) computed elsewhere (the calibration
+        choice runs the all-int8 CPU model)."""
+        self.steps[self._key(k, j)] = self._step(k, j, np.asarray(out), 0.0)
+
+    def _over(self, expected):
+        """Certain to exceed the budget (rounding to the reported 2 decimals included)."""
+        return self.stop_above is not None and expected > self.stop_above + 0.01
+
+    def _logits(self, sess):
+        """The candidate's logits on the check images, batch by batch; stops early
+        (fewer rows) once its expected flips are certain to exceed ``stop_above``."""
+        outs, n = [], 0
+        for out in D.iter_logits(sess, self.images):
+            outs.append(out)
+            n += len(out)
+            if self.stop_above is not None and n < len(self.ref) and \
+                    self._over(J.expected_flips_lower_bound(self.ref, np.concatenate(outs))):
+                break
+        return np.concatenate(outs)
+
+    def _step(self, k, j, out, seconds):
+        n, full = len(out), len(out) == len(self.ref)
+        flips = J.flips(self.ref[:n], out)
+        expected = J.expected_flips(self.ref, out) if full else J.expected_flips_lower_bound(self.ref, out)
+        self.top1[self._key(k, j)] = out.argmax(1)
+        return Step(k, flips, round(100.0 * flips / len(self.ref), 3), None, round(seconds, 2), j=j,
+                    expected=round(expected, 2), images=n)
 
     def timed(self, k, j=0) -> Step:
         """The step, timed against fp32 (when there is a SpeedMeter)."""
@@ -171,8 +203,10 @@ class Evaluator:
 
     def _log(self, s):
         if self.log:
+            part = "" if s.images == len(self.ref) else f" (stopped after {s.images} images: over the budget)"
             self.log(f"  {self.target if self.precision == 'int8' else 'fp16'}: {s.k:3d}"
-                     + (f"+{s.j}" if s.j else "") + f" layer(s) in float: {s.flips} flip(s) ({s.flip_pct:.2f} %), expected {s.expected}"
+                     + (f"+{s.j}" if s.j else "") + f" layer(s) in float: {s.flips} flip(s) ({s.flip_pct:.2f} %), "
+                     f"expected {s.expected}{part}"
                      + (f", {s.img_s:.0f} img/s = {s.speedup:.2f}x fp32 ({s.fp32_img_s:.0f})" if s.img_s else ""))
 
 
@@ -181,6 +215,8 @@ def search(evaluate, budget_flips, max_k, j=0):
     ``budget_flips`` flips, or None when even ``max_k`` does not meet it. Steps
     are in ``evaluate.steps``."""
     ev = (lambda k: evaluate(k, j)) if j else evaluate
+    if hasattr(evaluate, "stop_above"):           # failing candidates stop their check run early
+        evaluate.stop_above = budget_flips
     ok = lambda k: ev(k).judged <= budget_flips  # noqa: E731
     if ok(0):
         return 0
@@ -235,19 +271,31 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
     int8/float boundary tensor (if it meets the budget too), each timed; the
     fastest by speed-up wins (without a SpeedMeter: the fewest layers in float;
     ties: fewer float layers, then fewer flips). Stops at the first j needing no
-    prefix (a longer suffix is only slower)."""
+    prefix (a longer suffix is only slower).
+
+    Without a SpeedMeter (the fewest float layers win) a suffix j can only improve
+    on the best n float layers found with k <= n - j: k is bounded by that, the
+    bound is tried first and, when it fails, so would every smaller k (the
+    monotonicity the bisection relies on): the suffix is skipped; and the cheaper
+    cut of a longer prefix, which only matters for speed, is not tried."""
     n = len(evaluate.graph)
     cut = getattr(evaluate, "cut", None)
+    timed = getattr(evaluate, "speed", None) is not None
     found, bound = [], n - 1
     for j in suffixes:
         if j > n - 1:
             break
-        k = search(evaluate, budget_flips, min(bound, n - 1 - j), j)
+        top = min(bound, n - 1 - j)
+        if found and not timed:
+            top = min(top, min(s.n_float for s in found) - j)
+            if top < 0 or not _meets(evaluate, top, j, budget_flips):
+                continue
+        k = search(evaluate, budget_flips, top, j)
         if k is None:
             continue
         bound = k
         found.append(evaluate.timed(k, j))
-        if cut and k > 0 and cut[k] is not None:
+        if timed and cut and k > 0 and cut[k] is not None:
             alt = min(range(k, min(k + window, n - 1 - j) + 1), key=lambda i: (cut[i] or float("inf"), i))
             if alt != k and evaluate(alt, j).judged <= budget_flips:
                 found.append(evaluate.timed(alt, j))
@@ -257,6 +305,12 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
         return None
     best = min(found, key=lambda s: (-(s.speedup or 0.0), s.n_float, s.judged))
     return best.k, best.j
+
+
+def _meets(evaluate, k, j, budget_flips):
+    if hasattr(evaluate, "stop_above"):
+        evaluate.stop_above = budget_flips
+    return evaluate(k, j).judged <= budget_flips
 
 
 def steps_list(evaluate) -> List[Step]:

@@ -30,7 +30,7 @@ from .cache import (SIDECAR_FORMAT, TRT_CACHE_VERSION, TRT_CALIBRATOR_NAME, chec
                     default_cache_path, format_cache, parse_cache, read_cache, read_cache_with_header,
                     read_means, read_sidecar_means, sidecar_path_for, trt_version_number, validate_scales,
                     write_cache)
-from .ranges import (INT8_MAX, METHODS, MIN_AMAX, RangeCollector, calibration_plan,
+from .ranges import (INT8_MAX, METHODS, MIN_AMAX, RangeCollector, Statistics, calibration_plan,
                      bounded_tensors, calibration_tensors, collect_ranges, collect_statistics, entropy_amax,
                      model_fingerprint, model_input_name)
 from .reader import (MANIFEST_NAME, ImageCalibrationDataReader, build_calib_set,
@@ -44,7 +44,7 @@ __all__ = [
     "sidecar_path_for",
     "trt_version_number", "validate_scales", "write_cache",
     # ranges
-    "INT8_MAX", "METHODS", "MIN_AMAX", "RangeCollector", "calibration_plan", "calibration_tensors",
+    "INT8_MAX", "METHODS", "MIN_AMAX", "RangeCollector", "Statistics", "calibration_plan", "calibration_tensors",
     "bounded_tensors", "collect_ranges", "collect_statistics", "entropy_amax", "model_fingerprint", "model_input_name",
     # reader
     "MANIFEST_NAME", "ImageCalibrationDataReader", "build_calib_set", "calibration_set_hash",
@@ -98,6 +98,30 @@ def _preprocess_from_model(model):
 
 
 
+#: the last pass's statistics, keyed by what they depend on (model, image files and their
+#: content, preprocessing, options; not the method): calibrating the same model on the same
+#: files with another method (--max-flips calibrates every method) reuses the pass instead
+#: of decoding and running the images again
+_LAST_PASS = {}
+
+
+def _statistics(model, paths, preprocess, options, expect):
+    """:class:`~.ranges.Statistics` of ``model`` over ``paths``: the previous pass when
+    it was over the same model, images, preprocessing and options."""
+    import json
+
+    key = json.dumps({**{k: v for k, v in expect.items() if k != "method"},
+                      "paths": [os.path.abspath(p) for p in paths]}, sort_keys=True, default=str)
+    stats = _LAST_PASS.get(key)
+    if stats is None:
+        _LAST_PASS.clear()
+        reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size)
+        # histograms always: every method then comes from this one pass
+        stats = Statistics(model, reader, "entropy", options)
+        _LAST_PASS[key] = stats
+    return stats
+
+
 def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, cache_path=None,
               regenerate=False, options: Optional[CalibrationOptions] = None) -> CalibrationResult:
     """Calibrate ``onnx_path`` (fp32) on ``data`` and write/reuse the cache.
@@ -143,8 +167,8 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
         return CalibrationResult(cache_path, sidecar, scales, True, method, int(meta.get("num_images", 0)),
                                  int(meta.get("skipped", 0)), time.perf_counter() - t0, read_means(meta, tensors))
 
-    reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size)
-    amax, means = collect_statistics(model, reader, method, options)
+    stats = _statistics(model, paths, preprocess, options, expect)
+    amax, means = stats.ranges(method), stats.means
     del model
     # round-trip through float32 so the returned scales equal what a reader of the cache gets
     scales = {t: float(np.float32(a / INT8_MAX)) for t, a in amax.items()}
@@ -154,11 +178,11 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
                 header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", model_sha256=sha256_file(onnx_path),
                 **expect,
                 preprocess_config=preprocess.to_dict(), calib_source=(f"{len(data)} listed images" if isinstance(data, (list, tuple)) else os.path.abspath(os.fspath(data))),
-                num_images=reader.num_used, skipped=len(reader.skipped),
-                skipped_files=[os.path.basename(p) for p in reader.skipped[:20]],
+                num_images=stats.num_used, skipped=len(stats.skipped),
+                skipped_files=[os.path.basename(p) for p in stats.skipped[:20]],
                 num_tensors=len(scales), cache_sha256=sha256_file(cache_path), elapsed_s=round(elapsed, 3),
                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), channel_means=means)
     write_json(sidecar, meta)
-    return CalibrationResult(cache_path, sidecar, scales, False, method, reader.num_used, len(reader.skipped),
+    return CalibrationResult(cache_path, sidecar, scales, False, method, stats.num_used, len(stats.skipped),
                              elapsed, means)
 

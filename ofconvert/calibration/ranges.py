@@ -140,14 +140,18 @@ class RangeCollector:
         """{tensor: per-channel mean (float32 list)} of the tensors seen by :meth:`collect_mean`."""
         return {t: [float(v) for v in (s / self.counts[t]).astype(np.float32)] for t, s in self.sums.items()}
 
-    def compute(self, name):
-        """amax (dynamic range) of one tensor."""
+    def compute(self, name, method=None):
+        """amax (dynamic range) of one tensor, by ``method`` (default: the collector's;
+        a histogram-collecting collector serves every method from one pass)."""
+        method = method or self.method
+        if method not in METHODS or (method != "minmax" and self.method == "minmax"):
+            raise OfconvertError(f"calibration method {method!r} cannot be computed from {self.method!r} statistics")
         m = self.amax.get(name, 0.0)
-        if self.method == "minmax" or (self.method == "mixed" and name in self.bounded) or m <= 0 \
+        if method == "minmax" or (method == "mixed" and name in self.bounded) or m <= 0 \
                 or name not in self.hist:
             return max(m, MIN_AMAX)
         hist, width = self.hist[name], self.hist_max[name] / self.options.num_bins
-        if self.method == "percentile":
+        if method == "percentile":
             cum = self.zeros[name] + np.cumsum(hist)
             i = int(np.searchsorted(cum, cum[-1] * self.options.percentile / 100.0))
             return max(min((i + 1) * width, m), MIN_AMAX)
@@ -229,11 +233,43 @@ def collect_statistics(model, reader, method, options):
     measured tensors exposed as outputs; returns ``({tensor: amax}, {tensor:
     per-channel mean})`` for every tensor of :func:`calibration_plan`. Only one
     batch of activations is alive at a time."""
+    stats = Statistics(model, reader, method, options)
+    return stats.ranges(method), stats.means
+
+
+class Statistics:
+    """One pass of the fp32 ``model`` over ``reader`` (see :func:`collect_statistics`):
+    the streamed histograms, maxima and channel means of the measured tensors. Unless
+    collected for ``"minmax"`` only, :meth:`ranges` gives every method from the same
+    pass (the histogram methods share their histograms; minmax needs only the maxima)."""
+
+    def __init__(self, model, reader, method, options):
+        self.plan, self.sources = calibration_plan(model)
+        self.tensors = [t for t in self.plan if self.sources[t] == t]
+        sess = _augmented_session(model, self.tensors, options)
+        self.collector = collector = RangeCollector(method, options, bounded_tensors(model))
+        reader.rewind()
+        for feed in reader:
+            for name, value in zip(self.tensors, sess.run(self.tensors, feed)):
+                collector.collect(name, value)
+                collector.collect_mean(name, value)
+        if reader.num_used == 0:
+            raise DataError(f"no readable calibration images ({len(reader.skipped)} unreadable file(s), "
+                            f"e.g. {reader.skipped[0] if reader.skipped else '-'})")
+        self.means = collector.means()
+        self.num_used, self.skipped = reader.num_used, list(reader.skipped)
+
+    def ranges(self, method):
+        """{tensor: amax} of every tensor of the plan (pass-through tensors take their source's)."""
+        amax = {t: self.collector.compute(t, method) for t in self.tensors}
+        return {t: amax[self.sources[t]] for t in self.plan}
+
+
+def _augmented_session(model, tensors, options):
+    """An ONNX Runtime session of ``model`` with ``tensors`` added as outputs."""
     import onnx
     import onnxruntime as ort
 
-    plan, sources = calibration_plan(model)
-    tensors = [t for t in plan if sources[t] == t]
     aug = onnx.ModelProto()
     aug.CopyFrom(model)
     outs = {o.name for o in aug.graph.output}
@@ -246,19 +282,6 @@ def collect_statistics(model, reader, method, options):
     if options.threads:
         so.intra_op_num_threads = int(options.threads)
     try:
-        sess = ort.InferenceSession(aug.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(aug.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise OfconvertError(f"ONNX Runtime cannot load the model for calibration: {str(e).splitlines()[0]}") from None
-    del aug
-    collector = RangeCollector(method, options, bounded_tensors(model))
-    reader.rewind()
-    for feed in reader:
-        for name, value in zip(tensors, sess.run(tensors, feed)):
-            collector.collect(name, value)
-            collector.collect_mean(name, value)
-    if reader.num_used == 0:
-        raise DataError(f"no readable calibration images ({len(reader.skipped)} unreadable file(s), "
-                        f"e.g. {reader.skipped[0] if reader.skipped else '-'})")
-    amax = {t: collector.compute(t) for t in tensors}
-    return {t: amax[sources[t]] for t in plan}, collector.means()
-
