@@ -323,6 +323,16 @@ def test_unet_engine_profile_has_the_height_and_width_ranges(tmp_path):
         (build,) = trt._record.builds
     assert build["profiles"] == [{"input": ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 64, 64))}]
     assert sc["profile"]["min"] == [1, 3, 32, 32] and sc["profile"]["max"] == [4, 3, 64, 64]
+    from ofconvert.errors import OfconvertError
+    from ofconvert.runners import make_runner
+
+    with fake_tensorrt.installed("10.3.0"):
+        with make_runner("trt", str(tmp_path / "unet.fp32.engine")) as r:   # any size within the profile
+            for h, w in ((32, 64), (64, 32), (64, 64)):
+                x = _x(3, 3, h, w, seed=h + w)
+                np.testing.assert_allclose(r.infer(x), _ort(path).run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+            with pytest.raises(OfconvertError, match=r"takes images of shapes \(3, 32, 32\) to \(3, 64, 64\)"):
+                r.infer(_x(1, 3, 96, 64))
 
 
 # ---------------------------------------------------------------------------

@@ -77,18 +77,20 @@ class TensorRTRunner(BaseRunner):
         want = ((self.sidecar or {}).get("io") or {}).get("output", {}).get("name")
         self.output_name = want if want in outputs else outputs[0]
         # one profile (index 0): its max batch is what one execution can take
-        _, _, max_shape = engine.get_tensor_profile_shape(self.input_name, 0)
+        min_shape, _, max_shape = engine.get_tensor_profile_shape(self.input_name, 0)
         self.max_shape = tuple(int(d) for d in max_shape)
         self.max_batch = self.max_shape[0]
         self.sample_shape = self.max_shape[1:]
+        self.min_sample_shape = tuple(int(d) for d in min_shape)[1:]   # below sample_shape: a dynamic H/W
         self._output_sample = tuple(max(int(d), 0) for d in engine.get_tensor_shape(self.output_name))[1:]
         dtype = DataType.from_dtype(engine.get_tensor_dtype(self.input_name), "tensorrt")
         self.input_dtype = np.dtype(DataType.to_dtype(dtype, "numpy"))
 
     def infer_impl(self, x):
-        if tuple(x.shape[1:]) != self.sample_shape:
-            raise OfconvertError(f"{self.name}: the engine takes images of shape {self.sample_shape}, "
-                                 f"got a batch of shape {tuple(x.shape)}")
+        lo, hi = self.min_sample_shape, self.sample_shape
+        if x.ndim != len(hi) + 1 or not all(a <= d <= b for a, d, b in zip(lo, x.shape[1:], hi)):
+            what = f"shape {hi}" if lo == hi else f"shapes {lo} to {hi}"
+            raise OfconvertError(f"{self.name}: the engine takes images of {what}, got a batch of shape {tuple(x.shape)}")
         if x.shape[0] == 0:
             return np.zeros((0,) + self._output_sample, np.float32)
         chunks = [self._run(x[i:i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
