@@ -127,11 +127,12 @@ def make_spec(shapes, names=None, dynamic_size=None):
         if not images:
             raise OfconvertError("a dynamic image size needs a (C, H, W) input; this model's inputs are "
                                  + ", ".join(str(s) for s, _ in checked))
-        if len({s[1:] for s in images}) > 1 or len({tuple(sorted(r.items())) for r in ranged}) > 1:
+        if len({s[1:] for s in images}) > 1 or len({tuple(sorted(r.items())) for r in ranged}) > 1 \
+                or len(ranged) not in (0, len(images)):
             raise OfconvertError("a dynamic image size needs every (C, H, W) input at the same H and W (and ranges)")
         r = ranged[0] if ranged else {}
         h, w = images[0][1:]
-        sizes = {"height": _range(r.get(-2), h), "width": _range(r.get(-1), w)} if dynamic_size or not r else \
+        sizes = {"height": _range(r.get(-2), h), "width": _range(r.get(-1), w)} if dynamic_size else \
             {k: (v[0], v[0], v[1]) for k, v in (("height", r.get(-2)), ("width", r.get(-1))) if v}
     return IOSpec(tuple(s for s, _ in checked), input_names(len(checked), names), sizes)
 

@@ -449,3 +449,29 @@ def test_int8_calibration_of_a_non_rgb_input_is_refused_in_one_line(tmp_path):
     with pytest.raises(OfconvertError, match=r"calibration and --max-flips feed RGB images \(3, H, W\); this "
                                              r"model's input 1,16,32 is not one"):
         opts.check()
+
+
+def test_shape_specs_and_their_mistakes_are_one_line():
+    from ofconvert.cli import _shape
+    from ofconvert.errors import OfconvertError
+    from ofconvert.export_io import make_spec, split_shapes, trace_points
+
+    assert _shape("3,224-640,224-640") == (3, (224, 640), (224, 640))
+    spec = make_spec(split_shapes((3, (224, 640), (224, 640))))
+    assert spec.sizes == {"height": (224, 224, 640), "width": (224, 224, 640)} and spec.names == ("input",)
+    assert make_spec([(3, 64, 64)], dynamic_size=True).sizes["height"] == (32, 64, 128)
+    # base, batch 3, H + 32, W + 32, both, both with batch 3 (a product N*H would show)
+    assert [v for v, _ in trace_points(make_spec([(3, 64, 64)], dynamic_size=True))][2:] == [
+        {"batch": 2, "height": 96, "width": 64}, {"batch": 2, "height": 64, "width": 96},
+        {"batch": 2, "height": 96, "width": 96}, {"batch": 3, "height": 96, "width": 96}]
+    for bad, msg in [(([(3, 64, 64), (3, 32, 32)], None, True), "same H and W"),
+                     (([(10,)], None, True), r"needs a \(C, H, W\) input"),
+                     (([((1, 2), 64, 64)], None, None), "for H and W of C,H,W only"),
+                     (([(3, 64, 64), (3, 64, 64)], ["a"], None), "2 distinct non-empty name"),
+                     (([(3, 0, 64)], None, None), "positive ints")]:
+        with pytest.raises(OfconvertError, match=msg):
+            make_spec(*bad)
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        _shape("3,640-224,224")
