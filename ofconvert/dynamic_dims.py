@@ -16,6 +16,7 @@ the axis that really carries it, ``height``/``width``, an exact size, or a
 symbolic expression.
 """
 import dataclasses
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -245,6 +246,28 @@ def _affine_subgraph(g, base, static, pieces, dim):
     else:
         g.node.append(helper.make_node("Concat", names, [out], name=f"{base}_ofc_concat", axis=0))
     return out
+
+
+_TERM = re.compile(r"([+-]?)(?:(\d+)\*)?(batch|height|width)(?:/(\d+))?|([+-]?\d+)")
+
+
+def eval_dim(expr, values):
+    """The value of a declared dim (``Affine.describe``: ``batch``, ``width/4``,
+    ``2*batch-1``...) at ``values``; None when it is not such an expression or
+    names a variable ``values`` lacks."""
+    pos, total = 0, 0
+    for m in _TERM.finditer(expr):
+        if m.start() != pos:
+            return None
+        pos = m.end()
+        sign, p, var, q, const = m.groups()
+        if const is not None:
+            total += int(const)
+            continue
+        if var not in values:
+            return None
+        total += _term((-1 if sign == "-" else 1) * int(p or 1), int(q or 1), values[var])
+    return total if pos == len(expr) and expr else None
 
 
 def fit_dims(shapes, traces, what):

@@ -214,7 +214,9 @@ def _head(xs, batch):
 
 
 def _feeds(session, xs):
-    return {i.name: np.ascontiguousarray(a, np.float32) for i, a in zip(session.get_inputs(), xs)}
+    """Each input as the dtype the session declares (float32, or uint8 for a raw-image input)."""
+    return {i.name: np.ascontiguousarray(a, np.uint8 if i.type == "tensor(uint8)" else np.float32)
+            for i, a in zip(session.get_inputs(), xs)}
 
 
 def _unoptimized_onnx_outputs(onnx_path, xs, key, cache):
@@ -313,13 +315,14 @@ def real_images(n, root=None):
 
 def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rtol=DEFAULT_RTOL,
              use_real=True, use_random=True, seed=0, verbose=True, raise_on_error=True,
-             input_shape=None, report_path=None, label=None, sizes=None):
+             input_shape=None, report_path=None, label=None, sizes=None, input_format=None):
     """Run OneFlow and ONNX Runtime on the same inputs; return a ValidationReport,
     write it to ``report_path`` (default ``<onnx>.validation.json``; ``False``: not
     written) and (if ``raise_on_error``) raise ShapeError / AtolError / TopKError.
     ``input_shape``: one per-sample shape, or a list of them (one per input);
     ``sizes``: (H, W) image sizes of a dynamic-size model to check as well (random
-    input, the first and last batch)."""
+    input, the first and last batch); ``input_format="uint8-nhwc"``: the module and
+    the ONNX take uint8 NHWC images (real ones and random pixels)."""
     from .fileio import write_json
 
     if not isinstance(config, ModelConfig):
@@ -331,7 +334,12 @@ def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rt
     if not batches or min(batches) < 1:
         raise OfconvertError(f"batches must be positive integers, got {batches!r}")
     shapes = _shapes(input_shape, config)
-    inputs, real_paths, note = _make_inputs(config.preprocess, shapes, max(batches), use_real, use_random, seed)
+    if input_format == "uint8-nhwc":
+        from .models.raw_input import uint8_images
+
+        inputs, real_paths, note = uint8_images(config.preprocess, max(batches), use_real, seed)
+    else:
+        inputs, real_paths, note = _make_inputs(config.preprocess, shapes, max(batches), use_real, use_random, seed)
     plan = [(k, b) for k in inputs for b in batches]
     for h, w in sizes or ():
         k = f"random {h}x{w}"
@@ -397,12 +405,23 @@ def _make_inputs(cfg, shapes, need, use_real, use_random, seed):
     return inputs, real_paths, note
 
 
-def _declared_ok(declared, actual, batch):
-    """Does ONNX Runtime's actual shape fit the declared one (ints equal, ``batch`` the batch)?"""
+def _declared_ok(declared, actual, xs):
+    """Does ONNX Runtime's actual shape fit the declared one: ints equal, ``batch``,
+    ``height``, ``width`` and expressions of them (``width/4``) equal to their value
+    for the inputs ``xs`` (other symbols: anything)?"""
+    from .dynamic_dims import eval_dim
+
     if len(declared) != len(actual):
         return False
-    return all(d is None or (d == a if isinstance(d, int) else (d != "batch" or a == batch))
-               for d, a in zip(declared, actual))
+    values = {"batch": xs[0].shape[0]}
+    image = next((x for x in xs if x.ndim == 4), None)
+    if image is not None:
+        values.update(height=image.shape[2], width=image.shape[3])
+    for d, a in zip(declared, actual):
+        want = d if isinstance(d, int) else None if d is None else eval_dim(d, values)
+        if want is not None and want != a:
+            return False
+    return True
 
 
 def _declared_shapes(onnx_path):
@@ -429,7 +448,8 @@ def _run_checks(module, onnx_path, inputs, plan, rtol):
         names = [o.name for o in sess.get_outputs()]
         declared = _declared_shapes(onnx_path)
         for (k, b), ref in refs.items():
-            outs = sess.run(None, _feeds(sess, _head(inputs[k], b)))
+            xs = _head(inputs[k], b)
+            outs = sess.run(None, _feeds(sess, xs))
             if len(outs) != len(ref):
                 checks.append(OutputCheck(k, b, False, float("inf"), float("inf"), 0.0, None, None, 0, False,
                                           f"{len(outs)} ONNX outputs vs {len(ref)} OneFlow outputs"))
@@ -437,7 +457,7 @@ def _run_checks(module, onnx_path, inputs, plan, rtol):
             onnx_outs[(k, b)] = outs
             for name, r, o, d in zip(names, ref, outs, declared):
                 c = compare(r, o, k, b, rtol, output=name)
-                if c.shape_ok and not _declared_ok(d, np.shape(o), b):
+                if c.shape_ok and not _declared_ok(d, np.shape(o), xs):
                     c.shape_ok = c.passed = False
                     c.declared_shape = tuple(d)
                 checks.append(c)

@@ -385,6 +385,15 @@ def test_declared_shapes_are_checked_against_onnx_runtime(tmp_path):
     with pytest.raises(ShapeError, match="contradicts its declared shape"):
         validate(m, path, cfg, input_shape=(1, 16, 32), verbose=False, report_path=False, use_real=False)
     assert r.output_shapes == [[8, "batch", 12]]
+    # a symbolic time axis is checked at every size validated: width/4, not width/2
+    dyn = tmp_path / "dyn.onnx"
+    export(m, dyn, input_shape=(1, 16, (32, 64)), verbose=False, validate=False)
+    model = onnx.load(str(dyn))
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "width/2"
+    onnx.save(model, str(dyn))
+    with pytest.raises(ShapeError, match=r"ONNX output shape \[8, 1, 12\] contradicts its declared shape "
+                                         r"\['width/2', 'batch', 12\]"):
+        validate(m, dyn, cfg, input_shape=(1, 16, 32), verbose=False, report_path=False, use_real=False)
 
 
 # ---------------------------------------------------------------------------
