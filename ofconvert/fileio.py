@@ -84,8 +84,14 @@ def sweep_orphans(folder):
     for n in names:
         m = _OWNED_TEMP.match(n)
         if m and int(m.group(1)) != os.getpid() and not pid_alive(m.group(1)):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, n))
+            path = os.path.join(folder, n)
+            if os.path.isdir(path) and not os.path.islink(path):   # a run's stage folder
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
 
 @contextlib.contextmanager
@@ -221,3 +227,86 @@ def transaction(target):
         yield tx
     finally:
         tx.cleanup()
+
+
+class Stage:
+    """One conversion's transaction: its artefacts are written into a hidden folder
+    beside their final place (``.stage.p<pid>.<rand>.tmp``, swept if the run is
+    killed), read from there by the later steps, and moved in together by
+    ``commit`` (signals held, folder locked, as ``Transaction.commit``). Without a
+    commit nothing of the run is left: not the artefacts, not the folder."""
+
+    def __init__(self, folder):
+        self.final = os.path.abspath(folder)
+        self.folder = None         # created on first use
+        self.stale = []            # final paths to remove on commit
+
+    def path(self, final_path):
+        """Where the artefact that ends up at ``final_path`` is written now."""
+        if os.path.dirname(os.path.abspath(final_path)) != self.final:
+            raise OfconvertError(f"{final_path} is not in the run's output folder {self.final}")
+        if self.folder is None:
+            check_writable_dir(os.path.join(self.final, "x"))
+            sweep_orphans(self.final)
+            self.folder = tempfile.mkdtemp(prefix=temp_prefix("stage"), suffix=".tmp", dir=self.final)
+        return os.path.join(self.folder, os.path.basename(final_path))
+
+    def drop(self, final_path):
+        """``final_path`` describes an old file: removed on commit."""
+        self.stale.append(os.path.abspath(final_path))
+
+    def commit(self):
+        import fcntl
+        import shutil
+
+        if self.folder is None:
+            return []
+        sigs = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        dfd = os.open(self.final, os.O_RDONLY)
+        moved = []
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
+            for name in sorted(os.listdir(self.folder)):
+                if name.endswith(".json"):
+                    self._relocate(os.path.join(self.folder, name))
+                os.replace(os.path.join(self.folder, name), os.path.join(self.final, name))
+                moved.append(os.path.join(self.final, name))
+            for path in self.stale:
+                if path not in moved:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+        finally:
+            os.close(dfd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return moved
+
+    def _relocate(self, path):
+        """A JSON report written in the stage names the final paths, not the stage's."""
+        def fix(v):
+            if isinstance(v, str):
+                return v.replace(self.folder + os.sep, self.final + os.sep)
+            if isinstance(v, list):
+                return [fix(x) for x in v]
+            if isinstance(v, dict):
+                return {k: fix(x) for k, x in v.items()}
+            return v
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                obj = json.load(f)
+        except (OSError, ValueError):
+            return
+        fixed = fix(obj)
+        if fixed != obj:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(json_text(fixed))
+
+    def cleanup(self):
+        import shutil
+
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None

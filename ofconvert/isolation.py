@@ -128,6 +128,9 @@ def _clean(listings):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                     removed.append(path)
+            elif _TEMP_NAME.match(name) and os.path.isdir(path) and not os.path.islink(path):   # a run's stage
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
     for lst in listings:
         for d in lst.missing:   # deepest first
             with contextlib.suppress(OSError):

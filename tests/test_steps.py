@@ -1,0 +1,61 @@
+"""A conversion as steps (ofconvert.steps): preflight checks before any work, one
+stage committed at the end. A run refused at a later step (a --calib-cache of
+another model, found out only once the model is exported) leaves no file; a run
+that succeeds leaves its artefacts, reports naming their final paths, and no stage."""
+import json
+import os
+
+import pytest
+
+from conftest import ROOT, has_traceback, needs_oneflow, run_cli
+
+pytestmark = needs_oneflow
+NET = os.path.join(ROOT, "examples", "my_net.py")
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory, datasets):
+    """examples/my_net.py:MyNet converted to int8 on 16 real photos: its cache."""
+    d = tmp_path_factory.mktemp("mine")
+    p = run_cli(f"{NET}:MyNet", "--input-shape", "3,32,32", "--int8", "--calib",
+                os.path.join(datasets, "imagenet-stubs-16"), "-o", d / "MyNet.int8.onnx", cwd=d)
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+def test_an_int8_run_leaves_its_artefacts_reports_with_final_paths_and_no_stage(lite):
+    names = sorted(os.listdir(lite))
+    assert {"MyNet.onnx", "MyNet.onnx.json", "MyNet.int8.onnx", "MyNet.int8-cpu.onnx",
+            "MyNet.entropy.calib.cache"} <= set(names), names
+    assert not [n for n in names if n.endswith(".tmp")], names
+    rep = json.loads((lite / "MyNet.onnx.json").read_text())
+    assert rep["onnx_path"] == str(lite / "MyNet.onnx")
+    assert rep["validation"]["onnx_path"] == str(lite / "MyNet.onnx")
+    for n in names:
+        if n.endswith(".json"):
+            assert ".stage." not in (lite / n).read_text(), n
+
+
+def test_a_cache_of_another_model_is_refused_and_nothing_is_written(lite, tmp_path):
+    (tmp_path / "other.py").write_text(
+        "import oneflow.nn as nn\n\n\nclass Other(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 5)\n        self.act = nn.Sigmoid()\n\n"
+        "    def forward(self, x):\n        return self.act(self.conv(x)).mean((2, 3))\n")
+    before = sorted(os.listdir(tmp_path))
+    p = run_cli("other.py:Other", "--input-shape", "3,32,32", "--int8",
+                "--calib-cache", lite / "MyNet.entropy.calib.cache", "-o", tmp_path / "b.int8.onnx", cwd=tmp_path)
+    assert p.returncode == 2 and not has_traceback(p), p.stderr
+    assert sorted(os.listdir(tmp_path)) == before   # no b.onnx, no reports, no stage
+
+
+def test_preflight_refuses_before_any_work(tmp_path):
+    """Options are checked first: a bad calibration folder costs no export."""
+    from ofconvert.errors import OfconvertError
+    from ofconvert.pipeline import ConvertOptions
+    from ofconvert.steps import preflight
+
+    opts = ConvertOptions(model=f"{NET}:MyNet", input_shape=(3, 32, 32), precision="int8",
+                          calib=str(tmp_path / "none"), output=str(tmp_path / "m.int8.onnx"))
+    with pytest.raises(OfconvertError, match="--calib: no such folder"):
+        preflight(opts)
+    assert os.listdir(tmp_path) == []
