@@ -62,17 +62,19 @@ _OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (4, 12), (4, -19), (-4, 12), (
             (-14, 22), (-14, -28), (4, 32), (4, -38), (-4, 32), (-4, -38)]
 
 
-def place_labels(ax, xs, ys, texts, fontsize=7, **kw):
-    """Annotate point i with texts[i] at the first offset of :data:`_OFFSETS` whose
-    text box overlaps neither a label already placed nor a marker (boxes estimated
-    from the font size; the axes' limits must be final); a label that fits nowhere
-    goes to the least crowded offset with a leader line. Returns the annotations."""
+def place_labels(ax, xs, ys, texts, fontsize=7, colors=None, avoid=(), **kw):
+    """Annotate point i with texts[i] (in colors[i]) at the first offset of
+    :data:`_OFFSETS` whose text box overlaps neither a label already placed nor a
+    marker (the points and the (x, y) of ``avoid``; boxes estimated from the font
+    size; the axes' limits must be final); a label that fits nowhere goes to the
+    least crowded offset with a leader line. Returns the annotations."""
     import numpy as np
 
     ax.figure.canvas.draw()                       # final limits and transforms
     px = ax.figure.dpi / 72.0
     pts = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.zeros((0, 2))
-    marks = [(x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px) for x, y in pts]
+    extra = ax.transData.transform(np.asarray(list(avoid), float).reshape(-1, 2)) if len(avoid) else []
+    marks = [(x - 4 * px, y - 4 * px, x + 4 * px, y + 4 * px) for x, y in list(pts) + list(extra)]
     placed, out = [], []
 
     def box(i, dx, dy):
@@ -81,18 +83,24 @@ def place_labels(ax, xs, ys, texts, fontsize=7, **kw):
         y0 = pts[i][1] + dy * px
         return (x0, y0, x0 + w, y0 + h)
 
+    frame = ax.bbox.extents
+
+    def outside(b):
+        return b[0] < frame[0] or b[1] < frame[1] or b[2] > frame[2] or b[3] > frame[3]
+
     def hits(b, others):
         return sum(not (b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1]) for o in others)
 
     for i in sorted(range(len(texts)), key=lambda i: (pts[i][0], pts[i][1])):
         others = [m for j, m in enumerate(marks) if j != i]
-        cost = [hits(box(i, dx, dy), placed + others) for dx, dy in _OFFSETS]
+        cost = [hits(b, placed + others) + 2 * outside(b) for b in (box(i, dx, dy) for dx, dy in _OFFSETS)]
         best = int(np.argmin(cost))
         dx, dy = _OFFSETS[best]
         placed.append(box(i, dx, dy))
         out.append(ax.annotate(texts[i], (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy),
                                fontsize=fontsize, ha="right" if dx < 0 else "left", va="bottom",
-                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"} if cost[best] else None,
+                               color=colors[i] if colors else None,
+                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"} if cost[best] or best >= 4 else None,
                                **kw))
     return out
 

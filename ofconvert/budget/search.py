@@ -276,8 +276,11 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
     Without a SpeedMeter (the fewest float layers win) a suffix j can only improve
     on the best n float layers found with k <= n - j: k is bounded by that, the
     bound is tried first and, when it fails, so would every smaller k (the
-    monotonicity the bisection relies on): the suffix is skipped; and the cheaper
-    cut of a longer prefix, which only matters for speed, is not tried."""
+    monotonicity the bisection relies on): the suffix is skipped; when it passes,
+    k is bisected below it (no galloping from 0); the cheaper cut of a longer
+    prefix, which only matters for speed, is not tried. Where flips are monotone
+    in k the answer is the unpruned walk's; where they are not, the walk probes
+    other candidates and may find another (never one over the budget)."""
     n = len(evaluate.graph)
     cut = getattr(evaluate, "cut", None)
     timed = getattr(evaluate, "speed", None) is not None
@@ -290,7 +293,9 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
             top = min(top, min(s.n_float for s in found) - j)
             if top < 0 or not _meets(evaluate, top, j, budget_flips):
                 continue
-        k = search(evaluate, budget_flips, top, j)
+            k = _bisect_below(evaluate, budget_flips, top, j)
+        else:
+            k = search(evaluate, budget_flips, top, j)
         if k is None:
             continue
         bound = k
@@ -305,6 +310,19 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
         return None
     best = min(found, key=lambda s: (-(s.speedup or 0.0), s.n_float, s.judged))
     return best.k, best.j
+
+
+def _bisect_below(evaluate, budget_flips, top, j):
+    """The smallest k <= ``top`` meeting the budget, ``top`` known to: bisection
+    over [0, top] (no galloping up from 0: the answer is near ``top``)."""
+    lo, hi = -1, top
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _meets(evaluate, mid, j, budget_flips):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _meets(evaluate, k, j, budget_flips):

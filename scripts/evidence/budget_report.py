@@ -209,6 +209,7 @@ def main():
            "eval_images": len(ev_images), "overlap": ov, "threads": args.threads, "cpu_count": os.cpu_count(),
            "calibration_s": calib_s, "calibration": res.calibration, "headline_budget": args.budget,
            "run_s": round(run_s, 1), "sensitivity_s": res.sensitivity_s, "search_s": res.search_s,
+           "phases_s": res.phases_s,
            "extra_budgets_s": round(extra_s, 1), "total_s": round(time.perf_counter() - t_all, 1),
            "strategy": res.strategy, "sensitivity": res.sensitivity, "order": ev.order, "chosen": chosen,
            "float_layers": {b: ev.names(*kj) for b, kj in chosen.items() if kj is not None},
@@ -241,20 +242,17 @@ def plot(res, path):
     import matplotlib.pyplot as plt
 
     c = sorted(res["curve"], key=_kj)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5.6), dpi=110)
     ax.plot([r["speedup_b8"] for r in c], [r["eval_flip_pct"] for r in c], "o",
             label=f"{res['eval_images']} eval images (never seen): speed timed in the evaluation")
     ax.plot([r["check_speedup"] for r in c], [r["check_flip_pct"] for r in c], "s", alpha=0.5,
             label=f"{res['check_images']} check images: speed timed during the search")
-    for r in c:
-        ax.annotate(_tag(r), (r["speedup_b8"], r["eval_flip_pct"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
+    budget_of = {}
     for b, kj in res["chosen"].items():
         r = next((r for r in c if kj and list(_kj(r)) == list(kj)), None)
         if r:
             ax.plot([r["speedup_b8"]], [r["eval_flip_pct"]], "r*", ms=12)
-            ax.annotate(f"--max-flips {b}", (r["speedup_b8"], r["eval_flip_pct"]), textcoords="offset points",
-                        xytext=(6, -12), fontsize=8, color="r")
+            budget_of.setdefault(_tag(r), []).append(b)
     ax.axvline(1.0, color="gray", ls=":", label="fp32")
     ax.axvline(1.6, color="orange", ls=":", label="1.6x target")
     ax.axhline(1.0, color="r", ls="--", lw=0.7)
@@ -262,8 +260,14 @@ def plot(res, path):
     ax.set_ylabel("top-1 flips vs fp32 (%)")
     ax.set_title("efficientnet_lite0 int8-cpu: k+j = first k and last j layers kept in float")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
+    from ofconvert.budget.report import place_labels
+
+    tags = [_tag(r) + (f" (--max-flips {', '.join(budget_of[_tag(r)])})" if _tag(r) in budget_of else "") for r in c]
+    place_labels(ax, [r["speedup_b8"] for r in c], [r["eval_flip_pct"] for r in c], tags,
+                 colors=["r" if _tag(r) in budget_of else "k" for r in c],
+                 avoid=[(r["check_speedup"], r["check_flip_pct"]) for r in c if r.get("check_speedup")])
     fig.savefig(path, format="png")
     plt.close(fig)
 
@@ -343,7 +347,9 @@ def write_md(res, docs):
          f"One `quantize_to_budget` run at {res['headline_budget']} (strategy `{res.get('strategy', 'ranked')}`): "
          f"**{res['run_s']} s** (calibration choice, search, both flavours; the calibration caches were "
          f"reused: {', '.join(f'{m} {t} s' for m, t in res['calibration_s'].items())}). The other budgets "
-         f"continue the same search: {res['extra_budgets_s']} s. Whole script: {res['total_s']} s.", "",
+         f"continue the same search: {res['extra_budgets_s']} s. Whole script: {res['total_s']} s."
+         + (" Phases of the run (s): " + ", ".join(f"{k} {v}" for k, v in res["phases_s"].items()) + "."
+            if res.get("phases_s") else ""), "",
          f"Calibration chosen on the check set (all-int8, biases corrected: {bool(cal.get('bias_corrected'))}; "
          f"expected / counted flips of {res['check_images']}): " + ", ".join(
              f"{m} {cal.get('expected_flips', {}).get(m)} / {n}" for m, n in cal["flips"].items())
