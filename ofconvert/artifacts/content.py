@@ -67,16 +67,16 @@ def detect_precision(path):
 
 
 def _load_onnx(path):
-    import onnx
+    from ..onnx_io import load_onnx
 
     try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as e:  # DecodeError & co
+        model = load_onnx(path, external_data=False)
+    except OfconvertError as e:  # DecodeError & co
         if path.endswith(ENGINE_EXTS):
             raise EngineCompatibilityError(f"no ofconvert sidecar {path}.json: cannot tell the precision of the "
                                            f"engine {path}; rebuild it with ofconvert --to trt") from None
         raise OfconvertError(f"cannot tell the precision of {path}: not a readable ONNX model "
-                             f"({type(e).__name__})") from None
+                             f"({str(e).rsplit(': ', 1)[-1]})") from None
     if not model.graph.node and not model.graph.input:
         raise OfconvertError(f"cannot tell the precision of {path}: not an ONNX model (empty graph)")
     return model

@@ -19,14 +19,10 @@ from .names import PrecisionMismatchError, engine_name, flavour, onnx_name
 def read_onnx_metadata(path):
     """``metadata_props`` of an ONNX file as a dict (weights not loaded); one-line
     OfconvertError for a file that is not a readable model."""
-    import onnx
-
     from ..onnx_fix import get_metadata
+    from ..onnx_io import load_onnx
 
-    try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception as e:  # protobuf DecodeError & co: a corrupt file is a user error
-        raise OfconvertError(f"cannot read ONNX file {path}: {type(e).__name__}") from None
+    model = load_onnx(path, external_data=False)   # a corrupt file: one line
     return get_metadata(model), model
 
 
