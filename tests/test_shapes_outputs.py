@@ -421,6 +421,9 @@ def test_cli_two_input_shapes_and_names(tmp_path):
     p = _cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "-o", str(tmp_path / "one.onnx"))
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "forward takes 2 inputs (x1, x2); give one --input-shape per input" in p.stderr
+    p = _cli(_net_file(tmp_path, "siamese"), "--input-shape", "3,16,16", "--input-shape", "3,16,16", "--to", "trt",
+             "-o", str(tmp_path / "s.fp32.engine"))
+    assert p.returncode == 2 and "--to trt builds engines of one image input; this model has 2 inputs" in p.stderr
 
 
 def test_bench_feeds_every_input_and_eval_refuses_several(tmp_path):

@@ -105,6 +105,9 @@ def _check_shapes(opts):
             check_shape(raw)
         opts.input_shape = shapes if len(shapes) > 1 else shapes[0]
         input_names(len(shapes), opts.input_names)
+        if opts.to == "trt" and len(shapes) > 1:   # trt/plan.inspect_onnx would say so after the export
+            raise OfconvertError(f"--to trt builds engines of one image input; this model has {len(shapes)} "
+                                 f"inputs: export it --to onnx and run it with ONNX Runtime")
 
 
 def _check_weights(opts):
