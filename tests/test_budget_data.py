@@ -1,5 +1,5 @@
 """The check set must not hold calibration images (ofconvert.budget.data.require_disjoint,
-wired into ConvertOptions' --max-flips checks): overlap is judged by file content,
+wired into the run's checks, ConvertOptions.check / steps.plan.preflight): overlap is judged by file content,
 so the same images reached through another folder or manifest are refused too."""
 import os
 import shutil
@@ -52,8 +52,9 @@ def test_check_data_overlapping_calib_is_refused(sets, tmp_path, which):
     calib, other, copy, _ = sets
     check = {"same": calib, "manifest_file": os.path.join(calib, "manifest.txt"), "copies": copy}[which]
     with pytest.raises(OfconvertError, match="shares .* with --calib"):
-        _opts(calib, check, tmp_path)._check_budget()
-    _opts(calib, other, tmp_path)._check_budget()          # a separate folder passes
+        _opts(calib, check, tmp_path).check()
+    plan = _opts(calib, other, tmp_path).check()           # a separate folder passes
+    assert len(plan.check_images) == 4 and len(plan.calib_images) == 6
 
 
 def test_cli_check_data_is_calib_one_line_exit_2(sets, tmp_path):

@@ -12,9 +12,12 @@ from ofconvert.budget.report import place_labels  # noqa: E402
 
 
 def _boxes(fig, texts):
+    """The text boxes only (an Annotation's own extent includes its leader line)."""
+    from matplotlib.text import Text
+
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
-    return [t.get_window_extent(r) for t in texts]
+    return [Text.get_window_extent(t, r) for t in texts]
 
 
 def _overlaps(boxes):

@@ -197,11 +197,21 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
         phases.done(f"search_{fl}")
     fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
     res = BudgetResult(str(fp32_onnx), precision, str(max_flips),
-                       {"images": len(ctx.images), "skipped": ctx.images.skipped, "source": check_source or "list"},
+                       {"images": len(ctx.images), "skipped": ctx.images.skipped,
+                        "source": _source(check_source)},
                        fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
                        options.sensitivity_mode, results, ctx.layers, round(time.perf_counter() - t0, 1),
                        round(sens_s, 1), calib, options.strategy, phases.times)
     return res
+
+
+def _source(check_source):
+    """The check set's source as given, an existing path made absolute."""
+    import os
+
+    if not check_source:
+        return "list"
+    return os.path.abspath(check_source) if os.path.exists(check_source) else str(check_source)
 
 
 class _Phases:
