@@ -120,7 +120,7 @@ def crnn():
 
 
 def detector():
-    """A dict-returning detector with its anchors (a buffer) and priors returned too."""
+    """A dict-returning detector with its priors (a buffer), anchors * stride (folded) and a parameter returned too."""
     flow = _flow()
     nn = flow.nn
 
@@ -136,7 +136,7 @@ def detector():
             f = self.body(x)
             return {"boxes": f[:, :4].flatten(2).transpose(1, 2), "scores": f[:, 4:].flatten(2).softmax(1),
                     "priors": self.priors, "anchors": self.anchors * 8,
-                    "per_sample": self.priors.expand(x.shape[0], 16, 4)}
+                    "per_sample": self.priors.expand(x.shape[0], 16, 4), "bias": self.body.bias}
 
     return Det().eval()
 
@@ -344,9 +344,9 @@ def test_dict_detector_keeps_its_keys_and_exports_buffer_and_folded_outputs(tmp_
     m = detector()
     path = tmp_path / "det.onnx"
     r = export(m, path, input_shape=(3, 8, 8), verbose=False, validation_options=NO_REAL)
-    assert r.outputs == ["boxes", "scores", "priors", "anchors", "per_sample"] and r.validation.passed
+    assert r.outputs == ["boxes", "scores", "priors", "anchors", "per_sample", "bias"] and r.validation.passed
     g = onnx.load(str(path)).graph
-    assert [_dims(o) for o in g.output] == [["batch", 16, 4], ["batch", 2, 16], [16, 4], [3, 2], ["batch", 16, 4]]
+    assert [_dims(o) for o in g.output] == [["batch", 16, 4], ["batch", 2, 16], [16, 4], [3, 2], ["batch", 16, 4], [6]]
     x = _x(6, 3, 8, 8)
     for got, want in zip(_ort(path).run(None, {"input": x}), _outputs(m, x)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
