@@ -289,6 +289,10 @@ def test_dynamic_size_from_ranges_and_the_cli(tmp_path):
     rep = json.loads(open(str(out) + ".json").read())
     assert rep["dynamic_size"] == {"height": [32, 32, 96], "width": [32, 32, 64]}
     assert rep["validation"]["passed"]
+    p = _cli(_net_file(tmp_path, "unet"), "--input-shape", "3,32,32", "--dynamic-size", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(open(str(out) + ".json").read())
+    assert rep["dynamic_size"] == {"height": [32, 32, 64], "width": [32, 32, 64]} and rep["validation"]["passed"]
 
 
 def test_a_model_baking_its_size_is_refused_in_one_line(tmp_path):
