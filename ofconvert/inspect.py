@@ -160,7 +160,8 @@ def _budget_lines(b):
                      "img/s, ONNX Runtime CPU, timed interleaved)")
     cache = b.get("calibration_cache") or {}
     if b.get("calibration") or cache:
-        src = (f"cache {cache['file']}, sha256 {cache.get('sha256')}" if cache.get("file") else
+        src = (f"cache {cache['file']}" + (" (beside the model)" if os.sep not in cache["file"] else "")
+               + f", sha256 {cache.get('sha256')}" if cache.get("file") else
                f"no cache file found holding its scales, sha256 {cache.get('sha256')} (of the cache text ofconvert writes for them)" if cache else "cache unknown")
         lines.append(f"  calibration: {cache.get('method') or b.get('calibration')}"
                      + (", bias-corrected" if b.get("bias_corrected") else "") + f", {src}")

@@ -27,7 +27,8 @@ def summary(res, flavour):
 def calibration_cache(fp32_path, scales, method, given=()):
     """{"method", "file", "sha256"} of the calibration cache holding exactly ``scales``:
     one of ``given`` (cache paths) or of the ``<stem>.*.calib.cache`` beside the fp32
-    model (where ``ofconvert MODEL --int8`` writes them), its file's sha256; when
+    model (where ``ofconvert MODEL --int8`` writes them; then ``file`` is its name,
+    relative to the model's folder), its file's sha256; when
     none holds them (scales passed from memory), file None and the sha256 of the
     cache ofconvert would write for them (``calibration.format_cache``)."""
     import glob
@@ -43,7 +44,11 @@ def calibration_cache(fp32_path, scales, method, given=()):
     for path in list(given) + sorted(glob.glob(glob.escape(stem) + ".*.calib.cache")):
         try:
             if read_cache(path) == want:
-                return {"method": method, "file": os.path.abspath(path), "sha256": sha256_file(path)}
+                # beside the model: its name only (the model and its caches move together, e.g. out of a
+                # run's staging folder); elsewhere (a --calib-cache FILE): the absolute path
+                beside = os.path.dirname(os.path.abspath(path)) == os.path.dirname(os.path.abspath(fp32_path))
+                return {"method": method, "file": os.path.basename(path) if beside else os.path.abspath(path),
+                        "sha256": sha256_file(path)}
         except OfconvertError:
             continue
     return {"method": method, "file": None, "sha256": hashlib.sha256(format_cache(scales).encode()).hexdigest()}
