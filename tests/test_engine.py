@@ -179,7 +179,7 @@ def test_inspect_rejects_missing_and_garbage_files(tmp_path):
         eng.inspect_onnx(tmp_path / "nope.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00garbage, not protobuf" * 10)
-    with pytest.raises(OfconvertError, match="not a readable ONNX"):
+    with pytest.raises(OfconvertError, match="cannot read ONNX"):
         eng.inspect_onnx(bad)
 
 

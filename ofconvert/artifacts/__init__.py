@@ -39,14 +39,14 @@ Modules: ``names`` (the scheme), ``content`` (precision from the content),
 the conversion pipeline in a worker process: ``locate``).
 """
 
-from .content import (_onnx_precision, check_overwrite, check_precision, describe, describe_precision,  # noqa: F401
-                      detect_precision, sha256)
-from .names import (ENGINE_EXTS, FLAVOURS, ONNX_SUFFIX, PrecisionMismatchError, artifact_paths,  # noqa: F401
+from .content import (check_overwrite, check_precision, describe, describe_precision,  # noqa: F401
+                      detect_precision, onnx_precision, sha256)
+from .names import (ENGINE_EXTS, FLAVOURS, ONNX_SUFFIX, Flavour, PrecisionMismatchError, artifact_paths,  # noqa: F401
                     check_output_name, engine_name, flavour, name_tag, onnx_name, parse_name)
 from .produce import (check_existing, expected_flavour, locate, model_path, onnx_input_size,  # noqa: F401
                       produce, read_onnx_metadata)
 
 __all__ = ["ENGINE_EXTS", "FLAVOURS", "ONNX_SUFFIX", "PrecisionMismatchError", "artifact_paths", "check_existing",
            "check_output_name", "check_overwrite", "check_precision", "describe", "describe_precision",
-           "detect_precision", "engine_name", "expected_flavour", "flavour", "locate", "model_path", "name_tag",
+           "detect_precision", "engine_name", "Flavour", "onnx_precision", "expected_flavour", "flavour", "locate", "model_path", "name_tag",
            "onnx_input_size", "onnx_name", "parse_name", "produce", "read_onnx_metadata", "sha256"]

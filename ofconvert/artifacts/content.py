@@ -62,7 +62,7 @@ def detect_precision(path):
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _PRECISION_CACHE:
-        _PRECISION_CACHE[key] = _onnx_precision(_load_onnx(path))
+        _PRECISION_CACHE[key] = onnx_precision(_load_onnx(path))
     return _PRECISION_CACHE[key]
 
 
@@ -96,7 +96,11 @@ def _graphs(g):
                 yield from _graphs(sub)
 
 
-def _onnx_precision(model):
+def onnx_precision(model) -> str:
+    """The one precision detector of an ``onnx.ModelProto`` (a :class:`~.names.Flavour`
+    value): Q/DQ (or integer) ops -> int8 / int8-cpu by the activations' zero point;
+    any float16 initializer, graph input/output, constant or Cast to float16 -> fp16;
+    else fp32. The file-level :func:`detect_precision` and the TensorRT plan use it."""
     from onnx import TensorProto
 
     graphs = list(_graphs(model.graph))

@@ -1,12 +1,27 @@
 """File names: one scheme for every file ofconvert writes or looks for (see the
 package docstring), and the check of an ``-o`` path against what it will hold."""
+import enum
 import os
 import re
 
 from ..errors import OfconvertError
 
-#: what a file can hold; "int8-cpu" is int8 with uint8 activations (ONNX Runtime CPU)
-FLAVOURS = ("fp32", "fp16", "int8", "int8-cpu")
+class Flavour(str, enum.Enum):
+    """What a model file holds -- the one word for it everywhere (names, content
+    detection, produce, the TensorRT plan, the budget). A str, so ``"fp16" ==
+    Flavour.FP16``; ``INT8`` is int8 with int8 activations (TensorRT's Q/DQ),
+    ``INT8_CPU`` int8 with uint8 activations (ONNX Runtime / OpenVINO on the CPU)."""
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+    INT8_CPU = "int8-cpu"
+
+    def __str__(self):
+        return self.value
+
+
+#: what a file can hold, as strings
+FLAVOURS = tuple(f.value for f in Flavour)
 ONNX_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx", "int8-cpu": ".int8-cpu.onnx"}
 ENGINE_EXTS = (".engine", ".plan")
 _PRECISION_TAGS = (".int8-cpu", ".fp32", ".fp16", ".int8")

@@ -127,15 +127,10 @@ class OnnxInfo:
 
 def inspect_onnx(onnx_path) -> OnnxInfo:
     """Input/output names, per-sample shape, dtype, precision kind and metadata."""
-    import onnx
+    from ..onnx_io import load_onnx
 
     path = os.fspath(onnx_path)
-    if not os.path.isfile(path):
-        raise OfconvertError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends
-        raise OfconvertError(f"not a readable ONNX file: {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    model = load_onnx(path, external_data=False)   # missing, unreadable: one line
     g = model.graph
     inits = {t.name for t in g.initializer}
     inputs = [i for i in g.input if i.name not in inits]
@@ -160,13 +155,9 @@ def inspect_onnx(onnx_path) -> OnnxInfo:
             ranges[k][1] if k in ranges else d for k, d in zip(("height", "width"), sample[1:])]
     if any(d is None for d in sample):
         sample = _sample_shape_from_metadata(meta, sample, path, inp.name)
-    ops = {n.op_type for n in g.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        kind = "qdq"
-    elif tt.elem_type == 10 or any(t.data_type == 10 for t in g.initializer):
-        kind = "fp16"
-    else:
-        kind = "fp32"
+    from ..artifacts.content import onnx_precision
+
+    kind = _KIND_OF_PRECISION[onnx_precision(model)]   # the one detector (a Cast to fp16 is fp16 too)
     return OnnxInfo(path=path, input_name=inp.name, input_dtype=_ONNX_DTYPES[tt.elem_type],
                     sample_shape=tuple(int(d) for d in sample), fixed_batch=dims[0],
                     output_name=out.name, kind=kind, metadata=meta, size_ranges=ranges)
@@ -229,6 +220,7 @@ class BuildPlan:
 
 
 _PRECISION_OF_KIND = {"fp32": "fp32", "fp16": "fp16", "qdq": "int8"}
+_KIND_OF_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "qdq", "int8-cpu": "qdq"}
 _WEAK_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}
 _TYPED_ONNX_HINT = {"fp16": "the fp16 ONNX (ofconvert.precision.to_fp16)",
                     "int8": "the Q/DQ ONNX (ofconvert.precision.quantize_qdq)"}
