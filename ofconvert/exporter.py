@@ -88,6 +88,7 @@ class ExportReport:
     input_names: list = None        # one per input (input_shape: one shape, or a list of them for several)
     dynamic_size: dict = None       # {"height": [min, opt, max], "width": [...]} when H and W are dynamic
     output_shapes: list = None      # declared: ints, "batch", "height", "width" or an expression
+    input_format: str = None        # "uint8-nhwc": raw images in (ofconvert.models.raw_input)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -240,6 +241,11 @@ def _export_to(tx, module, config, opset, o, spec, t0):
     import onnx
 
     model, n_dyn, simplified = build_onnx(module, config, opset, o["simplify"], o["output_names"], spec=spec)
+    if o.get("input_format"):
+        from .models.raw_input import finish_onnx
+
+        finish_onnx(model, config.preprocess)
+        _check_loads(model, opset)
     onnx.save(model, tx.tmp)
     several = len(spec.shapes) > 1
     return ExportReport(model=config.name, onnx_path=tx.tmp, opset=int(opset),
@@ -250,7 +256,8 @@ def _export_to(tx, module, config, opset, o, spec, t0):
                         input_shape=[list(s) for s in spec.shapes] if several else list(spec.shapes[0]),
                         outputs=[o.name for o in model.graph.output], input_names=list(spec.names),
                         dynamic_size={k: list(v) for k, v in spec.sizes.items()} if spec.sizes else None,
-                        output_shapes=[_declared(vi) for vi in model.graph.output])
+                        output_shapes=[_declared(vi) for vi in model.graph.output],
+                        input_format=o.get("input_format"))
 
 
 def _declared(vi):
@@ -325,7 +332,7 @@ def _weights_record(weights, n_tensors):
 
 def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, config=None,
            simplify=False, validation_options=None, verbose=True, input_shape=None, output_names=None,
-           model_args=None, input_names=None, dynamic_size=None):
+           model_args=None, input_names=None, dynamic_size=None, input_format=None):
     """Export a zoo model, the user's code or a OneFlow module to ONNX.
 
     model: zoo name, ``flowvision:NAME``, ``path/to/file.py:Name`` /
@@ -349,6 +356,9 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
       sizes other than the traced ones; a mismatch raises a ValidationError
       subclass and nothing is written. With ``validate=False`` a one-line warning
       is printed (``verbose``).
+    input_format: ``"uint8-nhwc"``: the ONNX takes resized/cropped uint8 NHWC
+      images and normalises them inside (``ofconvert.models.raw_input``),
+      validated on the same uint8 images; default ``"float-nchw"``.
     The ONNX and its ``<onnx>.json`` / ``<onnx>.validation.json`` reports replace
     existing files only when everything succeeded.
     """
@@ -362,13 +372,30 @@ def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, c
     log = print if verbose else (lambda *a: None)
     per_sample = None if lows is None else (lows[0] if len(lows[0]) != 4 else lows[0][1:])  # tentative
     module, cfg, wrec = _resolve_model(model, weights, config, per_sample, model_args)
+    raw = _raw_format(input_format, raws, dynamic_size)
     with eval_mode(module, log):
         check_arity(module, 1 if raws is None else len(raws))
         spec = make_spec(resolve_shapes(module, raws, log) or [cfg.input_shape], input_names, dynamic_size)
+        if raw:   # a OneFlow front doing cast, normalisation and transpose; traced with the model
+            from .models.raw_input import config_at, raw_shape, wrap
+
+            cfg = config_at(cfg, spec.shapes[0])
+            module, spec = wrap(module, cfg.preprocess), make_spec([raw_shape(spec.shapes[0])], input_names)
         return _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate,
                                  dict(simplify=simplify, output_names=output_names, verbose=verbose,
                                       validation_options=validation_options, model_args=model_args,
-                                      source=model if isinstance(model, str) else None))
+                                      source=model if isinstance(model, str) else None, input_format=raw))
+
+
+def _raw_format(input_format, raws, dynamic_size):
+    """``"uint8-nhwc"`` or None; refused in one line with several inputs or a dynamic size."""
+    from .models.raw_input import RAW, check_format
+
+    raw = check_format(input_format)
+    if raw and ((raws is not None and len(raws) > 1) or dynamic_size):
+        raise OfconvertError(f"--input-format {RAW} is for one fixed-size RGB image input "
+                             f"(not with several inputs or --dynamic-size)")
+    return raw
 
 
 def _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate, o):
@@ -385,7 +412,7 @@ def _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate, o):
             traced = [(v["height"], v["width"]) for v, _ in trace_points(spec) if "height" in v]
             shapes = list(spec.shapes) if len(spec.shapes) > 1 else spec.shapes[0]
             report.validation = _validate(module, tx.tmp, cfg, verbose=o["verbose"], input_shape=shapes,
-                                          report_path=False, label=str(onnx_path),
+                                          report_path=False, label=str(onnx_path), input_format=o.get("input_format"),
                                           **dict({"sizes": validation_sizes(spec, traced)},
                                                  **(o["validation_options"] or {})))
             report.validation.onnx_path = str(onnx_path)

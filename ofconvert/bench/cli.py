@@ -24,9 +24,10 @@ def build_parser(prog="ofconvert bench"):
                         "batches; img/s is their aggregate, latency per request (default 1)")
     g.add_argument("--input", default="device", choices=("host", "device", "both"),
                    help="GPU backends: batch resident on the device (default) or copied from the host each batch")
-    g.add_argument("--ort-cuda", default="fastest",
-                   help="comma list of ort-cuda settings, one column each: default (ONNX Runtime as shipped), "
-                        "fastest (this tool's default) or flags joined by '+': iobind, nhwc, graph, "
+    g.add_argument("--ort-cuda", default="auto",
+                   help="comma list of ort-cuda settings, one column each: auto (default: the fastest of a few "
+                        "candidates, timed per model file, batch and GPU, cached; docs/gpu.md), default (ONNX "
+                        "Runtime as shipped), fastest or flags joined by '+': iobind, nhwc, graph, fusebias, "
                         "algo=EXHAUSTIVE|HEURISTIC|DEFAULT")
     cli_args.add_threads(g)
     g.add_argument("--input-size", type=int, help="override every model's input size")

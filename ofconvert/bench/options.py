@@ -30,7 +30,7 @@ class BenchOptions:
     warmup: int = 5
     iters: int = 500
     inputs: Tuple[str, ...] = ("device",)   # GPU backends; CPU backends always take host input
-    ort_cuda: Tuple[str, ...] = ("fastest",)  # one column per settings spec
+    ort_cuda: Tuple[str, ...] = ("auto",)    # one column per settings spec (auto: chosen by measurement)
     models_dir: Optional[str] = None         # <model>[.fp16|.int8|.int8-cpu].onnx, engines; missing ones are produced
     calib: Optional[str] = None              # image folder or manifest for producing int8 models
     threads: Optional[int] = None            # CPU threads (ort-cpu intra-op, openvino, oneflow)
@@ -79,6 +79,7 @@ class BenchResult:
     batch: int
     input: str                 # "host" or "device"
     settings: str = ""         # ort-cuda settings label, "" for other backends
+    settings_ran: str = ""     # the ort-cuda settings it ran (auto: the measured-fastest candidate)
     status: str = "ok"         # "ok" or "n/a"
     reason: str = ""
     img_per_s: Optional[float] = None   # aggregate over the streams

@@ -33,6 +33,10 @@ def markdown(results, env=None, options=None):
         out.write("ort-cuda settings: " + "; ".join(f"[{s}] = {OrtCudaSettings.parse(s).spec}" for s in settings)
                   + " (iobind = IO binding, nhwc = prefer_nhwc, graph = CUDA graph, algo = cuDNN conv algo search; "
                   "plain = ONNX Runtime's defaults).\n")
+        chosen = [r for r in results if r.settings == "auto" and r.settings_ran]
+        if chosen:
+            out.write("auto ran: " + "; ".join(dict.fromkeys(f"{r.model} {r.precision} batch {r.batch}: {r.settings_ran}"
+                                                             for r in chosen)) + ".\n")
     out.write("Inputs: plain columns feed a host (numpy) batch and copy the logits back every batch; `dev-in` columns "
               "keep the batch on the GPU (IO binding), logits stay there.\n")
     for batch in sorted({r.batch for r in results}):

@@ -126,6 +126,8 @@ def _random_input(runner, batch, size, rng):
     import numpy as np
 
     ins = runner.session.get_inputs() if getattr(runner, "session", None) is not None else []
+    if len(ins) == 1 and runner.input_dtype == np.uint8:   # a raw-image model: uint8 NHWC pixels
+        return rng.integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
     if len(ins) <= 1:
         return rng.standard_normal((batch, 3, size, size), dtype=np.float32).astype(runner.input_dtype)
     fill = {"batch": batch, "height": size, "width": size}
@@ -141,6 +143,21 @@ def _step(runner, x, where):
     return lambda: runner.infer(x)  # host input, numpy out (synchronous)
 
 
+def _auto(job, batch, base):
+    """(the job with ``auto`` settings replaced by the measured-fastest at ``batch``
+    (``ort_auto``; decided on the first input location) or None where none runs,
+    the row fields with ``settings_ran`` set)."""
+    if job["backend"] != "ort-cuda" or job.get("settings") != "auto":
+        return job, base
+    from ..runners import ort_auto
+
+    try:
+        d = ort_auto.decide(job["path"], job["precision"], batch, job["inputs"][0])
+    except Exception as e:
+        return None, dict(base, reason=_first_line(e))
+    return dict(job, settings=d.spec), dict(base, settings_ran=d.settings.label)
+
+
 def run_job(job, emit=None):
     """Every batch size x input location of one (model, backend, precision,
     settings): a fresh runner (session) per stream and batch size (a CUDA graph is
@@ -153,13 +170,15 @@ def run_job(job, emit=None):
     rng = np.random.default_rng(job.get("seed", 0))
     for batch in job["batches"]:
         runners, reason = [], None
-        for _ in range(k):
-            runner, reason = _activate(job)
+        bjob, base = _auto(job, batch, dict(base, settings_ran=job.get("settings", "")))
+        for _ in range(k if bjob is not None else 0):
+            runner, reason = _activate(bjob)
             if runner is None:
                 break
             runners.append(runner)
         try:
-            if reason is not None:
+            if bjob is None or reason is not None:
+                reason = reason or base.pop("reason")
                 rows += [dict(base, batch=batch, input=i, status="n/a", reason=reason) for i in job["inputs"]]
                 continue
             x = _random_input(runners[0], batch, job["input_size"], rng)

@@ -21,6 +21,9 @@ def build_parser(prog="ofconvert eval"):
     cli_args.add_batch(p, 32, several=False)
     cli_args.add_threads(p)
     p.add_argument("--no-isolate", action="store_true", help="run every backend in this process")
+    p.add_argument("--ort-cuda", default="auto",
+                   help="ort-cuda settings: auto (default: the fastest of a few candidates without CUDA graphs, "
+                        "timed per model file and batch, cached), default, or flags joined by '+' (no graph)")
     cli_args.add_output(p, "eval")
     return p
 
@@ -42,23 +45,32 @@ def run(argv):
         raise OfconvertError(f"--limit must be >= 1, got {args.limit}")
     if args.batch < 1:
         raise OfconvertError(f"--batch must be >= 1, got {args.batch}")
+    from ..runners.ort_settings import OrtCudaSettings
+
+    if OrtCudaSettings.parse(args.ort_cuda).cuda_graph:
+        raise OfconvertError("--ort-cuda: the evaluator runs without CUDA graphs (its last batch is smaller): drop 'graph'")
     variants = ([Variant.parse(v) for v in args.variants] if args.variants
                 else expand_variants(cli_args.comma_list(args.backends), cli_args.comma_list(args.precisions)))
     options = EvalOptions(
         models_dir=args.models_dir, labels=args.labels, meta=args.meta, limit=args.limit, batch_size=args.batch,
         threads=args.threads, isolate=not args.no_isolate, produce_missing=not args.no_produce,
-        calib=args.calib, progress=not args.no_progress,
+        calib=args.calib, progress=not args.no_progress, ort_cuda=args.ort_cuda,
         cache=CacheOptions(cache_dir=args.cache_dir, workers=args.workers, fast_decode=args.fast_decode,
                            rebuild=args.rebuild_cache))
     ev = Evaluator(args.data, cli_args.comma_list(args.models), variants, reference=args.reference, options=options)
     print(f"dataset: {ev.dataset.describe()}", file=sys.stderr)
-    rows = ev.run()
+    rows = ev.rows = ev.run()
     skipped = sum(len(c.skipped) for c in ev.caches.values())
     print(format_markdown(rows))
     print("\nTop-5:\n")
     print(format_markdown(rows, metric="top5"))
     print(f"\n{len(ev.dataset)} images, {skipped} unreadable skipped; "
           + ", ".join(f"{k}: {v:.1f}s" for k, v in ev.timings.items()))
+    from .report import time_split, time_split_markdown
+
+    split = time_split_markdown(time_split(rows, ev))
+    if split:
+        print("\nTime split (decode, set-up, inference) and the projection:\n\n" + split)
     if args.out_dir:
         paths = write_reports(rows, args.out_dir, report_context(ev), png=not args.no_png)
         print("wrote " + ", ".join(paths.values()), file=sys.stderr)

@@ -120,7 +120,8 @@ class Evaluator:
                 jobs.append({"id": len(rows) - 1, "backend": v.backend, "precision": v.precision,
                              "model": name, "path": path, "npy": cache.npy_path, "valid": valid_path,
                              "preprocess": pre.to_json(), "batch": int(opts.batch_size),
-                             "threads": opts.threads, "out": os.path.join(work, f"pred-{len(rows) - 1}.npy")})
+                             "threads": opts.threads, "out": os.path.join(work, f"pred-{len(rows) - 1}.npy"),
+                             "ort_cuda": opts.ort_cuda})
         return rows, jobs
 
     def _run_worker(self, backend, jobs, bar):
@@ -155,6 +156,9 @@ class Evaluator:
             row.top1 = float(np.mean(top[:, 0] == labels)) if len(valid) else None
             row.top5 = float(np.mean((top == labels[:, None]).any(axis=1))) if len(valid) else None
             row.seconds = res["seconds"]
+            row.setup_seconds, row.settings = res.get("setup_seconds"), res.get("settings", "")
+            row.inference_seconds = res.get("inference_seconds")
+            row.input_format = res.get("input_format", "")
             row.images_per_s = row.images / res["seconds"] if res["seconds"] else None
             preds[j["id"]] = (top[:, 0], valid)
         ref_ids = {r.model: i for i, r in enumerate(rows) if r.is_reference}

@@ -7,8 +7,9 @@ from .variants import EvalRow
 
 RANDOM_MARK = "†"
 CSV_FIELDS = ("model", "backend", "precision", "status", "pretrained", "is_reference", "reference", "images",
-              "skipped", "top1", "top5", "mismatches", "seconds", "images_per_s", "model_path", "model_sha256",
-              "detected_precision", "reason")
+              "skipped", "top1", "top5", "mismatches", "seconds", "images_per_s", "setup_seconds", "inference_seconds",
+              "settings", "input_format", "model_path", "model_sha256", "detected_precision", "reason")
+PROJECT_IMAGES = 50000
 
 
 def _columns(rows):
@@ -86,6 +87,9 @@ def write_reports(rows: Sequence[EvalRow], out_dir, context: Optional[dict] = No
     """Write eval.md, eval.json (every mismatching image), eval.csv and eval.png into
     ``out_dir``; returns {kind: path}. ``context``: extra JSON fields (dataset, timings)."""
     md = format_markdown(rows) + "\n\nTop-5:\n\n" + format_markdown(rows, metric="top5") + "\n"
+    split = time_split_markdown((context or {}).get("time_split") or [])
+    if split:
+        md += "\nTime split (decode, set-up, inference) and the projection:\n\n" + split + "\n"
     payload = dict(context or {}, rows=[r.to_dict() for r in rows])
     return report.write_reports(out_dir, "eval", md, payload, format_csv(rows), panels(rows) if png and rows else None,
                                 ylabel="top-1 (%)", ylim=(0, 105))
@@ -102,6 +106,42 @@ def report_context(ev) -> dict:
                     "skipped": [{"path": p, "reason": r} for p, r in c.skipped.items()]}
                    for c in ev.caches.values()],
         "timings": {k: round(v, 3) for k, v in ev.timings.items()},
+        "time_split": time_split(ev.rows if hasattr(ev, "rows") else [], ev),
     }
+
+
+def time_split(rows: Sequence[EvalRow], ev, batch=None) -> List[dict]:
+    """Per variant that ran: decode (its preprocessing's share of this run), set-up
+    (session, auto's choice, first batch) and inference seconds, and the time
+    projected for ``PROJECT_IMAGES`` images from those parts (decode and inference
+    scale with the images, set-up does not)."""
+    decode = sum(v for k, v in ev.timings.items() if k.startswith("decode"))
+    n_decoded = max(len(ev.dataset), 1)
+    out = []
+    for r in rows:
+        if r.status != "ok" or r.inference_seconds is None or not r.images:
+            continue
+        first = min(int(batch or ev.options.batch_size), r.images)
+        rate = (r.images - first) / r.inference_seconds if r.inference_seconds > 0 and r.images > first else None
+        proj = (decode / n_decoded * PROJECT_IMAGES + r.setup_seconds + PROJECT_IMAGES / rate) if rate else None
+        out.append({"variant": f"{r.model} {r.backend}:{r.precision}", "settings": r.settings,
+                    "input_format": r.input_format or "float-nchw", "decode_s": round(decode, 3),
+                    "setup_s": round(r.setup_seconds, 3), "inference_s": round(r.inference_seconds, 3),
+                    "inference_img_per_s": round(rate, 1) if rate else None,
+                    f"projected_{PROJECT_IMAGES}_s": round(proj, 1) if proj else None})
+    return out
+
+
+def time_split_markdown(split: List[dict]) -> str:
+    """The time split as a markdown table (decode is shared by the variants of one preprocessing)."""
+    if not split:
+        return ""
+    lines = [f"| variant | settings | input | decode s | set-up s | inference s | inference img/s | "
+             f"{PROJECT_IMAGES:,} images, projected s |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for d in split:
+        lines.append(f"| {d['variant']} | {d['settings'] or '-'} | {d['input_format']} | {d['decode_s']:.2f} | "
+                     f"{d['setup_s']:.2f} | {d['inference_s']:.2f} | {d['inference_img_per_s'] or '-'} | "
+                     f"{d[f'projected_{PROJECT_IMAGES}_s'] or '-'} |")
+    return "\n".join(lines)
 
 

@@ -79,6 +79,7 @@ class EvalOptions:
     calib: Optional[str] = None         # calibration images for a missing int8 model
     progress: bool = True               # tqdm bars on stderr
     keep_mismatches: bool = True        # list every mismatching image in the rows
+    ort_cuda: str = "auto"              # ort-cuda settings (auto: measured per model and batch, no CUDA graph)
     calib_data: dataclasses.InitVar[Optional[str]] = None
 
     def __post_init__(self, calib_data):
@@ -105,6 +106,10 @@ class EvalRow:
     top5: Optional[float] = None
     mismatches: Optional[int] = None    # top-1 predictions differing from the reference's
     seconds: Optional[float] = None     # wall time of the inference loop (cache reads + normalise + infer)
+    setup_seconds: Optional[float] = None   # session creation (+ auto's choice) and the first batch (cuDNN plans)
+    inference_seconds: Optional[float] = None   # the loop after the first batch
+    settings: str = ""                  # ort-cuda settings that ran (auto: the chosen ones)
+    input_format: str = ""              # "uint8-nhwc": the model took the cached uint8 images as they are
     images_per_s: Optional[float] = None
     model_path: str = ""                # the file it ran (oneflow: the zoo name)
     model_sha256: str = ""              # sha256 of model_path ("" for oneflow)

@@ -43,21 +43,26 @@ def _run_one(j, make_runner, normalize, emit):
     pre = PreprocessConfig.from_json(j["preprocess"])
     takes_threads = j["backend"].startswith("ort-") or j["backend"] == "openvino"
     kwargs = {"threads": j["threads"]} if takes_threads and j["threads"] else {}
-    if j["backend"] == "ort-cuda":   # the measured-fastest settings without a CUDA graph (the last batch is smaller)
-        from ..runners.ort_settings import EVAL_SETTINGS
-
-        kwargs.update(EVAL_SETTINGS.runner_kwargs())
+    t_setup = time.perf_counter()
+    settings = ""
+    if j["backend"] == "ort-cuda":   # no CUDA graph: the last batch is smaller
+        settings = _cuda_settings(j)
+        kwargs.update(settings.runner_kwargs())
     runner = make_runner(j["backend"], j["path"], **kwargs)
     images = np.load(j["npy"], mmap_mode="r")
     valid = np.load(j["valid"])
     bs = j["batch"]
     top = np.zeros((len(valid), TOPK), dtype=np.int32)
     with runner:
+        raw = getattr(runner, "input_dtype", None) == np.uint8   # a raw-image model: the cached uint8 NHWC as is
         t0 = time.perf_counter()
+        setup = t0 - t_setup
         for s in range(0, len(valid), bs):
             idx = valid[s:s + bs]
-            x = normalize(images[idx], pre)
+            x = np.ascontiguousarray(images[idx]) if raw else normalize(images[idx], pre)
             logits = np.asarray(runner.infer(x))
+            if s == 0:   # the first batch builds the cuDNN plans: set-up, not inference
+                t_first = time.perf_counter()
             if logits.ndim != 2 or logits.shape[0] != len(idx) or logits.shape[1] < TOPK:
                 raise OfconvertError(f"{j['path']}: expected logits of shape ({len(idx)}, classes), "
                                      f"got {logits.shape}")
@@ -65,4 +70,23 @@ def _run_one(j, make_runner, normalize, emit):
             emit({"event": "progress", "id": j["id"], "n": len(idx)})
         seconds = time.perf_counter() - t0
     np.save(j["out"], top)
-    return {"status": "ok", "seconds": seconds}
+    first = t_first - t0
+    return {"status": "ok", "seconds": seconds, "setup_seconds": setup + first, "inference_seconds": seconds - first,
+            "settings": settings.label if settings else "", "input_format": "uint8-nhwc" if raw else ""}
+
+
+def _cuda_settings(j):
+    """The ort-cuda settings of job ``j``: ``auto`` decided (without CUDA graphs) at its batch, host input."""
+    from ..runners import ort_auto
+    from ..runners.ort_settings import EVAL_SETTINGS, OrtCudaSettings
+
+    st = OrtCudaSettings.parse(j.get("ort_cuda") or "auto")
+    if st.cuda_graph:
+        raise OfconvertError("the evaluator runs ort-cuda without CUDA graphs (its last batch is smaller): drop 'graph'")
+    if not st.auto:
+        return st
+    try:
+        return ort_auto.decide(j["path"], j["precision"], j["batch"], "host",
+                               candidates=ort_auto.NO_GRAPH_CANDIDATES).settings
+    except OfconvertError:
+        return EVAL_SETTINGS

@@ -34,7 +34,12 @@ def _to_fp16_impl(model, keep_io_types, exclude=()):
     unnamed = [n for n in model.graph.node if not n.name and node_key(n) in exclude]
     for n in unnamed:   # the converter blocks by node name
         n.name = node_key(n)
-    out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types), node_block_list=exclude or None)
+    from ..models.raw_input import drop_round_trips, preprocess_nodes
+
+    # a raw-image input stays uint8 and its normalisation float32 (the float-input model's exact input)
+    block = sorted(set(exclude) | set(preprocess_nodes(model)))
+    out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types), node_block_list=block or None)
+    drop_round_trips(out, preprocess_nodes(model))
     del out.metadata_props[:]
     for k, v in meta:
         out.metadata_props.add(key=k, value=v)

@@ -29,6 +29,7 @@ class OrtCudaSettings:
     cuda_graph: bool = False
     cudnn_conv_algo_search: Optional[str] = None
     fuse_conv_bias: bool = False
+    auto: bool = False   # ``auto``: chosen by measurement per model, batch and GPU (ofconvert.runners.ort_auto)
 
     _FLAGS = {"iobind": "io_binding", "nhwc": "prefer_nhwc", "graph": "cuda_graph", "fusebias": "fuse_conv_bias"}
 
@@ -36,8 +37,11 @@ class OrtCudaSettings:
     def parse(cls, spec):
         """``default`` (ONNX Runtime as shipped), ``fastest`` (the benchmark's default,
         see docs/gpu.md) or flags joined by ``+``: ``iobind``, ``nhwc``, ``graph``,
-        ``fusebias``, ``algo=EXHAUSTIVE|HEURISTIC|DEFAULT``; e.g. ``nhwc+graph+algo=heuristic``."""
+        ``fusebias``, ``algo=EXHAUSTIVE|HEURISTIC|DEFAULT``; e.g. ``nhwc+graph+algo=heuristic``;
+        ``auto``: the fastest of a few candidates, measured (``ort_auto``)."""
         spec = str(spec).strip()
+        if spec == "auto":
+            return AUTO
         if spec in PRESETS:
             return PRESETS[spec]
         if spec == "plain":
@@ -52,7 +56,7 @@ class OrtCudaSettings:
                     raise OfconvertError(f"bad cuDNN algo search {algo!r} in {spec!r}; one of {', '.join(CUDNN_ALGO_SEARCH)}")
                 kw["cudnn_conv_algo_search"] = algo
             else:
-                raise OfconvertError(f"bad ort-cuda settings {spec!r}: unknown part {part!r}; use default, fastest or "
+                raise OfconvertError(f"bad ort-cuda settings {spec!r}: unknown part {part!r}; use auto, default, fastest or "
                                      f"{'+'.join(cls._FLAGS)}+algo=EXHAUSTIVE|HEURISTIC|DEFAULT")
         if not kw:
             raise OfconvertError(f"empty ort-cuda settings {spec!r}")
@@ -60,6 +64,8 @@ class OrtCudaSettings:
 
     @property
     def label(self):
+        if self.auto:
+            return "auto"
         for name, preset in PRESETS.items():
             if preset == self:
                 return name
@@ -67,12 +73,17 @@ class OrtCudaSettings:
 
     @property
     def spec(self):
+        if self.auto:
+            return "auto"
         parts = [flag for flag, attr in self._FLAGS.items() if getattr(self, attr)]
         if self.cudnn_conv_algo_search:
             parts.append("algo=" + self.cudnn_conv_algo_search.lower())
         return "+".join(parts) or "plain"
 
     def runner_kwargs(self):
+        if self.auto:
+            raise OfconvertError("ort-cuda settings 'auto' are decided per model file and batch: "
+                                 "ofconvert.runners.ort_auto.decide() gives the settings to run")
         opts = {}
         if self.prefer_nhwc:
             opts["prefer_nhwc"] = "1"
@@ -92,6 +103,8 @@ PRESETS = {
     "fastest": OrtCudaSettings(io_binding=True, prefer_nhwc=True, cuda_graph=True, cudnn_conv_algo_search="HEURISTIC",
                                fuse_conv_bias=True),
 }
+
+AUTO = OrtCudaSettings(auto=True)
 
 # The evaluator's ort-cuda settings: ``fastest`` less the CUDA graph, which fixes one
 # batch shape (an evaluation's last batch is smaller) and needs device-resident input.
