@@ -400,8 +400,24 @@ def write_md(res, docs):
     L += ["", f"TensorRT flavour (`.int8.onnx`, flips measured with ONNX Runtime CPU executing its Q/DQ graph, "
           f"speed not measured: the fewest float layers): first {t.get('prefix')} + last {t.get('suffix', 0)} "
           f"layers in float, {t.get('expected_flips')} expected / {t['flips']} counted check flips: " + ", ".join(f"`{x}`" for x in t["float_layers"]), ""]
-    with open(os.path.join(docs, "budget.md"), "w") as f:
+    path = os.path.join(docs, "budget.md")
+    kept = _kept_sections(path)
+    if kept:   # the hand-written "## Search time" (the CLI run as a user) stays above the generated part
+        L = [L[0], "", kept.rstrip("\n"), "", "## The evidence run", ""] + L[2:]
+    with open(path, "w") as f:
         f.write("\n".join(L))
+
+
+def _kept_sections(path, start="## Search time", end="## The evidence run"):
+    """The text from ``start`` to ``end`` of the current docs/budget.md ('' when absent)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    i = text.find(start)
+    j = text.find(end, i + 1) if i >= 0 else -1
+    return text[i:j] if i >= 0 and j > i else ""
 
 
 if __name__ == "__main__":
