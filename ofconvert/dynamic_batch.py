@@ -78,43 +78,6 @@ def _collapse_output_identities(g, nodes):
     return keep
 
 
-FOLDABLE = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Cast", "Concat", "Identity", "Mul", "Add", "Sub",
-            "Div", "Neg", "Sqrt", "Reciprocal", "Pow", "Slice", "Gather", "Flatten"}
-# never Expand / Tile: folding `cls_token.expand(B, -1, -1)` would bake the batch into a float constant
-
-
-def fold_constants(model):
-    """Evaluate nodes whose inputs are all initializers (shape-only ops and
-    arithmetic on weights, e.g. the Unsqueeze of a bias) with onnx's reference
-    implementation; their outputs become initializers. Returns the count.
-    (oneflow-onnx's own optimizer did this, and more, wrongly: see exporter.)"""
-    from onnx.reference import ReferenceEvaluator
-
-    g = model.graph
-    consts = {t.name: t for t in g.initializer}
-    keep, folded = [], 0
-    for n in g.node:
-        ins = [i for i in n.input if i]
-        if n.op_type in FOLDABLE and n.domain in ("", "ai.onnx") and ins and all(i in consts for i in ins):
-            try:
-                feeds = {i: numpy_helper.to_array(consts[i]) for i in ins}
-                outs = ReferenceEvaluator(n).run(None, feeds)
-            except Exception:  # leave it to the runtime
-                keep.append(n)
-                continue
-            for name, val in zip(n.output, outs):
-                t = numpy_helper.from_array(np.asarray(val), name)
-                g.initializer.append(t)
-                consts[name] = t
-            folded += 1
-        else:
-            keep.append(n)
-    del g.node[:]
-    g.node.extend(keep)
-    remove_unused_initializers(g)
-    return folded
-
-
 def canonicalize(model):
     """Deterministic node order and names (in place); returns ``model``."""
     g = model.graph
@@ -208,35 +171,3 @@ def _restore_layout(g, base, flat, like):
     return out
 
 
-def _drop_unused_constant_nodes(g):
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    keep = [n for n in g.node if not (n.op_type == "Constant" and n.output[0] not in used)]
-    del g.node[:]
-    g.node.extend(keep)
-
-
-def remove_unused_initializers(g):
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-
-
-def topological_sort(graph):
-    """Re-order ``graph.node`` topologically (stable: original order where possible)."""
-    nodes = [_copy(n) for n in graph.node]
-    avail = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    ordered, pending = [], nodes
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in avail for i in n.input):
-                ordered.append(n)
-                avail.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise RuntimeError(f"internal error: graph has a cycle or a dangling input at node {rest[0].name!r}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)

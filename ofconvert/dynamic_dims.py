@@ -153,8 +153,8 @@ def make_dynamic(traces, sources):
     """``(model, n)``: ``traces[0].model`` with every constant that differs between
     the traces computed from the input dimensions; ``sources``: {variable: (input
     name, axis)}. ``n``: the number of constants made dynamic."""
-    from .dynamic_batch import _drop_unused_constant_nodes, _restore_layout, remove_unused_initializers, \
-        topological_sort
+    from .dynamic_batch import _restore_layout
+    from .graph import drop_unused_constant_nodes, remove_unused_initializers, topological_sort
 
     base = traces[0]
     for t in traces[1:]:
@@ -185,7 +185,7 @@ def make_dynamic(traces, sources):
     if fixed:
         topological_sort(g)
         remove_unused_initializers(g)
-        _drop_unused_constant_nodes(g)
+        drop_unused_constant_nodes(g)
     return base.model, fixed
 
 

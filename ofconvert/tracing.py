@@ -7,7 +7,8 @@ import contextlib
 import logging
 import os
 
-from .dynamic_batch import canonicalize, fold_constants, module_path
+from .dynamic_batch import canonicalize, module_path
+from .graph import fold_constants
 from .errors import ExportError
 from ._oneflow import import_oneflow
 
