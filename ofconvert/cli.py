@@ -138,11 +138,11 @@ def _convert_parser(probe=False, for_help=False):
 def _cmd_list(argv):
     p = _Parser(prog="ofconvert list", description="List the model zoo.")
     p.parse_args(argv)
-    from .config import _CONFIGS
+    from .config import get_config, list_models
 
     print(f"{'model':20s} {'input':>9s} {'resize':>6s} {'interp':8s} {'mean/std':14s} weights")
-    for name in sorted(_CONFIGS):
-        c = _CONFIGS[name]
+    for name in list_models():
+        c = get_config(name)
         pp = c.preprocess
         ms = "0.5/0.5" if pp.mean == (0.5, 0.5, 0.5) else "imagenet"
         w = c.weights if c.pretrained else "seeded random (no real weights installable)"

@@ -156,7 +156,7 @@ def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
                         {"batch": (model_a.graph.input[0].name, 0)})
 
 
-def _restore_layout(g, base, flat, like):
+def restore_layout(g, base, flat, like):
     """Reshape/cast the computed 1-D int64 tensor back to ``like``'s shape and dtype."""
     out = flat
     if like.ndim != 1:

@@ -153,7 +153,7 @@ def make_dynamic(traces, sources):
     """``(model, n)``: ``traces[0].model`` with every constant that differs between
     the traces computed from the input dimensions; ``sources``: {variable: (input
     name, axis)}. ``n``: the number of constants made dynamic."""
-    from .dynamic_batch import _restore_layout
+    from .dynamic_batch import restore_layout
     from .graph import drop_unused_constant_nodes, remove_unused_initializers, topological_sort
 
     base = traces[0]
@@ -178,7 +178,7 @@ def make_dynamic(traces, sources):
             pieces.append((int(i), f))
         new = _affine_subgraph(g, name, flat[0], pieces, lambda v: _dim(g, dims, sources, v))
         if vals[0].ndim != 1 or vals[0].dtype != np.int64:
-            new = _restore_layout(g, name, new, vals[0])
+            new = restore_layout(g, name, new, vals[0])
         for n in g.node:
             n.input[:] = [new if x == name else x for x in n.input]
         fixed += 1

@@ -9,7 +9,7 @@ from typing import Optional
 from ..config import PRECISIONS
 from ..errors import OfconvertError
 from ..trt.caches import read_calibration_cache
-from ..trt.plan import Profile, _positive_mb, inspect_onnx
+from ..trt.plan import Profile, positive_mb, inspect_onnx
 
 
 def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_dir=None, timing_cache_dir=None,
@@ -66,7 +66,7 @@ def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_di
         raise OfconvertError("int8 through ONNX Runtime's TensorRT provider needs the Q/DQ ONNX "
                              "or a calibration cache for the fp32 ONNX")
     if workspace_mb is not None:
-        opts["trt_max_workspace_size"] = _positive_mb(workspace_mb) << 20
+        opts["trt_max_workspace_size"] = positive_mb(workspace_mb) << 20
     if profile is not None:
         if info is None:
             raise OfconvertError("explicit profile shapes need onnx_path (for the input name and image size)")

@@ -294,7 +294,7 @@ class EngineOptions:
         if self.precision not in PRECISIONS:
             raise OfconvertError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
         if self.workspace_mb is not None:
-            _positive_mb(self.workspace_mb)
+            positive_mb(self.workspace_mb)
         if self.calib_cache is not None:
             if self.precision != "int8":
                 raise OfconvertError(f"a calibration cache is for int8 builds, not {self.precision}")
@@ -310,5 +310,5 @@ class EngineOptions:
         return None if self.workspace_mb is None else int(self.workspace_mb) << 20
 
 
-def _positive_mb(value):
+def positive_mb(value):
     return _whole_number(value, "--workspace", 1, 1 << 20, unit=" of MiB")
