@@ -135,7 +135,7 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     """
     import onnx
 
-    from ..fileio import sha256_file, write_json
+    from ..fileio import write_json
 
     t0 = time.perf_counter()
     options = options or CalibrationOptions()
@@ -174,15 +174,21 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     scales = {t: float(np.float32(a / INT8_MAX)) for t, a in amax.items()}
     write_cache(cache_path, scales)
     elapsed = time.perf_counter() - t0
-    meta = dict(format=SIDECAR_FORMAT, cache=os.path.basename(cache_path), model=os.path.basename(onnx_path),
+    write_json(sidecar, _sidecar(onnx_path, cache_path, data, preprocess, expect, stats, scales, elapsed))
+    return CalibrationResult(cache_path, sidecar, scales, False, method, stats.num_used, len(stats.skipped),
+                             elapsed, means)
+
+
+def _sidecar(onnx_path, cache_path, data, preprocess, expect, stats, scales, elapsed):
+    """The cache's ``.json`` sidecar (what :func:`check_cache` compares before a reuse)."""
+    from ..fileio import sha256_file
+
+    return dict(format=SIDECAR_FORMAT, cache=os.path.basename(cache_path), model=os.path.basename(onnx_path),
                 header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", model_sha256=sha256_file(onnx_path),
                 **expect,
                 preprocess_config=preprocess.to_dict(), calib_source=(f"{len(data)} listed images" if isinstance(data, (list, tuple)) else os.path.abspath(os.fspath(data))),
                 num_images=stats.num_used, skipped=len(stats.skipped),
                 skipped_files=[os.path.basename(p) for p in stats.skipped[:20]],
                 num_tensors=len(scales), cache_sha256=sha256_file(cache_path), elapsed_s=round(elapsed, 3),
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), channel_means=means)
-    write_json(sidecar, meta)
-    return CalibrationResult(cache_path, sidecar, scales, False, method, stats.num_used, len(stats.skipped),
-                             elapsed, means)
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), channel_means=stats.means)
 
