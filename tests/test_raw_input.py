@@ -154,3 +154,24 @@ def test_cli_flag_parses():
 
     a = _convert_parser().parse_args(["resnet50", "--input-format", "uint8-nhwc"])
     assert a.input_format == "uint8-nhwc"
+
+
+def test_int8_calibrates_on_uint8_images(exported, tmp_path):
+    """The calibration reader feeds a raw model uint8 NHWC batches; its int8 model
+    computes what the float-input int8 model computes on the normalised images."""
+    from ofconvert.calibration import calibrate
+    from ofconvert.data import normalize
+    from ofconvert.precision import quantize_qdq
+    from ofconvert.validation import real_images
+
+    d, _, _ = exported
+    u8, pre = _real_u8(8)
+    calib = real_images(24)[8:]
+    for stem in ("lite_raw", "lite"):
+        cal = calibrate(str(d / f"{stem}.onnx"), calib, pre, method="minmax", cache_path=str(tmp_path / f"{stem}.cache"))
+        quantize_qdq(str(d / f"{stem}.onnx"), str(tmp_path / f"{stem}.int8-cpu.onnx"), cal.scales, target="cpu",
+                     means=cal.means)
+    y_raw, dt = _run(tmp_path / "lite_raw.int8-cpu.onnx", u8)
+    y_flt, _ = _run(tmp_path / "lite.int8-cpu.onnx", normalize(u8, pre))
+    assert dt == np.uint8
+    np.testing.assert_allclose(y_raw, y_flt, rtol=0, atol=1e-4)

@@ -115,7 +115,10 @@ def _statistics(model, paths, preprocess, options, expect):
     stats = _LAST_PASS.get(key)
     if stats is None:
         _LAST_PASS.clear()
-        reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size)
+        from ..models.raw_input import is_raw_model
+
+        reader = ImageCalibrationDataReader(paths, preprocess, model_input_name(model), options.batch_size,
+                                            raw=is_raw_model(model))
         # histograms always: every method then comes from this one pass
         stats = Statistics(model, reader, "entropy", options)
         _LAST_PASS[key] = stats

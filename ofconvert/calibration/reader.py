@@ -80,13 +80,14 @@ class ImageCalibrationDataReader:
     are converted to RGB by ``data.open_rgb``.
     """
 
-    def __init__(self, paths, preprocess, input_name="input", batch_size=8):
+    def __init__(self, paths, preprocess, input_name="input", batch_size=8, raw=False):
         if not paths:
             raise DataError("no calibration images")
         self.paths = list(paths)
         self.preprocess = preprocess
         self.input_name = input_name
         self.batch_size = max(1, int(batch_size))
+        self.raw = bool(raw)   # a raw-image model (--input-format uint8-nhwc): uint8 NHWC batches as decoded
         self.rewind()
 
     def rewind(self):
@@ -111,7 +112,7 @@ class ImageCalibrationDataReader:
         if not imgs:
             return None
         self.num_used += len(imgs)
-        return {self.input_name: normalize(np.stack(imgs), self.preprocess)}
+        return {self.input_name: np.stack(imgs) if self.raw else normalize(np.stack(imgs), self.preprocess)}
 
     def __iter__(self):
         while True:

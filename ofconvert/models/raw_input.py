@@ -175,6 +175,11 @@ def is_raw(meta):
     return (meta or {}).get(FORMAT_KEY) == RAW
 
 
+def is_raw_model(model):
+    """Does a ModelProto take the raw uint8 NHWC input?"""
+    return is_raw({p.key: p.value for p in model.metadata_props})
+
+
 def preprocess_nodes(model):
     """Names of the preprocessing nodes of a raw-input ModelProto (none otherwise)."""
     meta = {p.key: p.value for p in model.metadata_props}
