@@ -93,16 +93,16 @@ def _tensor(v):
 
 
 def _onnx(path):
-    import onnx
-
     from .artifacts import detect_precision
     from .config import METADATA_KEY
 
+    from .onnx_io import load_onnx
+
     try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as e:  # DecodeError and friends
+        model = load_onnx(path, external_data=False)
+    except OfconvertError as e:  # DecodeError and friends
         raise OfconvertError(f"{path} is not an ONNX model, a TensorRT calibration cache or an ofconvert engine "
-                             f"({type(e).__name__})") from None
+                             f"({str(e).rsplit(': ', 1)[-1]})") from None
     g = model.graph
     if not g.node and not g.input:
         raise OfconvertError(f"{path} is not an ONNX model, a TensorRT calibration cache or an ofconvert engine")

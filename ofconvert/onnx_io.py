@@ -6,12 +6,12 @@ import os
 
 from .errors import OfconvertError
 
-#: purpose -> how the session is set up (graph optimization level, threads)
+#: purpose -> (graph optimization level, inter-op threads or None): one recipe each
 PURPOSES = {
-    "run": "ORT_ENABLE_ALL",          # inference as a user runs it (runners, validation)
-    "check": "ORT_ENABLE_ALL",        # does ONNX Runtime load it at all (export), compare two graphs
-    "reference": "ORT_DISABLE_ALL",   # the graph exactly as written (the validator's fp32 rounding spread)
-    "statistics": "ORT_ENABLE_BASIC",  # calibration / budget passes reading intermediate tensors
+    "run": ("ORT_ENABLE_ALL", None),        # inference as a user runs it (runners, validation, export checks)
+    "reference": ("ORT_DISABLE_ALL", None),  # the graph exactly as written (the validator's fp32 rounding spread)
+    "statistics": ("ORT_ENABLE_BASIC", None),  # calibration: intermediate tensors read as outputs
+    "candidate": ("ORT_ENABLE_ALL", 1),     # a flip-budget candidate: Q/DQ fusions, one inter-op thread
 }
 
 
@@ -39,10 +39,14 @@ def ort_session(model, purpose="run", threads=None, providers=("CPUExecutionProv
 
     if purpose not in PURPOSES:
         raise OfconvertError(f"unknown session purpose {purpose!r}; one of {', '.join(PURPOSES)}")
+    level, inter = PURPOSES[purpose]
     so = options or ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, PURPOSES[purpose])
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = int(threads)
+    if inter:
+        so.inter_op_num_threads = inter
     src = model.SerializeToString() if hasattr(model, "SerializeToString") else model
     if isinstance(src, os.PathLike):
         src = os.fspath(src)

@@ -244,13 +244,12 @@ def _check_args(precision, scales, means, options, max_flips):
 def _check_set(fp32_onnx, check_images, max_flips, flavours, preprocess, options, log):
     """The fp32 model, the check images, their fp32 logits, the budget in flips, the
     layers, the SpeedMeter (when int8-cpu is searched)."""
-    import onnx
-
-    from ..calibration import _preprocess_from_model
+    from ..calibration import preprocess_from_model
+    from ..onnx_io import load_onnx
     from ..precision import qdq_layers
 
-    model = onnx.load(str(fp32_onnx))
-    preprocess = preprocess or _preprocess_from_model(model)
+    model = load_onnx(fp32_onnx)
+    preprocess = preprocess or preprocess_from_model(model)
     images = D.ImageSet(check_images, preprocess, options.decode_workers)
     fp32 = D.session(model, options.threads)
     shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])

@@ -88,14 +88,10 @@ class ImageSet:
 def session(model, threads=2):
     """An ONNX Runtime CPU session for a ModelProto, full graph optimisation
     (the Q/DQ fusions), ``threads`` intra-op threads, one inter-op thread."""
-    import onnxruntime as ort
+    from ..onnx_io import ort_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
     try:
-        return ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+        return ort_session(model, purpose="candidate", threads=threads)
     except Exception as e:
         raise OfconvertError(f"ONNX Runtime cannot load a candidate model: {str(e).splitlines()[0]}") from None
 

@@ -86,7 +86,7 @@ class CalibrationResult:
 
 
 
-def _preprocess_from_model(model):
+def preprocess_from_model(model):
     from ..config import METADATA_KEY, PreprocessConfig
 
     from ..onnx_fix import get_metadata
@@ -136,7 +136,7 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     any image (:func:`check_cache`). Any mismatch raises CalibrationCacheError, or
     recalibrates when ``regenerate`` is true.
     """
-    import onnx
+    from ..onnx_io import load_onnx
 
     from ..fileio import write_json
 
@@ -145,13 +145,8 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     if method not in METHODS:
         raise OfconvertError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
     onnx_path = os.fspath(onnx_path)
-    if not os.path.isfile(onnx_path):
-        raise OfconvertError(f"ONNX file not found: {onnx_path}")
-    try:
-        model = onnx.load(onnx_path)
-    except Exception as e:
-        raise OfconvertError(f"cannot load ONNX {onnx_path}: {str(e).splitlines()[0] if str(e) else e}") from None
-    preprocess = preprocess or _preprocess_from_model(model)
+    model = load_onnx(onnx_path)   # missing, unreadable: one line
+    preprocess = preprocess or preprocess_from_model(model)
     cache_path = os.fspath(cache_path) if cache_path else default_cache_path(onnx_path, method)
     sidecar = sidecar_path_for(cache_path)
     tensors = calibration_tensors(model)

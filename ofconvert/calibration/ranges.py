@@ -268,7 +268,8 @@ class Statistics:
 def _augmented_session(model, tensors, options):
     """An ONNX Runtime session of ``model`` with ``tensors`` added as outputs."""
     import onnx
-    import onnxruntime as ort
+
+    from ..onnx_io import ort_session
 
     aug = onnx.ModelProto()
     aug.CopyFrom(model)
@@ -276,12 +277,7 @@ def _augmented_session(model, tensors, options):
     for t in tensors:
         if t not in outs:
             aug.graph.output.append(onnx.ValueInfoProto(name=t))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.log_severity_level = 3
-    if options.threads:
-        so.intra_op_num_threads = int(options.threads)
     try:
-        return ort.InferenceSession(aug.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+        return ort_session(aug, purpose="statistics", threads=options.threads)
     except Exception as e:
         raise OfconvertError(f"ONNX Runtime cannot load the model for calibration: {str(e).splitlines()[0]}") from None

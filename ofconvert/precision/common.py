@@ -29,15 +29,9 @@ MIN_OPSET = 13
 
 
 def _load(src):
-    import onnx
+    from ..onnx_io import load_onnx
 
-    src = os.fspath(src)
-    if not os.path.isfile(src):
-        raise OfconvertError(f"ONNX file not found: {src}")
-    try:
-        return onnx.load(src)
-    except Exception as e:
-        raise OfconvertError(f"cannot load ONNX {src}: {str(e).splitlines()[0] if str(e) else e}") from None
+    return load_onnx(src)
 
 
 def _save(model, dst):
