@@ -119,23 +119,40 @@ def check_input_shape(shape):
     return tuple(int(d) for d in t)
 
 
-def _simplify_if_equal(model, spec, tol=1e-4):
-    """Run onnxsim; keep its result only if outputs stay equal on two batch sizes."""
+def require_simplifier():
+    """The graph simplifier ``--simplify`` runs: onnxslim (installed by setup), else
+    onnxsim; one-line error when neither is importable (never a silent no-op)."""
+    try:
+        import onnxslim
+
+        return "onnxslim", onnxslim.slim
+    except ImportError:
+        pass
     try:
         from onnxsim import simplify
     except ImportError:
-        return model, False
-    try:
-        simp, ok = simplify(model)
-    except Exception:  # onnxsim failures leave the model as it was
-        return model, False
-    if not ok:
-        return model, False
-    import onnxruntime as ort
+        raise OfconvertError("--simplify needs onnxslim (pip install onnxslim; scripts/setup.sh installs it) "
+                             "or onnxsim: neither is importable") from None
+    return "onnxsim", lambda m: (lambda r: r[0] if r[1] else None)(simplify(m))
 
+
+def _simplify_if_equal(model, spec, tol=1e-4):
+    """Simplify (``require_simplifier``); keep the result only if every output stays
+    equal on two batch sizes. -> (model, simplified)."""
+    from .onnx_io import ort_session
+
+    _, slim = require_simplifier()
+    try:
+        simp = slim(model)
+    except Exception:  # a simplifier failure leaves the model as it was
+        return model, False
+    if simp is None:
+        return model, False
     rng = np.random.default_rng(0)
-    a = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(simp.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        a, b = ort_session(model), ort_session(simp)
+    except Exception:  # the simplified graph does not load: keep ours
+        return model, False
     for n in (1, 3):
         feeds = {name: rng.standard_normal((n,) + tuple(s)).astype(np.float32) for name, s in zip(spec.names, spec.shapes)}
         for ya, yb in zip(a.run(None, feeds), b.run(None, feeds)):
@@ -217,8 +234,10 @@ def _metadata(config, spec):
 def _check_loads(model, opset):
     import onnxruntime as ort
 
+    from .onnx_io import ort_session
+
     try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        ort_session(model)
     except Exception as e:
         raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model (opset {opset}): "
                           f"{_first_line(e)}") from None

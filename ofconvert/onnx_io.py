@@ -12,6 +12,7 @@ PURPOSES = {
     "reference": ("ORT_DISABLE_ALL", None),  # the graph exactly as written (the validator's fp32 rounding spread)
     "statistics": ("ORT_ENABLE_BASIC", None),  # calibration: intermediate tensors read as outputs
     "candidate": ("ORT_ENABLE_ALL", 1),     # a flip-budget candidate: Q/DQ fusions, one inter-op thread
+    "runner": (None, None),                 # a runner (ort-cpu/cuda/trt): its own options, providers, level
 }
 
 
@@ -41,7 +42,8 @@ def ort_session(model, purpose="run", threads=None, providers=("CPUExecutionProv
         raise OfconvertError(f"unknown session purpose {purpose!r}; one of {', '.join(PURPOSES)}")
     level, inter = PURPOSES[purpose]
     so = options or ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    if level is not None:
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = int(threads)

@@ -222,11 +222,9 @@ def _feeds(session, xs):
 def _unoptimized_onnx_outputs(onnx_path, xs, key, cache):
     """The ONNX model's outputs with ONNX Runtime's graph optimizations off."""
     if "ort-noopt" not in cache:
-        import onnxruntime as ort
+        from .onnx_io import ort_session
 
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        cache["ort-noopt"] = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        cache["ort-noopt"] = ort_session(onnx_path, purpose="reference")
     sess = cache["ort-noopt"]
     okey = ("noopt",) + key
     if okey not in cache:
@@ -427,9 +425,9 @@ def _declared_ok(declared, actual, xs):
 def _declared_shapes(onnx_path):
     """Output shapes as the file declares them (ONNX Runtime's own view merges in
     what its shape inference found, so it cannot tell a false declaration)."""
-    import onnx
+    from .onnx_io import load_onnx
 
-    g = onnx.load(str(onnx_path), load_external_data=False).graph
+    g = load_onnx(onnx_path, external_data=False).graph
     return [[d.dim_param if d.HasField("dim_param") else d.dim_value if d.HasField("dim_value") else None
              for d in o.type.tensor_type.shape.dim] for o in g.output]
 

@@ -59,3 +59,46 @@ def test_preflight_refuses_before_any_work(tmp_path):
     with pytest.raises(OfconvertError, match="--calib: no such folder"):
         preflight(opts)
     assert os.listdir(tmp_path) == []
+
+
+def test_simplify_goes_through_onnxslim_and_keeps_equal_outputs(tmp_path):
+    import numpy as np
+
+    import ofconvert
+    from ofconvert.exporter import require_simplifier
+    from ofconvert.zoo import import_oneflow
+
+    assert require_simplifier()[0] == "onnxslim"
+    flow = import_oneflow()
+
+    class Net(flow.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = flow.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return (self.conv(x) * 1.0 + 0.0).flatten(1).mean(1, keepdim=True)
+
+    rep = ofconvert.export(Net(), str(tmp_path / "s.onnx"), input_shape=(3, 8, 8), simplify=True, verbose=False)
+    assert rep.simplified and rep.validation.passed
+
+
+def test_simplify_without_a_simplifier_is_one_line(monkeypatch, tmp_path):
+    import builtins
+
+    from ofconvert.errors import OfconvertError
+    from ofconvert.pipeline import ConvertOptions
+    from ofconvert.steps import preflight
+
+    real = builtins.__import__
+
+    def no_simplifiers(name, *a, **k):
+        if name.split(".")[0] in ("onnxslim", "onnxsim"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_simplifiers)
+    with pytest.raises(OfconvertError, match="--simplify needs onnxslim"):
+        preflight(ConvertOptions(model=f"{NET}:MyNet", input_shape=(3, 32, 32), simplify=True,
+                                 output=str(tmp_path / "m.onnx")))
+    assert os.listdir(tmp_path) == []

@@ -175,3 +175,72 @@ def test_subcommands_are_wired_with_one_error_printer(tmp_path):
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.startswith("ofconvert: error:") and p.stderr.count("\n") == 1, (args, p.stderr)
     assert os.listdir(tmp_path) == []
+
+
+def _all_imports(tree):
+    """Every ``from X import name`` of a module, at any depth (functions too)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            yield node
+
+
+def _owner(mod):
+    """The unit a private name may be shared within: a subpackage (``ofconvert.budget``),
+    or a top-level module on its own (``ofconvert.exporter``)."""
+    parts = mod.split(".")
+    return ".".join(parts[:2])
+
+
+def private_imports_across_packages():
+    """``(importer, module, name)`` of every private name (``_x``) imported from
+    another subpackage or top-level module of ``ofconvert``."""
+    mods = _modules()
+    out = []
+    for mod, path in mods.items():
+        is_pkg = path.endswith("__init__.py")
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in _all_imports(tree):
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                src = ".".join(base + ([node.module] if node.module else []))
+            else:
+                src = node.module or ""
+            if not src.startswith("ofconvert"):
+                continue
+            for a in node.names:
+                private = a.name.startswith("_") and not a.name.startswith("__")
+                if private and f"{src}.{a.name}" not in mods and _owner(src) != _owner(mod):
+                    out.append((mod, src, a.name))
+    return sorted(out)
+
+
+def test_no_private_name_crosses_a_package():
+    assert private_imports_across_packages() == []
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_over_500_lines():
+    big = []
+    for p in glob.glob(os.path.join(PKG, "**", "*.py"), recursive=True):
+        with open(p, encoding="utf-8") as f:
+            n = sum(1 for _ in f)
+        if n > MAX_MODULE_LINES:
+            big.append(f"{os.path.relpath(p, ROOT)}: {n}")
+    assert big == []
+
+
+def test_onnx_files_and_sessions_open_through_the_loading_layer():
+    """``onnx.load(`` and ``InferenceSession(`` appear only in ofconvert/onnx_io.py."""
+    offenders = []
+    for p in glob.glob(os.path.join(PKG, "**", "*.py"), recursive=True):
+        if os.path.basename(p) == "onnx_io.py":
+            continue
+        with open(p, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if "onnx.load(" in line or "InferenceSession(" in line:
+                    offenders.append(f"{os.path.relpath(p, ROOT)}:{i}")
+    assert offenders == []

@@ -64,6 +64,8 @@ class OnnxRuntimeRunner(BaseRunner):
         self.session = None
 
     def activate_impl(self):
+        from ..onnx_io import ort_session
+
         ort = _import_ort()
         if not os.path.isfile(self.onnx_path):
             raise OfconvertError(f"ONNX file not found: {self.onnx_path}")
@@ -93,7 +95,7 @@ class OnnxRuntimeRunner(BaseRunner):
         if wanted != "CPUExecutionProvider" and not self.cuda_graph:
             providers.append(("CPUExecutionProvider", {}))
         try:
-            self.session = ort.InferenceSession(self.onnx_path, sess_options=so, providers=providers)
+            self.session = ort_session(self.onnx_path, purpose="runner", providers=providers, options=so)
         except Exception as e:  # ORT raises its own exception types for bad files
             raise OfconvertError(f"ONNX Runtime cannot load {self.onnx_path}: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]

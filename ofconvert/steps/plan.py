@@ -99,6 +99,10 @@ def _check_shapes(opts):
     from ..exporter import check_opset
 
     check_opset(opts.opset)
+    if opts.simplify:
+        from ..exporter import require_simplifier
+
+        require_simplifier()   # no simplifier importable: one line, not a silent no-op
     shapes = split_shapes(opts.input_shape)
     if shapes is not None:
         for raw in shapes:
