@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1 OFCONVERT_CACHE=/tmp/ofc_cache
 R=/tmp/res/${1:-auto}; mkdir -p "$R"
 OUTDIR=${OUT:-out/gpu}
-step() { local name=$1; shift; echo "== $name: $*"; timeout "${STEP_S:-420}" "$@" 2>&1 | tee "$R/$name.log"; }
+step() { local name=$1 s=$2; shift 2; echo "== $name ($(date +%T)): $*"; timeout "$s" "$@" 2>&1 | tee "$R/$name.log"; }
 BENCH="python3 -m ofconvert.bench --backends ort-cuda --models-dir /tmp/ofc_onnx --no-produce --no-png --no-progress"
 case "${1:-auto}" in
 auto)
@@ -21,22 +21,22 @@ auto)
   python3 -c "from ofconvert.precision import to_fp16
 for m in ('efficientnet_lite0', 'efficientnet_lite0_raw'): to_fp16(f'/tmp/lite/{m}.onnx', f'/tmp/lite/{m}.fp16.onnx')"
   cp /tmp/lite/efficientnet_lite0.onnx /tmp/lite/efficientnet_lite0.fp16.onnx /tmp/ofc_onnx/
-  step bench_auto $BENCH --models resnet50,efficientnet_lite0,inception_v3 --precisions fp32,fp16 --batch 50,256 \
-    --ort-cuda default,fastest,auto --warmup 5 --iters ${ITERS:-60} --out-dir "$R/bench_auto"
-  step bench_flags $BENCH --models efficientnet_lite0 --precisions fp32,fp16 --batch 50,256 --warmup 5 --iters ${ITERS:-60} \
-    --ort-cuda "default,iobind,iobind+nhwc,iobind+graph,iobind+fusebias,iobind+algo=heuristic,fastest,iobind+graph+fusebias+algo=heuristic,iobind+nhwc+fusebias+algo=heuristic,iobind+nhwc+graph+algo=heuristic,iobind+nhwc+graph+fusebias,iobind+graph+algo=heuristic" \
+  step bench_auto ${AUTO_S:-300} $BENCH --models resnet50,efficientnet_lite0,inception_v3 --precisions fp32,fp16 --batch 50,256 \
+    --ort-cuda default,fastest,auto --warmup 10 --iters ${ITERS:-100} --out-dir "$R/bench_auto"
+  step bench_flags ${FLAGS_S:-170} $BENCH --models efficientnet_lite0 --precisions fp32 --batch 50,256 --warmup 5 \
+    --iters ${ITERS:-60} --ort-cuda "default,iobind,iobind+nhwc,iobind+graph,iobind+fusebias,fastest,iobind+graph+fusebias+algo=heuristic,iobind+nhwc+fusebias+algo=heuristic,iobind+nhwc+graph+algo=heuristic,iobind+nhwc+graph+fusebias" \
     --out-dir "$R/bench_flags"
   ;;
 eval)
-  EV="python3 -m ofconvert.evaluation --data /tmp/gpuimg/imagenet-val-1300 --models efficientnet_lite0,efficientnet_lite0_raw
-      --variants ort-cuda:fp32,ort-cuda:fp16 --reference ort-cuda:fp32 --models-dir /tmp/lite --no-produce --batch 50
+  EV="python3 -m ofconvert.evaluation --data /tmp/gpuimg/imagenet-val-1300 --models efficientnet_lite0,efficientnet_lite0_raw \
+      --variants ort-cuda:fp32,ort-cuda:fp16 --reference ort-cuda:fp32 --models-dir /tmp/lite --no-produce --batch 50 \
       --workers 16 --no-png --no-progress"
   rm -rf /tmp/ofc_cache/preproc "$OFCONVERT_CACHE/ort-cuda-auto"/*   # cold: no decoded images, no auto decisions
-  step eval_cold bash -c "time $EV --out-dir $R/eval_cold"
-  step eval_warm bash -c "time $EV --out-dir $R/eval_warm"
-  step raw_e2e python3 scripts/gpu/gpu_raw_e2e.py --float /tmp/ofc_onnx/resnet50.fp16.onnx \
+  step eval_cold 200 bash -c "time $EV --out-dir $R/eval_cold"
+  step eval_warm 100 bash -c "time $EV --out-dir $R/eval_warm"
+  step raw_e2e 120 python3 scripts/gpu/gpu_raw_e2e.py --float /tmp/ofc_onnx/resnet50.fp16.onnx \
     --raw /tmp/ofc_onnx/resnet50_raw.fp16.onnx --batches 50,256 --settings fastest,auto --out "$R/raw_e2e.json"
-  step bench_raw $BENCH --models resnet50,/tmp/ofc_onnx/resnet50_raw.onnx --precisions fp16 --batch 50,256 --input host \
+  step bench_raw 120 $BENCH --models resnet50,/tmp/ofc_onnx/resnet50_raw.onnx --precisions fp16 --batch 50,256 --input host \
     --ort-cuda fastest,auto --warmup 5 --iters ${ITERS:-60} --out-dir "$R/bench_raw"
   ;;
 esac
