@@ -31,9 +31,12 @@ def model(tmp_path):
     return str(p)
 
 
+def _env(timer, cache, gpu="NVIDIA H200", ort="1.31.1"):
+    return ort_auto.AutoEnv(timer=timer, cache_dir=str(cache), gpu=gpu, ort=ort)
+
+
 def _decide(model, timer, cache, **kw):
-    return ort_auto.decide(model, "fp32", 50, "device", timer=timer, cache_dir=str(cache), gpu="NVIDIA H200",
-                           ort="1.31.1", **kw)
+    return ort_auto.decide(model, "fp32", 50, "device", env=_env(timer, cache), **kw)
 
 
 def test_auto_parses_and_is_reported():
@@ -66,13 +69,11 @@ def test_key_parts_each_decide_again(model, tmp_path):
     _decide(model, FakeTimer({}), tmp_path)
     for kw in ({"gpu": "NVIDIA H100 80GB HBM3"}, {"ort": "1.32.0"}):
         t = FakeTimer({})
-        ort_auto.decide(model, "fp32", 50, "device", timer=t, cache_dir=str(tmp_path),
-                        **dict({"gpu": "NVIDIA H200", "ort": "1.31.1"}, **kw))
+        ort_auto.decide(model, "fp32", 50, "device", env=_env(t, tmp_path, **kw))
         assert t.calls, kw
     for precision, batch, where in (("fp16", 50, "device"), ("fp32", 256, "device"), ("fp32", 50, "host")):
         t = FakeTimer({})
-        ort_auto.decide(model, precision, batch, where, timer=t, cache_dir=str(tmp_path), gpu="NVIDIA H200",
-                        ort="1.31.1")
+        ort_auto.decide(model, precision, batch, where, env=_env(t, tmp_path))
         assert t.calls
     # all of them kept in the one file of this model
     data = json.load(open(ort_auto.cache_file(ort_auto.fileio.sha256_file(model), str(tmp_path))))
@@ -116,7 +117,7 @@ def test_failing_candidates_are_skipped_and_all_failing_is_one_line(model, tmp_p
     assert d.timings["fastest"] is None and d.spec in ort_auto.CANDIDATES
     t = FakeTimer({c: None for c in ort_auto.CANDIDATES})
     with pytest.raises(OfconvertError, match="no candidate settings run"):
-        ort_auto.decide(model, "fp16", 8, "device", timer=t, cache_dir=str(tmp_path), gpu="g", ort="o")
+        ort_auto.decide(model, "fp16", 8, "device", env=_env(t, tmp_path, "g", "o"))
 
 
 def test_candidates_are_valid_and_the_eval_ones_have_no_graph():

@@ -20,6 +20,7 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 from .. import fileio
+from ..errors import first_line
 from .ort_settings import PRESETS, OrtCudaSettings
 
 # Candidates with a CUDA graph (bench: one batch shape per session) and without (eval: the last batch is smaller).
@@ -43,6 +44,20 @@ class AutoDecision:
     @property
     def spec(self):
         return self.settings.spec
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoEnv:
+    """Where and how ``decide`` measures: ``timer(spec, path, batch, where) -> img/s``
+    (default ``time_candidate``; raising = the candidate cannot run this model), the
+    cache folder (default: the preprocessing cache's), the GPU name and ONNX Runtime
+    version of the key (default: this machine's), ``log`` for one line per decision."""
+
+    timer: Optional[Callable] = None
+    cache_dir: Optional[str] = None
+    gpu: Optional[str] = None
+    ort: Optional[str] = None
+    log: Optional[Callable] = None
 
 
 def gpu_name(device=0):
@@ -87,21 +102,20 @@ def _valid(entry, candidates):
     return isinstance(entry, dict) and entry.get("settings") in candidates
 
 
-def decide(path, precision, batch, where="device", *, timer: Optional[Callable] = None, cache_dir=None,
-           candidates: Sequence[str] = CANDIDATES, gpu=None, ort=None, log=None) -> AutoDecision:
+def decide(path, precision, batch, where="device", candidates: Sequence[str] = CANDIDATES,
+           env: Optional[AutoEnv] = None) -> AutoDecision:
     """The fastest of ``candidates`` for ``path`` at ``batch`` (``where``: "device" or
-    "host" input), from the cache or timed now with ``timer(spec, path, batch,
-    where) -> img/s`` (default ``time_candidate``; raising = the candidate cannot
-    run this model). ``gpu``/``ort``: the GPU name and ONNX Runtime version of
-    the key (default: this machine's)."""
+    "host" input), from the cache or timed now (``AutoEnv``)."""
+    env = env or AutoEnv()
+    log = env.log
     sha = fileio.sha256_file(path)
-    key = decision_key(precision, batch, where, gpu or gpu_name(), ort or ort_version(), candidates)
-    cfile = cache_file(sha, cache_dir)
+    key = decision_key(precision, batch, where, env.gpu or gpu_name(), env.ort or ort_version(), candidates)
+    cfile = cache_file(sha, env.cache_dir)
     decisions = _read(cfile)
     if _valid(decisions.get(key), candidates):
         e = decisions[key]
         return AutoDecision(OrtCudaSettings.parse(e["settings"]), key, e.get("timings", {}), cached=True)
-    timer = timer or time_candidate
+    timer = env.timer or time_candidate
     t0 = time.perf_counter()
     timings = {}
     for spec in candidates:
@@ -110,7 +124,7 @@ def decide(path, precision, batch, where="device", *, timer: Optional[Callable] 
         except Exception as e:   # a candidate this model cannot run (e.g. a CUDA graph with a CPU node)
             timings[spec] = None
             if log:
-                log(f"auto: {spec} fails on {os.path.basename(path)}: {str(e).splitlines()[0] if str(e) else e}")
+                log(f"auto: {spec} fails on {os.path.basename(path)}: {first_line(e)}")
     ok = {s: v for s, v in timings.items() if v}
     if not ok:
         from ..errors import OfconvertError

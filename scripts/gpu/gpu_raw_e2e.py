@@ -27,7 +27,7 @@ def _runner(path, spec, batch):
 
     st = OrtCudaSettings.parse(spec)
     if st.auto:
-        st = ort_auto.decide(path, "fp16", batch, "host", log=print).settings
+        st = ort_auto.decide(path, "fp16", batch, "host", env=ort_auto.AutoEnv(log=print)).settings
     return make_runner("ort-cuda", path, **st.runner_kwargs()).activate(), st.spec
 
 
