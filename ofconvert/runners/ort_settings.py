@@ -99,7 +99,9 @@ PRESETS = {
     # ONNX Runtime's CUDA provider as a user gets it: session.run() on numpy arrays.
     "default": OrtCudaSettings(),
     # The fastest valid combination measured on an H200 (docs/gpu.md, docs/results/):
-    # fuse_conv_bias added 1.36-1.50x on resnet50 / efficientnet_lite0 / inception_v3 fp16.
+    # fuse_conv_bias added 1.36-1.50x on resnet50 / efficientnet_lite0 / inception_v3 fp16, but alone it
+    # costs 35 % on fp32 depthwise models (efficientnet_lite0 fp32: fastest 0.50x default on an H100), so
+    # the default is ``auto`` (ort_auto: measured per model, batch and GPU; docs/gpu.md).
     "fastest": OrtCudaSettings(io_binding=True, prefer_nhwc=True, cuda_graph=True, cudnn_conv_algo_search="HEURISTIC",
                                fuse_conv_bias=True),
 }
