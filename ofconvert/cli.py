@@ -100,7 +100,7 @@ def _convert_parser(probe=False, for_help=False):
                         "validated at sizes not traced; refused where the model bakes its size")
     p.add_argument("--input-format", choices=("float-nchw", "uint8-nhwc"), default=None,
                    help="uint8-nhwc: the ONNX takes resized/cropped uint8 NHWC images and casts, normalises "
-                        "(the model's mean/std) and transposes inside (docs/export.md); default float-nchw")
+                        "(the model's mean/std) and transposes inside (docs/gpu.md); default float-nchw")
     p.add_argument("--weights", help="your weights: a OneFlow checkpoint (flow.save folder), .npz or .safetensors "
                                      "state dict (read without running any code from it)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
