@@ -23,9 +23,6 @@ from . import cli_args
 from .cli_args import Parser as _Parser
 from .errors import OfconvertError
 
-#: subcommand words (anything else is the model of a conversion)
-COMMANDS = ("list", "calib-set", "bench", "eval", "inspect")
-
 
 class _ProbeFailed(Exception):
     pass

@@ -15,10 +15,9 @@ import signal
 import sys
 import threading
 
-from .errors import OfconvertError
+from .errors import INTERRUPTED_EXIT, OfconvertError, first_line  # noqa: F401 (INTERRUPTED_EXIT re-exported)
 
 PROG = "ofconvert"
-INTERRUPTED_EXIT = 130
 
 
 class UsageError(OfconvertError):
@@ -115,11 +114,6 @@ def check_out_dir(path):
         check_creatable_dir(path)
     except OfconvertError as e:
         raise OfconvertError(f"--out-dir: {e}") from None
-
-
-def first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def report_error(e):

@@ -7,9 +7,9 @@ guess how its inputs were prepared.
 """
 import dataclasses
 import difflib
-import re
 import json
 import math
+import re
 from typing import Optional, Tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

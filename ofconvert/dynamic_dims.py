@@ -20,7 +20,7 @@ import re
 from fractions import Fraction
 
 import numpy as np
-from onnx import helper, numpy_helper, TensorProto
+from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
 

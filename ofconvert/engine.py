@@ -7,15 +7,32 @@ execution through Polygraphy (``backend``, the only module that imports
 The runner is ``ofconvert.runners.tensorrt``; see docs/tensorrt.md.
 """
 from . import fileio
-from .trt.caches import (CALIBRATOR_ALGORITHM, TIMING_CACHE_ENV, CalibrationCache,
-                         calibration_cache_header, default_timing_cache_dir, read_calibration_cache,
-                         read_timing_cache, resolve_timing_cache, tensorrt_version_int, timing_cache_name)
-from .trt.plan import (MAX_BATCH_LIMIT, ONNX_KINDS, BuildPlan, EngineOptions, OnnxInfo, Profile,
-                       compute_profile, inspect_onnx, plan_build)
-from .trt.sidecar import (SIDECAR_FORMAT, check_compatibility, make_sidecar, read_sidecar,
-                          sidecar_path, write_engine)
-from .trt_info import parse_version
 from .errors import CalibrationCacheError
+from .trt.caches import (
+    CALIBRATOR_ALGORITHM,
+    TIMING_CACHE_ENV,
+    CalibrationCache,
+    calibration_cache_header,
+    default_timing_cache_dir,
+    read_calibration_cache,
+    read_timing_cache,
+    resolve_timing_cache,
+    tensorrt_version_int,
+    timing_cache_name,
+)
+from .trt.plan import (
+    MAX_BATCH_LIMIT,
+    ONNX_KINDS,
+    BuildPlan,
+    EngineOptions,
+    OnnxInfo,
+    Profile,
+    compute_profile,
+    inspect_onnx,
+    plan_build,
+)
+from .trt.sidecar import SIDECAR_FORMAT, check_compatibility, make_sidecar, read_sidecar, sidecar_path, write_engine
+from .trt_info import parse_version
 
 __all__ = ["build_engine", "build_engine_from_options", "require_tensorrt",
            # plan

@@ -2,6 +2,10 @@
 prints their message on one line and exits 2, without a traceback."""
 
 
+#: the exit status of an interrupted command (128 + SIGINT), everywhere
+INTERRUPTED_EXIT = 130
+
+
 class OfconvertError(Exception):
     """A mistake the user can fix (bad model name, bad file, bad option...)."""
 
@@ -56,6 +60,16 @@ class TopKError(ValidationError):
 
 class NondeterministicError(ValidationError):
     """The OneFlow module returns different outputs for two identical calls."""
+
+
+def first_line(e, limit=300, default=None):
+    """The first non-empty line of an exception's (or any text's) message, at most
+    ``limit`` characters: what a one-line error quotes of a library's message.
+    ``default``: for an empty message (else the exception's type name)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if lines:
+        return lines[0][:limit]
+    return default if default is not None else type(e).__name__
 
 
 def check_type(value, types, name, what=None):

@@ -29,27 +29,37 @@ What ``export`` does beyond ``oneflow_onnx.export_onnx_model``:
 * validation against OneFlow on any output (``ofconvert.validate``).
 """
 import dataclasses
-import json
 import os
 import tempfile
 import time
 
 import numpy as np
 
-from .config import METADATA_KEY, ModelConfig, PreprocessConfig
-from .errors import ExportError, OfconvertError
-from .fileio import sha256_file, transaction as _transaction
-from .dynamic_dims import Trace, make_dynamic
-from .export_io import check_arity, check_shape, declare_io, make_spec, output_shapes, split_shapes, trace_points, \
-    validation_sizes
-from .export_io import output_names as io_output_names
-from .onnx_fix import fold_batchnorm, fold_bias_add, set_metadata
-from .tracing import eager_works, failing_module, first_line as _first_line, trace_to_onnx
 from ._oneflow import eval_mode
+from .config import METADATA_KEY, ModelConfig
+from .dynamic_dims import Trace, make_dynamic
+from .errors import ExportError, OfconvertError
+from .errors import first_line as _first_line
+from .export_io import (
+    check_arity,
+    check_shape,
+    declare_io,
+    make_spec,
+    output_shapes,
+    split_shapes,
+    trace_points,
+    validation_sizes,
+)
+from .export_io import output_names as io_output_names
+from .fileio import sha256_file
+from .fileio import transaction as _transaction
+from .graph import fold_batchnorm, fold_bias_add
+from .onnx_fix import set_metadata
+from .onnx_io import MIN_OPSET  # noqa: F401 (re-exported: the exporter's range starts there)
+from .tracing import eager_works, failing_module, trace_to_onnx
 from .zoo import get_model, import_oneflow
 
 DEFAULT_OPSET = 13
-MIN_OPSET = 13
 
 
 def max_opset():
@@ -319,7 +329,7 @@ def _resolve_model(model, weights, config, input_shape, model_args):
     """``(module, config, weights record)`` of a zoo/flowvision/user-code name or a
     module; a module given ``weights`` gets them loaded (strictly) or the export is
     refused: a report never names weights that were not used."""
-    from .zoo import get_model, load_weights
+    from .zoo import load_weights
 
     if isinstance(model, str):
         module, cfg = get_model(model, weights=weights, model_args=model_args, input_shape=input_shape)
@@ -462,7 +472,3 @@ def _write_report(tmp_path, obj):
 
     with open(tmp_path, "w") as f:
         f.write(json_text(obj))
-
-
-def report_summary(report: ExportReport) -> str:
-    return json.dumps({k: v for k, v in report.to_dict().items() if k != "validation"})

@@ -95,7 +95,6 @@ def _tensor(v):
 def _onnx(path):
     from .artifacts import detect_precision
     from .config import METADATA_KEY
-
     from .onnx_io import load_onnx
 
     try:

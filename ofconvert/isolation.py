@@ -48,9 +48,8 @@ import tempfile
 import threading
 import time
 
-from .errors import OfconvertError
+from .errors import INTERRUPTED_EXIT, OfconvertError, first_line
 
-INTERRUPTED_EXIT = 130
 INTERRUPTED_MESSAGE = "ofconvert: interrupted"
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 # tempfile.mkstemp(prefix=".<name>.", suffix=".tmp"): 8 characters of [a-z0-9_] in between
@@ -350,6 +349,6 @@ def worker_main():
     try:
         result = getattr(importlib.import_module(module), func)(job, emit)
     except OfconvertError as e:
-        sys.stderr.write("\n" + (str(e).splitlines()[0] if str(e) else type(e).__name__) + "\n")
+        sys.stderr.write("\n" + (first_line(e)) + "\n")
         sys.exit(2)
     fileio.write_json(res_path, result)

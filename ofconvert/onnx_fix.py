@@ -7,15 +7,10 @@
 (Folds, clean-up and ordering live in ``ofconvert.graph``; the dynamic batch and the
 deterministic graph form in ``dynamic_batch``.)
 """
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper, TensorProto
+from onnx import TensorProto, helper
 
 from .errors import ExportError
-# moved to ofconvert.graph; importers in precision/ and exporter.py switch as they are next edited
-from .graph import fold_batchnorm, fold_bias_add, remove_unused_initializers, topological_sort  # noqa: F401
-
-
 
 
 def _rename_tensor(g, old, new):

@@ -4,7 +4,10 @@ Runtime CPU session with one options recipe per purpose. The rest of the package
 opens models and sessions through these two."""
 import os
 
-from .errors import OfconvertError
+from .errors import OfconvertError, first_line
+
+#: the oldest opset ofconvert writes and reads (attributes moved to inputs at 13: Q/DQ per-axis, Split...)
+MIN_OPSET = 13
 
 #: purpose -> (graph optimization level, inter-op threads or None): one recipe each
 PURPOSES = {
@@ -29,7 +32,7 @@ def load_onnx(path, external_data=True):
     try:
         return onnx.load(p, load_external_data=external_data)
     except Exception as e:   # DecodeError, OSError, external data missing...
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = first_line(e)
         raise OfconvertError(f"cannot read ONNX {p}: {why[:200]}") from None
 
 

@@ -7,10 +7,10 @@ import contextlib
 import logging
 import os
 
-from .dynamic_batch import canonicalize, module_path
-from .graph import fold_constants
-from .errors import ExportError
 from ._oneflow import import_oneflow
+from .dynamic_batch import canonicalize, module_path
+from .errors import ExportError, first_line
+from .graph import fold_constants
 
 
 @contextlib.contextmanager
@@ -29,11 +29,6 @@ def _op_where(node_name, op_type, opset):
     path = module_path(node_name)
     where = f"module `{path}`" if path else "the top-level forward"
     return f"OneFlow op `{op_type}` in {where} (opset {opset})"
-
-
-def first_line(e):
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
 
 
 def eager_works(module, shapes):
@@ -79,9 +74,15 @@ def _shapes_text(shapes):
 def run_trace(module, shapes):
     """The TraceGraph of ``module`` run on zero inputs of ``shapes`` (full shapes, one
     per input); one clear error if forward fails."""
+    import gc
+
     flow = import_oneflow()
     from .models.wrappers import TraceGraph
 
+    # an earlier nn.Graph of this module that only a reference cycle keeps alive makes OneFlow 0.9
+    # refuse the module's parameters in the new one ("must be a variable created in nn.Graph"):
+    # whether it is still alive depends on when the cycle collector last ran. Collect it now.
+    gc.collect()
     graph = TraceGraph(module)
     try:
         with flow.no_grad():
@@ -139,8 +140,7 @@ def trace_to_onnx(module, shapes, opset, weight_dir, optimize=False):
 
 
 def _convert(graph, weight_dir, opset, optimize):
-    from oneflow_onnx.oneflow2onnx import flow2onnx
-    from oneflow_onnx.oneflow2onnx import optimizer
+    from oneflow_onnx.oneflow2onnx import flow2onnx, optimizer
 
     from .opfixes import legalize
 

@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from .errors import ModelNotFoundError, OfconvertError
+from .errors import ModelNotFoundError, OfconvertError, first_line
 
 _SPEC = re.compile(r"^(?P<where>.+?):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -139,7 +139,7 @@ def resolve(name):
     except KeyboardInterrupt:
         raise
     except BaseException as e:   # the user's code: any exception (SystemExit too) is theirs
-        raise ModelNotFoundError(f"importing {where} failed: {type(e).__name__}: {_first(e)}") from None
+        raise ModelNotFoundError(f"importing {where} failed: {type(e).__name__}: {first_line(e)}") from None
     obj = getattr(module, spec.name, None)
     if obj is None:
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
@@ -161,7 +161,7 @@ def build(name, model_args=None):
     except KeyboardInterrupt:
         raise
     except BaseException as e:
-        raise ModelNotFoundError(f"{name}({_kw(kwargs)}) failed: {type(e).__name__}: {_first(e)}") from None
+        raise ModelNotFoundError(f"{name}({_kw(kwargs)}) failed: {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(module, flow.nn.Module):
         raise ModelNotFoundError(f"{name}({_kw(kwargs)}) returned a {type(module).__name__}, not a oneflow.nn.Module")
     return module
@@ -199,8 +199,3 @@ def source_digest(name):
 
 def _kw(kwargs):
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-
-
-def _first(e):
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else "")[:300]

@@ -16,7 +16,6 @@ was expected, corrupt (with the parser's reason).
 """
 import collections
 import io
-import json
 import os
 import pickle
 import struct
@@ -25,7 +24,7 @@ import zipfile
 import numpy as np
 
 from .data import looks_like_text
-from .errors import WeightsError
+from .errors import WeightsError, first_line
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")     # a zip with members / an empty zip
@@ -201,7 +200,7 @@ def load_safetensors(path):
     try:
         return collections.OrderedDict(sorted(load_file(path).items()))
     except (SafetensorError, OSError, ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0] if str(e) else e})") from None
+        raise WeightsError(f"{path}: corrupt safetensors file ({first_line(e)})") from None
 
 
 def check_weights_path(path):

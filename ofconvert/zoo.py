@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from .config import FLOWVISION_PREFIX, get_config, list_models  # noqa: F401  (re-exported)
 from ._oneflow import import_oneflow  # noqa: F401  (re-exported)
-from .errors import OfconvertError, WeightsError
+from .config import FLOWVISION_PREFIX, get_config, list_models  # noqa: F401  (re-exported)
+from .errors import OfconvertError, WeightsError, first_line
 
 DEFAULT_SEED = 0
 
@@ -36,7 +36,7 @@ def _build(name):
             from .errors import BackendUnavailableError
 
             raise BackendUnavailableError(f"flowvision cannot build {arch} with OneFlow {flow.__version__}: "
-                                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                                          f"{type(e).__name__}: {first_line(e, default='')}") from None
     if name.startswith("efficientnet_lite"):
         from .models.efficientnet_lite import EfficientNetLite
 

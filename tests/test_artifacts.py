@@ -13,8 +13,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import has_traceback, run_cli, run_tool
+from test_calibration import tiny_cnn, write_images
+
 from ofconvert import artifacts as A
 from ofconvert import calibration as C
 from ofconvert import precision as P
@@ -22,7 +23,6 @@ from ofconvert.artifacts import PrecisionMismatchError
 from ofconvert.bench import BenchOptions, benchmark, markdown, to_csv, write_reports
 from ofconvert.config import PreprocessConfig
 from ofconvert.errors import EngineCompatibilityError, OfconvertError
-from test_calibration import tiny_cnn, write_images
 
 FAST = BenchOptions(warmup=1, iters=2, threads=1)
 
@@ -360,7 +360,8 @@ def test_eval_cli_refuses_the_issue_case_with_one_line(flavours, stubs, tmp_path
 
 
 def test_eval_reports_carry_file_sha256_and_detected_precision(flavours, stubs, tmp_path):
-    from ofconvert.evaluation import format_csv, format_markdown, write_reports as eval_reports, evaluate
+    from ofconvert.evaluation import evaluate, format_csv, format_markdown
+    from ofconvert.evaluation import write_reports as eval_reports
 
     d = _folder(tmp_path, "tiny", {"": flavours["fp32"], ".fp16": flavours["fp16"], ".int8-cpu": flavours["int8-cpu"]})
     rows = evaluate(stubs, ["tiny"], ["ort-cpu:fp32", "ort-cpu:fp16", "ort-cpu:int8"], reference="ort-cpu:fp32",

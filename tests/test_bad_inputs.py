@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import has_traceback, needs_oneflow, run_cli
 
 pytestmark = needs_oneflow

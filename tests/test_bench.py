@@ -7,12 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import has_traceback, needs_oneflow, run_tool
 
 import ofconvert
 from ofconvert.bench import BenchOptions, OrtCudaSettings, benchmark, markdown, write_reports
 from ofconvert.errors import OfconvertError
-
-from conftest import has_traceback, needs_oneflow, run_tool
 
 FAST = BenchOptions(warmup=1, iters=5, threads=1)
 

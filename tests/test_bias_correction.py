@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from test_calibration import tiny_cnn, write_images
+from test_precision import CFG, _run
 
 from ofconvert import calibration as C
 from ofconvert import precision as P
 from ofconvert.precision.bias import weight_error_shift
 from ofconvert.precision.common import BIAS_CORRECTED_KEY
-from test_calibration import tiny_cnn, write_images
-from test_precision import CFG, _run
 
 S = 1.0 / 64   # activation scale: inputs below are multiples of it, exact after Q/DQ
 

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 import pytest
+from conftest import has_traceback, run_cli
+from test_calibration import tiny_cnn, write_images
 
 from ofconvert import budget as B
 from ofconvert import calibration as C
@@ -14,8 +16,6 @@ from ofconvert.artifacts import detect_precision
 from ofconvert.config import PreprocessConfig
 from ofconvert.errors import OfconvertError
 from ofconvert.pipeline import ConvertOptions
-from test_calibration import tiny_cnn, write_images
-from conftest import has_traceback, run_cli
 
 CFG = PreprocessConfig(32)
 OPTS = B.BudgetOptions(sensitivity_images=16, speed_rounds=1, speed_run_s=0.02, threads=1, decode_workers=1)
@@ -142,10 +142,10 @@ class _Grid:
     """A contiguous-search evaluator on synthetic flips / speed-ups of (k, j)."""
 
     def __init__(self, n, flips, speed):
-        from ofconvert.budget.search import Evaluator
+        from ofconvert.budget.search import CandidateJudge
 
         self.graph, self.flips, self.speed, self.steps = [f"L{i}" for i in range(n)], flips, speed, {}
-        self.names = lambda k, j=0: Evaluator.names(self, k, j)
+        self.names = lambda k, j=0: CandidateJudge.names(self, k, j)
         self.order = list(self.graph)
 
     def __call__(self, k, j=0):
@@ -227,14 +227,14 @@ def test_unmeetable_budget_is_reported_not_exceeded(tiny, monkeypatch):
 
     S = importlib.import_module("ofconvert.budget.search")
 
-    real = S.Evaluator.__call__
+    real = S.CandidateJudge.__call__
 
     def always_flips(self, k, j=0):   # a model no layer choice can save: (expected) flips stay at >= 1
         step = real(self, k, j)
         step.flips, step.expected = max(step.flips, 1), max(step.expected, 1.0)
         return step
 
-    monkeypatch.setattr(S.Evaluator, "__call__", always_flips)
+    monkeypatch.setattr(S.CandidateJudge, "__call__", always_flips)
     res = B.quantize_to_budget(model, check, "0", scales=scales, flavours=("int8",), options=OPTS)
     r = res.flavours["int8"]
     assert not r.met and r.k is None and r.flips is None and r.float_layers == []

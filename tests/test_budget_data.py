@@ -5,11 +5,11 @@ import os
 import shutil
 
 import pytest
+from conftest import has_traceback, run_cli
 
 from ofconvert.budget import data as D
 from ofconvert.errors import OfconvertError
 from ofconvert.pipeline import ConvertOptions
-from conftest import has_traceback, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from test_calibration import tiny_cnn, write_images
 
 from ofconvert import budget as B
 from ofconvert import calibration as C
 from ofconvert.calibration import ranges as R
 from ofconvert.config import PreprocessConfig
-from test_calibration import tiny_cnn, write_images
 
 CFG = PreprocessConfig(32)
 
@@ -61,10 +61,10 @@ def test_failing_candidates_stop_early_with_the_same_decisions(tiny):
 
     from ofconvert.budget import data as D
     from ofconvert.budget import judge as J
-    from ofconvert.budget.search import Evaluator
+    from ofconvert.budget.search import CandidateJudge
 
-    ev = res.flavours["int8"]._evaluator
-    full = Evaluator(ev.model, ev.layers, ev.order, "int8", bad, "trt", ev.images, ev.ref, threads=1)
+    ev = res.flavours["int8"].candidates
+    full = CandidateJudge(ev.model, ev.layers, ev.order, "int8", bad, "trt", ev.images, ev.ref, threads=1)
     stopped = [s for s in steps if s.images < len(ev.ref)]
     assert stopped, [(s.k, s.j, s.images, s.expected) for s in steps]     # some stopped early
     for s in steps:
@@ -84,10 +84,10 @@ class _Layers:
     synthetic expected flips of (k, j), monotone in k and j."""
 
     def __init__(self, n, flips):
-        from ofconvert.budget.search import Evaluator
+        from ofconvert.budget.search import CandidateJudge
 
         self.graph, self.flips, self.steps, self.order = [f"L{i}" for i in range(n)], flips, {}, None
-        self.names = lambda k, j=0: Evaluator.names(self, k, j)
+        self.names = lambda k, j=0: CandidateJudge.names(self, k, j)
         self.calls = 0
 
     def __call__(self, k, j=0):

@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import has_traceback, needs_oneflow, run_cli
-from ofconvert.data import list_images, load_batch
+
 from ofconvert.config import get_config
+from ofconvert.data import list_images, load_batch
 from ofconvert.runners.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = needs_oneflow

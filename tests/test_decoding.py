@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from ofconvert.config import PreprocessConfig, get_config, list_models
-from ofconvert.data import (IMAGE_EXTENSIONS, UnreadableImage, is_image_file, list_images, load_and_crop,
-                            load_batch, looks_like_text, open_rgb, resize_crop)
+from ofconvert.data import (
+    IMAGE_EXTENSIONS,
+    UnreadableImage,
+    is_image_file,
+    list_images,
+    load_and_crop,
+    load_batch,
+    looks_like_text,
+    open_rgb,
+    resize_crop,
+)
 
 Image = pytest.importorskip("PIL.Image")
 

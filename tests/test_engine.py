@@ -20,9 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ofconvert import engine as eng
 from ofconvert import fileio
 from ofconvert.config import METADATA_KEY, PreprocessConfig, get_config
+from ofconvert.errors import BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError, OfconvertError
 from ofconvert.runners.ort_trt import ort_trt_provider_options
-from ofconvert.errors import (BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError,
-                              OfconvertError)
 
 
 def _tensorrt_status():

@@ -10,14 +10,23 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import has_traceback, needs_oneflow, run_tool
+
 from ofconvert.config import METADATA_KEY, PreprocessConfig
 from ofconvert.data import load_and_crop, normalize
 from ofconvert.datasets import load_dataset
 from ofconvert.errors import OfconvertError
-from ofconvert.evaluation import (EvalOptions, Evaluator, Variant, evaluate, expand_variants, format_csv,
-                                format_markdown, model_file, write_reports)
+from ofconvert.evaluation import (
+    EvalOptions,
+    Evaluator,
+    Variant,
+    evaluate,
+    expand_variants,
+    format_csv,
+    format_markdown,
+    model_file,
+    write_reports,
+)
 from ofconvert.preprocache import CacheOptions, get_cached_images
 
 TINY_PRE = PreprocessConfig(32, crop_pct=0.875, interpolation="bilinear")

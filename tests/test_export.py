@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import onnx
 import pytest
-
 from conftest import has_traceback, needs_oneflow, run_cli
+
 from ofconvert.config import METADATA_KEY, ModelConfig, PreprocessConfig
 from ofconvert.errors import AtolError, WeightsError
 from ofconvert.runners.onnxruntime import OnnxRuntimeRunner

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, has_traceback, needs_oneflow, run_cli
 
 pytestmark = needs_oneflow

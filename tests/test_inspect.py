@@ -2,17 +2,17 @@
 its content (inspect_file / format_inspection), and ``ofconvert inspect FILE``."""
 import json
 
+import fake_tensorrt
 import onnx
 import pytest
+from test_engine import TINY_PRE, _tiny_model
 
-import fake_tensorrt
 from ofconvert import engine as eng
 from ofconvert import fileio
 from ofconvert.calibration import format_cache
 from ofconvert.config import METADATA_KEY
 from ofconvert.errors import EngineCompatibilityError, OfconvertError
 from ofconvert.inspect import format_inspection, inspect_file
-from test_engine import TINY_PRE, _tiny_model
 
 META = {METADATA_KEY: TINY_PRE.to_json(), "ofconvert.model": "resnet50"}
 
@@ -119,11 +119,12 @@ def test_budgeted_model_says_what_it_is(tmp_path):
     import hashlib
     import os
 
+    from test_calibration import tiny_cnn, write_images
+
     from ofconvert import budget as B
     from ofconvert import calibration as C
     from ofconvert.budget.report import BUDGET_KEY, write_models
     from ofconvert.config import PreprocessConfig
-    from test_calibration import tiny_cnn, write_images
 
     model = tiny_cnn(tmp_path / "tiny.onnx", explicit_pad=True)
     imgs = write_images(str(tmp_path / "imgs"), n=24, size=(48, 40))

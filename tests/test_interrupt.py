@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, needs_oneflow
 
 pytestmark = needs_oneflow

@@ -9,8 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import has_traceback, run_cli, run_tool
+
 from ofconvert import artifacts
 from ofconvert.bench import BenchOptions, benchmark
 from ofconvert.errors import BackendUnavailableError, OfconvertError

@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from test_calibration import tiny_cnn, write_images
 
 from ofconvert import calibration as C
 from ofconvert import precision as P
 from ofconvert.config import PreprocessConfig
 from ofconvert.errors import OfconvertError
-from test_calibration import tiny_cnn, write_images
 
 CFG = PreprocessConfig(32)
 

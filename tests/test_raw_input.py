@@ -36,11 +36,11 @@ def exported(tmp_path_factory):
 
 
 def _real_u8(n, size=SIZE):
+    import dataclasses
+
     from ofconvert.config import get_config
     from ofconvert.data import load_and_crop
     from ofconvert.validation import real_images
-
-    import dataclasses
 
     pre = dataclasses.replace(get_config("efficientnet_lite0").preprocess, input_size=size)
     return (np.stack([load_and_crop(p, pre) for p in real_images(n)]) if n else None), pre

@@ -11,7 +11,6 @@ import os
 import numpy as np
 import onnx
 import pytest
-
 from conftest import needs_oneflow, run_cli
 
 pytestmark = needs_oneflow
@@ -316,6 +315,7 @@ def test_a_model_baking_its_size_is_refused_in_one_line(tmp_path):
 
 def test_unet_engine_profile_has_the_height_and_width_ranges(tmp_path):
     import fake_tensorrt
+
     from ofconvert import engine as eng
     from ofconvert import export
 

@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from conftest import ROOT, has_traceback, needs_oneflow, run_cli
 
 pytestmark = needs_oneflow
@@ -62,7 +61,6 @@ def test_preflight_refuses_before_any_work(tmp_path):
 
 
 def test_simplify_goes_through_onnxslim_and_keeps_equal_outputs(tmp_path):
-    import numpy as np
 
     import ofconvert
     from ofconvert.exporter import require_simplifier

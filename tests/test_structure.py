@@ -7,7 +7,6 @@ import glob
 import os
 
 import pytest
-
 from conftest import ROOT
 
 PKG = os.path.join(ROOT, "ofconvert")
@@ -244,3 +243,16 @@ def test_onnx_files_and_sessions_open_through_the_loading_layer():
                 if "onnx.load(" in line or "InferenceSession(" in line:
                     offenders.append(f"{os.path.relpath(p, ROOT)}:{i}")
     assert offenders == []
+
+
+def test_ruff_is_clean():
+    """The style CI holds (pyproject.toml [tool.ruff]): zero findings."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (scripts/setup.sh installs it)")
+    p = subprocess.run([ruff, "check", "--no-cache", ROOT], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:]

@@ -11,18 +11,17 @@ import os
 import subprocess
 import sys
 
+import fake_tensorrt
 import numpy as np
 import onnx
 import pytest
+from test_engine import TINY_PRE, _ort_run, _tiny_model
 
-import fake_tensorrt
 from ofconvert import engine as eng
 from ofconvert import fileio
 from ofconvert.calibration import calibration_tensors, format_cache
 from ofconvert.config import METADATA_KEY
-from ofconvert.errors import (BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError,
-                              OfconvertError)
-from test_engine import TINY_PRE, _ort_run, _tiny_model
+from ofconvert.errors import BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError, OfconvertError
 
 V10, V11 = "10.3.0", "11.0.0"
 META = {METADATA_KEY: TINY_PRE.to_json(), "ofconvert.model": "resnet50"}

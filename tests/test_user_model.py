@@ -10,7 +10,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import has_traceback, needs_oneflow, run_cli
 
 pytestmark = needs_oneflow
@@ -171,6 +170,7 @@ def test_fp16_and_int8_of_your_own_model(user_dir, tmp_path, datasets):
 def test_to_trt_through_the_contract(user_dir, tmp_path, monkeypatch):
     """--to trt for user code: the engine is built from the validated export (stand-in TensorRT)."""
     import fake_tensorrt
+
     from ofconvert.pipeline import ConvertOptions, convert
 
     monkeypatch.chdir(user_dir)

@@ -39,12 +39,30 @@ Modules: ``names`` (the scheme), ``content`` (precision from the content),
 the conversion pipeline in a worker process: ``locate``).
 """
 
-from .content import (check_overwrite, check_precision, describe, describe_precision,  # noqa: F401
-                      detect_precision, onnx_precision, sha256)
-from .names import (ENGINE_EXTS, FLAVOURS, ONNX_SUFFIX, Flavour, PrecisionMismatchError, artifact_paths,  # noqa: F401
-                    check_output_name, engine_name, flavour, name_tag, onnx_name, parse_name)
-from .produce import (check_existing, expected_flavour, locate, model_path, onnx_input_size,  # noqa: F401
-                      produce, read_onnx_metadata)
+from .content import (  # noqa: F401
+                      check_overwrite,
+                      check_precision,
+                      describe,
+                      describe_precision,
+                      detect_precision,
+                      onnx_precision,
+                      sha256,
+)
+from .names import (  # noqa: F401
+                      ENGINE_EXTS,
+                      FLAVOURS,
+                      ONNX_SUFFIX,
+                      Flavour,
+                      PrecisionMismatchError,
+                      artifact_paths,
+                      check_output_name,
+                      engine_name,
+                      flavour,
+                      name_tag,
+                      onnx_name,
+                      parse_name,
+)
+from .produce import check_existing, expected_flavour, locate, model_path, onnx_input_size, produce, read_onnx_metadata  # noqa: F401
 
 __all__ = ["ENGINE_EXTS", "FLAVOURS", "ONNX_SUFFIX", "PrecisionMismatchError", "artifact_paths", "check_existing",
            "check_output_name", "check_overwrite", "check_precision", "describe", "describe_precision",

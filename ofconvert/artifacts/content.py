@@ -5,6 +5,7 @@ import os
 
 from ..errors import EngineCompatibilityError, OfconvertError
 from .names import _DESCRIPTION, ENGINE_EXTS, PrecisionMismatchError
+
 _SHA_CACHE = {}
 _PRECISION_CACHE = {}   # ONNX files: (path, size, mtime) -> precision
 

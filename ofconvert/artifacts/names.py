@@ -6,6 +6,7 @@ import re
 
 from ..errors import OfconvertError
 
+
 class Flavour(str, enum.Enum):
     """What a model file holds -- the one word for it everywhere (names, content
     detection, produce, the TensorRT plan, the budget). A str, so ``"fp16" ==

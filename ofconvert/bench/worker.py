@@ -42,7 +42,7 @@ def _make_runner(job):
     return make_runner(backend, job["path"])
 
 
-def _first_line(e):
+def _error_text(e):
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {msg}"[:300]
 
@@ -54,7 +54,7 @@ def _activate(job):
     except OfconvertError as e:
         return None, str(e)
     except Exception as e:  # the framework refused the model
-        return None, _first_line(e)
+        return None, _error_text(e)
 
 
 def _timed(step, warmup, iters):
@@ -154,7 +154,7 @@ def _auto(job, batch, base):
     try:
         d = ort_auto.decide(job["path"], job["precision"], batch, job["inputs"][0])
     except Exception as e:
-        return None, dict(base, reason=_first_line(e))
+        return None, dict(base, reason=_error_text(e))
     return dict(job, settings=d.spec), dict(base, settings_ran=d.settings.label)
 
 
@@ -193,7 +193,7 @@ def run_job(job, emit=None):
                     row.update(img_per_s=rate, latency_ms_mean=mean, latency_ms_p50=p50, latency_ms_p90=p90,
                                latency_ms_p99=p99)
                 except Exception as e:
-                    row.update(status="n/a", reason=_first_line(e))
+                    row.update(status="n/a", reason=_error_text(e))
                 rows.append(row)
         finally:
             for r in runners:

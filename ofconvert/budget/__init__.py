@@ -15,6 +15,7 @@ greedily, flips fixed per speed lost (:mod:`.sensitivity`), the first k kept. :m
 and docs/budget.md.
 """
 import dataclasses
+import json
 import re
 import time
 import types
@@ -25,7 +26,7 @@ import numpy as np
 from ..errors import OfconvertError
 from . import data as D
 from . import judge as J
-from .search import SUFFIXES, Evaluator, SpeedMeter, Step, contiguous_search, search, steps_list
+from .search import SUFFIXES, CandidateJudge, SpeedMeter, Step, contiguous_search, search, steps_list
 from .sensitivity import MODES, Effect, build
 
 __all__ = ["BudgetOptions", "BudgetResult", "FlavourResult", "parse_budget", "quantize_to_budget",
@@ -89,10 +90,13 @@ class FlavourResult:
     prefix: Optional[int] = None        # the first ``prefix`` layers of the order in float
     suffix: int = 0                     # and the last ``suffix`` of the graph
     expected_flips: Optional[float] = None   # what the budget holds (.judge.expected_flips)
+    #: the search's CandidateJudge (builds the chosen model: ``model_for(prefix, suffix)``); not reported
+    candidates: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self):
-        d = dataclasses.asdict(self)
-        d["steps"] = [s.to_dict() if hasattr(s, "to_dict") else s for s in self.steps]
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "candidates"}
+        d["float_layers"] = [dict(x) for x in self.float_layers]
+        d["steps"] = [s.to_dict() if hasattr(s, "to_dict") else dataclasses.asdict(s) for s in self.steps]
         return d
 
 
@@ -115,7 +119,8 @@ class BudgetResult:
     phases_s: Dict[str, float] = dataclasses.field(default_factory=dict)   # seconds per phase, in order
 
     def to_dict(self):
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "flavours"}
+        d = json.loads(json.dumps(d, default=str))   # a deep copy of plain values
         d["flavours"] = {k: v.to_dict() for k, v in self.flavours.items()}
         return d
 
@@ -178,7 +183,7 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
     evs, ranked = {}, options.strategy == "ranked"
     for fl in flavours:
         prec, tgt = _FLAVOURS[fl]
-        evs[fl] = ev = Evaluator(ctx.model, ctx.layers, list(ctx.layers), prec, scales, tgt, ctx.images, ctx.ref,
+        evs[fl] = ev = CandidateJudge(ctx.model, ctx.layers, list(ctx.layers), prec, scales, tgt, ctx.images, ctx.ref,
                                  options.threads, speed=ctx.meter if fl == "int8-cpu" else None, log=log,
                                  time_all=ranked, means=means)
         if tgt == ctx.target or prec == "fp16":
@@ -316,7 +321,7 @@ def _flavour_result(fl, ev, kj, ctx, effects):
         step.flips if step else None, step.img_s if step else None, steps_list(ev),
         _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None,
         kj[0] if kj else None, kj[1] if kj else 0, step.expected if step else None)
-    r._evaluator = ev
+    r.candidates = ev
     return r
 
 

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from ..errors import DataError, OfconvertError
+from ..errors import DataError, OfconvertError, first_line
 
 
 def split_calibration_set(paths, check_fraction=0.5):
@@ -93,7 +93,7 @@ def session(model, threads=2):
     try:
         return ort_session(model, purpose="candidate", threads=threads)
     except Exception as e:
-        raise OfconvertError(f"ONNX Runtime cannot load a candidate model: {str(e).splitlines()[0]}") from None
+        raise OfconvertError(f"ONNX Runtime cannot load a candidate model: {first_line(e)}") from None
 
 
 def iter_logits(sess, images, batch_size=50, limit=None):

@@ -156,7 +156,7 @@ def write_models(res, paths, log=None):
     for fl, r in res.flavours.items():
         if not r.met:
             continue
-        model = r._evaluator.model_for(r.prefix, r.suffix)
+        model = r.candidates.model_for(r.prefix, r.suffix)
         set_metadata(model, {BUDGET_KEY: json.dumps(summary(res, fl), sort_keys=True)})
         try:
             onnx.checker.check_model(model)

@@ -111,7 +111,7 @@ class SpeedMeter:
         return float(np.median(cand)), float(np.median(ref)), ratio
 
 
-class Evaluator:
+class CandidateJudge:
     """Builds, checks (and times) the candidate with the first ``k`` layers of
     ``order`` and the last ``j`` of the graph kept in float; memoised by (k, j).
     ``speed``: a :class:`SpeedMeter` (or None: flips only); ``time_all``: time

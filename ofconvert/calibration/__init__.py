@@ -26,15 +26,45 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import OfconvertError
-from .cache import (SIDECAR_FORMAT, TRT_CACHE_VERSION, TRT_CALIBRATOR_NAME, check_cache,
-                    default_cache_path, format_cache, parse_cache, read_cache, read_cache_with_header,
-                    read_means, read_sidecar_means, sidecar_path_for, trt_version_number, validate_scales,
-                    write_cache)
-from .ranges import (INT8_MAX, METHODS, MIN_AMAX, RangeCollector, Statistics, calibration_plan,
-                     bounded_tensors, calibration_tensors, collect_ranges, collect_statistics, entropy_amax,
-                     model_fingerprint, model_input_name)
-from .reader import (MANIFEST_NAME, ImageCalibrationDataReader, build_calib_set,
-                     calibration_set_hash, list_calibration_images)
+from .cache import (
+    SIDECAR_FORMAT,
+    TRT_CACHE_VERSION,
+    TRT_CALIBRATOR_NAME,
+    check_cache,
+    default_cache_path,
+    format_cache,
+    parse_cache,
+    read_cache,
+    read_cache_with_header,
+    read_means,
+    read_sidecar_means,
+    sidecar_path_for,
+    trt_version_number,
+    validate_scales,
+    write_cache,
+)
+from .ranges import (
+    INT8_MAX,
+    METHODS,
+    MIN_AMAX,
+    RangeCollector,
+    Statistics,
+    bounded_tensors,
+    calibration_plan,
+    calibration_tensors,
+    collect_ranges,
+    collect_statistics,
+    entropy_amax,
+    model_fingerprint,
+    model_input_name,
+)
+from .reader import (
+    MANIFEST_NAME,
+    ImageCalibrationDataReader,
+    build_calib_set,
+    calibration_set_hash,
+    list_calibration_images,
+)
 
 __all__ = [
     "CalibrationOptions", "CalibrationResult", "calibrate",
@@ -88,7 +118,6 @@ class CalibrationResult:
 
 def preprocess_from_model(model):
     from ..config import METADATA_KEY, PreprocessConfig
-
     from ..onnx_fix import get_metadata
 
     meta = get_metadata(model)
@@ -136,9 +165,8 @@ def calibrate(onnx_path, data, preprocess, method="entropy", num_images=None, ca
     any image (:func:`check_cache`). Any mismatch raises CalibrationCacheError, or
     recalibrates when ``regenerate`` is true.
     """
-    from ..onnx_io import load_onnx
-
     from ..fileio import write_json
+    from ..onnx_io import load_onnx
 
     t0 = time.perf_counter()
     options = options or CalibrationOptions()

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..errors import DataError, OfconvertError
+from ..errors import DataError, OfconvertError, first_line
 
 #: "mixed": minmax on tensors a Clip bounds (ReLU6 outputs: their top value is common, not an
 #: outlier), entropy on the others (see :func:`bounded_tensors`)
@@ -280,4 +280,4 @@ def _augmented_session(model, tensors, options):
     try:
         return ort_session(aug, purpose="statistics", threads=options.threads)
     except Exception as e:
-        raise OfconvertError(f"ONNX Runtime cannot load the model for calibration: {str(e).splitlines()[0]}") from None
+        raise OfconvertError(f"ONNX Runtime cannot load the model for calibration: {first_line(e)}") from None

@@ -15,8 +15,17 @@ from ..errors import OfconvertError, check_type
 from ..isolation import WorkerFailed, run_worker
 from ..preprocache import get_cached_images
 from ..progress import Progress
-from .variants import (DEFAULT_REFERENCE, FALLBACK_REFERENCE, EvalOptions, EvalRow, Variant, expand_variants,
-                       model_file, model_info, oneflow_available)
+from .variants import (
+    DEFAULT_REFERENCE,
+    FALLBACK_REFERENCE,
+    EvalOptions,
+    EvalRow,
+    Variant,
+    expand_variants,
+    model_file,
+    model_info,
+    oneflow_available,
+)
 from .worker import run_jobs
 
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from ..config import PreprocessConfig
-from ..errors import BackendUnavailableError, OfconvertError
+from ..errors import BackendUnavailableError, OfconvertError, first_line
 
 TOPK = 5
 
@@ -30,9 +30,9 @@ def run_jobs(jobs, emit):
             res = _run_one(j, make_runner, normalize, emit)
         except (OfconvertError, ImportError) as e:
             status = "n/a" if isinstance(e, (BackendUnavailableError, ImportError)) else "error"
-            res = {"status": status, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+            res = {"status": status, "reason": first_line(e)}
         except Exception as e:  # a backend failing on this model: report it in the row, go on
-            res = {"status": "error", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            res = {"status": "error", "reason": f"{type(e).__name__}: {first_line(e, default='')}"}
         res["id"] = j["id"]
         emit(dict(res, event="done"))
         results[j["id"]] = res

@@ -6,7 +6,6 @@ from onnx import numpy_helper
 from .cleanup import remove_unused_initializers
 from .index import GraphIndex
 
-
 FOLDABLE = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Cast", "Concat", "Identity", "Mul", "Add", "Sub",
             "Div", "Neg", "Sqrt", "Reciprocal", "Pow", "Slice", "Gather", "Flatten"}
 # never Expand / Tile: folding `cls_token.expand(B, -1, -1)` would bake the batch into a float constant

@@ -26,8 +26,8 @@ _INSTALLED = []
 
 def register(names, onnx_op=None, **kwargs):
     """``flow_op`` that first removes oneflow-onnx's handlers for ``names``."""
-    from oneflow_onnx.oneflow2onnx.handler import flow_op
     from oneflow_onnx import constants
+    from oneflow_onnx.oneflow2onnx.handler import flow_op
 
     names = names if isinstance(names, list) else [names]
     for opset in flow_op.get_opsets().get(constants.ONNX_DOMAIN, []):

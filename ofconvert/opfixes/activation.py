@@ -19,8 +19,8 @@ None of these had a handler upstream (``softplus`` had one that ignored
 """
 import math
 
-from onnx import TensorProto
 from oneflow_onnx import util
+from onnx import TensorProto
 
 from . import register
 from .common import const, node, take

@@ -20,8 +20,8 @@ docstring); none has a handler upstream.
   export is refused with "needs opset >= N".
 """
 import numpy as np
-from onnx import TensorProto
 from oneflow_onnx import util
+from onnx import TensorProto
 
 from . import register
 from .common import const, node, norm_axes, take

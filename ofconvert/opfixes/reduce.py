@@ -15,8 +15,8 @@
   exactly OneFlow's kernel (eps under the square root, not on the norm).
 """
 import numpy as np
-from onnx import TensorProto
 from oneflow_onnx import util
+from onnx import TensorProto
 
 from . import register
 from .common import const, node, norm_axes, reduce, take

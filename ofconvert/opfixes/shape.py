@@ -21,8 +21,8 @@
   that do not overlap) or a MatMul with the 0/1 scatter matrix (overlaps are summed).
 """
 import numpy as np
-from onnx import TensorProto, helper
 from oneflow_onnx import util
+from onnx import TensorProto, helper
 
 from . import register
 from .common import axes_input_opset, const, node, norm_axes, take

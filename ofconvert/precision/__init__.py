@@ -20,8 +20,18 @@
   otherwise), int8 weights, int32 biases, plus Q/DQ on pooling inputs: the pattern
   ONNX Runtime's CPU provider fuses into QLinearConv / QLinearAdd / QGemm.
 """
-from .common import (FLOAT_NODES_KEY, INT8_MAX, MIN_OPSET, PRECISION_KEY, TARGETS, fold_zero_pads, node_key,  # noqa: F401
-                     qdq_activations, qdq_layers, scale_sources)
+from .common import (  # noqa: F401
+                     FLOAT_NODES_KEY,
+                     INT8_MAX,
+                     MIN_OPSET,
+                     PRECISION_KEY,
+                     TARGETS,
+                     fold_zero_pads,
+                     node_key,
+                     qdq_activations,
+                     qdq_layers,
+                     scale_sources,
+)
 from .fp16 import fp16_model, to_fp16  # noqa: F401
 from .qdq import quantize_model, quantize_qdq  # noqa: F401
 

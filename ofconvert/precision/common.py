@@ -6,8 +6,6 @@ import os
 
 import numpy as np
 
-from ..errors import OfconvertError
-
 PRECISION_KEY = "ofconvert.precision"
 #: comma-separated names of the nodes a mixed-precision model keeps in float (fp32)
 FLOAT_NODES_KEY = "ofconvert.float_nodes"
@@ -25,7 +23,7 @@ _SCALE_PRESERVING = ("MaxPool", "Pad", "Reshape", "Flatten", "Transpose", "Squee
 #: ops whose output is non-negative when their input is
 _NONNEG_PASSTHROUGH = ("MaxPool", "Pad", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose",
                        "Squeeze", "Unsqueeze")
-MIN_OPSET = 13
+from ..onnx_io import MIN_OPSET  # noqa: E402,F401 (re-exported by precision)
 
 
 def _load(src):

@@ -1,7 +1,8 @@
 """fp16: float16 weights and activations through ONNX Runtime's copy of
 onnxconverter-common's converter (no extra dependency); nodes named in
 ``exclude`` stay float32."""
-from ..onnx_fix import set_metadata, topological_sort
+from ..graph import topological_sort
+from ..onnx_fix import set_metadata
 from .common import FLOAT_NODES_KEY, PRECISION_KEY, _load, _save, node_key
 
 

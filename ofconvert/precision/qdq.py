@@ -4,11 +4,27 @@ package docstring and docs/precision.md."""
 import numpy as np
 
 from ..errors import OfconvertError
-from ..onnx_fix import fold_batchnorm, set_metadata, topological_sort
+from ..graph import fold_batchnorm, topological_sort
+from ..onnx_fix import set_metadata
 from .bias import INT32_MAX, int32_safe_scales, weight_error_shift
-from .common import (_MIN_SCALE, _NONNEG_PASSTHROUGH, _WEIGHT_OPS, BIAS_CORRECTED_KEY, FLOAT_NODES_KEY, INT8_MAX,
-                     MIN_OPSET, PRECISION_KEY, TARGETS, _load, _onnx_opset, _save, fold_zero_pads, node_key,
-                     qdq_activations, scale_sources)
+from .common import (
+    _MIN_SCALE,
+    _NONNEG_PASSTHROUGH,
+    _WEIGHT_OPS,
+    BIAS_CORRECTED_KEY,
+    FLOAT_NODES_KEY,
+    INT8_MAX,
+    MIN_OPSET,
+    PRECISION_KEY,
+    TARGETS,
+    _load,
+    _onnx_opset,
+    _save,
+    fold_zero_pads,
+    node_key,
+    qdq_activations,
+    scale_sources,
+)
 
 
 def quantize_qdq(src, dst, scales, target="trt", exclude=(), means=None):

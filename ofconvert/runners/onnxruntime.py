@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, OfconvertError
+from ..errors import BackendUnavailableError, OfconvertError, first_line
 from .base import BaseRunner
 
 PROVIDERS = {
@@ -97,7 +97,7 @@ class OnnxRuntimeRunner(BaseRunner):
         try:
             self.session = ort_session(self.onnx_path, purpose="runner", providers=providers, options=so)
         except Exception as e:  # ORT raises its own exception types for bad files
-            raise OfconvertError(f"ONNX Runtime cannot load {self.onnx_path}: {str(e).splitlines()[0]}") from None
+            raise OfconvertError(f"ONNX Runtime cannot load {self.onnx_path}: {first_line(e)}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)

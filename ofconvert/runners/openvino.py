@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, OfconvertError
+from ..errors import BackendUnavailableError, OfconvertError, first_line
 from .base import BaseRunner
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -87,7 +87,7 @@ class OpenVINORunner(BaseRunner):
         try:
             self.model = self.core.read_model(self.onnx_path)
         except Exception as e:  # OpenVINO raises RuntimeError & co for unreadable files
-            raise OfconvertError(f"OpenVINO cannot read {self.onnx_path}: {_first_line(e)}") from None
+            raise OfconvertError(f"OpenVINO cannot read {self.onnx_path}: {first_line(e)}") from None
         if len(self.model.inputs) != 1:
             raise OfconvertError(f"{self.onnx_path}: image models take one input; this one has "
                                  f"{len(self.model.inputs)} inputs")
@@ -109,11 +109,11 @@ class OpenVINORunner(BaseRunner):
                 model.reshape({0: list(shape)})
             except Exception as e:
                 raise OfconvertError(f"{self.name}: {self.onnx_path} does not take input shape {tuple(shape)}: "
-                                     f"{_first_line(e)}") from None
+                                     f"{first_line(e)}") from None
         try:
             compiled = self.core.compile_model(model, self.device, self.config())
         except Exception as e:
-            raise OfconvertError(f"OpenVINO cannot compile {self.onnx_path}: {_first_line(e)}") from None
+            raise OfconvertError(f"OpenVINO cannot compile {self.onnx_path}: {first_line(e)}") from None
         got = self._compiled[shape] = (compiled, compiled.create_infer_request())
         return got
 
@@ -151,8 +151,3 @@ class OpenVINORunner(BaseRunner):
         from ..artifacts import read_onnx_metadata
 
         return read_onnx_metadata(self.onnx_path)[0]
-
-
-def _first_line(e):
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]

@@ -9,7 +9,7 @@ from typing import Optional
 from ..config import PRECISIONS
 from ..errors import OfconvertError
 from ..trt.caches import read_calibration_cache
-from ..trt.plan import Profile, positive_mb, inspect_onnx
+from ..trt.plan import Profile, inspect_onnx, positive_mb
 
 
 def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_dir=None, timing_cache_dir=None,

@@ -180,7 +180,7 @@ def _check_budget(opts, plan):
     if opts.check_data is not None:
         plan.check_images = list_calibration_images(opts.check_data)   # missing / empty: one line now
         if plan.calib_images:
-            from ..budget.data import require_disjoint   # no calibration image may judge the budget
+            from ..budget.data import require_disjoint  # no calibration image may judge the budget
 
             require_disjoint(plan.calib_images, plan.check_images)
     elif opts.calib_cache is not None or (opts.precision == "fp16" and not opts.calib):

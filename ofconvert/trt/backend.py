@@ -20,7 +20,13 @@ import re
 import tempfile
 from typing import Optional, Tuple
 
-from ..errors import BackendUnavailableError, CalibrationCacheError, EngineCompatibilityError, OfconvertError
+from ..errors import (
+    BackendUnavailableError,
+    CalibrationCacheError,
+    EngineCompatibilityError,
+    OfconvertError,
+    first_line,
+)
 
 LOG = logging.getLogger("ofconvert.tensorrt")
 
@@ -140,16 +146,11 @@ def quiet_polygraphy():
         G_LOGGER._use_python_logging_system, G_LOGGER.colors, pylog.propagate = saved
 
 
-def _first_line(text):
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else "see the TensorRT log"
-
-
 def _why(exc, errors):
     """The most specific one-line reason: the first TensorRT/parser error collected,
     else Polygraphy's own message."""
-    msg = _first_line(exc)
-    return _first_line(errors[0]) if errors and errors[0] != msg else msg
+    msg = first_line(exc, default="see the TensorRT log")
+    return first_line(errors[0], default="see the TensorRT log") if errors and errors[0] != msg else msg
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from ..trt_info import parse_version
 
 #: Folder of the default timing caches (one file per TensorRT version and GPU).
 TIMING_CACHE_ENV = "OFCONVERT_TRT_CACHE"
-CALIBRATOR_ALGORITHM = "EntropyCalibration2"
+from ..calibration.cache import TRT_CALIBRATOR_NAME as CALIBRATOR_ALGORITHM  # the one name of it
 
 
 # ---------------------------------------------------------------------------

@@ -32,9 +32,15 @@ def ort_static(fp32, calib_paths, cfg, method, dst, log, chunk_batches=3):
     the end (24 GB for 500 lite0 images: killed for memory on this machine), so
     ``collect_data`` is fed ``chunk_batches`` batches at a time; its collector
     merges the histograms across calls (what it does across batches anyway)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.calibrate import HistogramCalibrater
+
     from ofconvert.calibration import ImageCalibrationDataReader
 
     class R(CalibrationDataReader):

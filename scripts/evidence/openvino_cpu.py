@@ -12,7 +12,6 @@ flavours alone, in alternating pairs (which flavour bench/eval should give it).
     .venv/bin/python -m scripts.evidence.openvino_cpu --models-dir out/ov/onnx --threads 2
 """
 import argparse
-import json
 import os
 import time
 

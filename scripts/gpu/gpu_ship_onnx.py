@@ -23,7 +23,6 @@ import sys
 import numpy as np
 
 
-
 def pack(src, dst, models):
     import onnx
     from onnx import external_data_helper, numpy_helper

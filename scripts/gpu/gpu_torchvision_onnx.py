@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-
 from ofconvert import fileio  # noqa: E402
 from ofconvert.config import METADATA_KEY, get_config  # noqa: E402
 
