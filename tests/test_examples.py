@@ -94,6 +94,9 @@ COMMANDS = {
     "ofconvert resnet50 --to onnx --fp16 --max-flips 0 --check-data DIR":
         "ofconvert efficientnet_lite0 --to onnx --fp16 --max-flips 0 --check-data {datasets}/imagenet-stubs-16 "
         f"{LITE}",
+    "ofconvert resnet50 --to onnx --fp16 --input-format uint8-nhwc -o raw/resnet50.fp16.onnx":
+        f"ofconvert efficientnet_lite0 --to onnx --fp16 --input-format uint8-nhwc -o raw/efficientnet_lite0.fp16.onnx "
+        f"{LITE}",
     # your own model (README): examples/my_net.py and the checkpoint its __main__ writes
     "python examples/my_net.py ckpt": "python examples/my_net.py ckpt",
     "ofconvert examples/my_net.py:MyNet --weights ckpt --input-shape 3,64,64 --to onnx":
