@@ -109,6 +109,19 @@ def _reference(ckpt, x):
         return m.eval()(flow.tensor(x)).numpy()
 
 
+def _export_equals(module, path, reference, **kw):
+    """``ofconvert.export(module, path, **kw)`` at 16x16, then its ONNX equals ``reference`` (a module) -> report."""
+    import ofconvert
+
+    flow = _flow()
+    rep = ofconvert.export(module, str(path), input_shape=(3, 16, 16), verbose=False, **kw)
+    x = _x(2, 16)
+    with flow.no_grad():
+        want = reference.eval()(flow.tensor(x)).numpy()
+    assert _rel(_ort(path, x), want) < 1e-5
+    return rep
+
+
 def _x(n=3, size=32, seed=0):
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
 
@@ -278,15 +291,7 @@ def test_the_old_snapshot_layout_maps_its_names(tmp_path):
         np.testing.assert_array_equal(ours[k], theirs[k].numpy())
     mapped = map_names(ours, m.state_dict().keys())
     assert sorted(mapped) == sorted(m.state_dict())
-    import ofconvert
-
-    fresh = _module(seed=8)
-    rep = ofconvert.export(fresh, str(tmp_path / "s.onnx"), weights=str(snap), input_shape=(3, 16, 16),
-                           verbose=False)
-    x = _x(2, 16)
-    with flow.no_grad():
-        want = m(flow.tensor(x)).numpy()
-    assert _rel(_ort(tmp_path / "s.onnx", x), want) < 1e-5
+    rep = _export_equals(_module(seed=8), tmp_path / "s.onnx", m, weights=str(snap))
     assert rep.weights_tensors == len(mapped)
 
 
@@ -304,17 +309,11 @@ def test_export_of_a_module_loads_the_weights_it_records(user_dir, tmp_path):
     import ofconvert
     from ofconvert.fileio import sha256_file
 
-    flow = _flow()
     src = _module(seed=5)
     npz = tmp_path / "other.npz"
     np.savez(npz, **{k: v.numpy() for k, v in src.state_dict().items()})
-    target = _module(seed=6)
-    rep = ofconvert.export(target, str(tmp_path / "w.onnx"), weights=str(npz), input_shape=(3, 16, 16),
-                           verbose=False)
+    rep = _export_equals(_module(seed=6), tmp_path / "w.onnx", src, weights=str(npz))
     x = _x(2, 16)
-    with flow.no_grad():
-        want = src(flow.tensor(x)).numpy()
-    assert _rel(_ort(tmp_path / "w.onnx", x), want) < 1e-5
     rec = json.loads((tmp_path / "w.onnx.json").read_text())
     assert rec["weights_file"] == str(npz) and rec["weights_sha256"] == sha256_file(npz)
     assert rep.weights_tensors == len(src.state_dict())
