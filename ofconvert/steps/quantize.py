@@ -113,7 +113,8 @@ def _budget(plan, stage, res, log, scales, means, flavours):
                            means=means, flavours=flavours, preprocess=plan.config.preprocess,
                            check_source=os.fspath(opts.check_data or opts.calib), log=log)
     require_met(b)
-    write_models(b, {f: stage.path(plan.paths[f]) for f in flavours}, log=log)
+    staged = {f: stage.path(plan.paths[f]) for f in flavours}
+    write_models(b, staged, log=lambda m: log(m.replace(stage.folder + os.sep, stage.final + os.sep)))
     res.budget = {f: {"path": plan.paths[f], "report": plan.paths[f] + ".budget.json", "float_layers": b.flavours[f].k,
                       "flips": b.flavours[f].flips, "check_images": b.check["images"]} for f in flavours}
     res.budget["search_s"] = b.search_s
