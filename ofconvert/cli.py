@@ -119,6 +119,8 @@ def _convert_parser(probe=False, for_help=False):
     p.add_argument("--max-flips", help="flip budget vs fp32 on the check images, e.g. 1%% or 13: layers stay "
                                        "in float until int8/fp16 predictions agree that well (see docs/precision.md)")
     p.add_argument("--check-data", help="images judging --max-flips (default: a split of --calib)")
+    p.add_argument("--speed-backend", choices=("ort-cpu", "openvino"), default="ort-cpu",
+                   help="what times the --max-flips candidates against fp32 (openvino: the fastest CPU path)")
     p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
     p.add_argument("--max-batch", type=int, help="TensorRT profile: max batch (default: --batch)")
     p.add_argument("--workspace", dest="workspace_mb", type=int, help="TensorRT workspace limit (MiB)")

@@ -51,6 +51,7 @@ class ConvertOptions:
     strongly_typed: Optional[bool] = None  # TensorRT: None = decided by version and ONNX (engine.plan_build)
     max_flips: Optional[str] = None        # int8/fp16 flip budget vs fp32: "1%" or a count (ofconvert.budget)
     check_data: Optional[str] = None       # images judging the flip budget (default: a split of --calib)
+    speed_backend: str = "ort-cpu"         # what times --max-flips candidates: "ort-cpu" or "openvino"
 
     def check_values(self):
         """Types and values of the options alone (no file is looked at: that is ``preflight``)."""

@@ -133,3 +133,28 @@ def test_fewest_float_walk_skips_suffixes_that_cannot_improve(fix):
         assert pruned.calls <= full.calls
         calls = [calls[0] + pruned.calls, calls[1] + full.calls]
     assert calls[0] < 0.8 * calls[1], calls             # the point: fewer candidates run
+
+
+def test_openvino_times_the_candidates_when_asked(tiny):
+    """--speed-backend openvino: the int8-cpu candidates and fp32 are timed by OpenVINO
+    (the fastest CPU path); the flips are judged as before; the result says what timed."""
+    pytest.importorskip("openvino")
+    from ofconvert.budget import data as D
+    from ofconvert.budget.search import SpeedMeter
+
+    model, imgs, d = tiny
+    scales = C.calibrate(model, imgs[:12], CFG, method="minmax", cache_path=str(d / "ov.cache")).scales
+    opts = B.BudgetOptions(speed_rounds=1, speed_run_s=0.02, threads=1, decode_workers=1, speed_backend="openvino")
+    res = B.quantize_to_budget(model, imgs[12:40], "28", scales=scales, flavours=("int8-cpu",), options=opts)
+    assert res.speed_backend == "openvino" and res.to_dict()["speed_backend"] == "openvino"
+    timed = [s for s in res.flavours["int8-cpu"].steps if s.speedup is not None]
+    assert timed and all(s.img_s > 0 and s.fp32_img_s > 0 for s in timed)
+    import onnx
+
+    m = onnx.load(model)
+    meter = SpeedMeter(D.session(m, 1), (3, 32, 32), batch=2, rounds=1, run_s=0.01, backend="openvino", threads=1)
+    assert isinstance(meter.ref, D.OpenVINOSession)
+    from ofconvert.errors import OfconvertError
+
+    with pytest.raises(OfconvertError, match="speed backend"):
+        SpeedMeter(D.session(m, 1), (3, 32, 32), backend="tensorrt")

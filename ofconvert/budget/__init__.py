@@ -71,6 +71,7 @@ class BudgetOptions:
     speed_batch: int = 8
     speed_rounds: int = 5               # fp32 / candidate timing rounds, alternated (medians)
     speed_run_s: float = 0.3            # each timing run lasts at least this
+    speed_backend: str = "ort-cpu"      # what times the int8-cpu candidates: "ort-cpu" or "openvino"
     check_fraction: float = 0.5         # share of --calib used as check set when no --check-data
     decode_workers: Optional[int] = None
 
@@ -117,6 +118,7 @@ class BudgetResult:
     #                                     "cache": {"method", "file", "sha256"} (report.calibration_cache)}
     strategy: str = "contiguous"
     phases_s: Dict[str, float] = dataclasses.field(default_factory=dict)   # seconds per phase, in order
+    speed_backend: str = "ort-cpu"      # what timed the candidates (BudgetOptions.speed_backend)
 
     def to_dict(self):
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "flavours"}
@@ -206,7 +208,7 @@ def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", sca
                         "source": _source(check_source)},
                        fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
                        options.sensitivity_mode, results, ctx.layers, round(time.perf_counter() - t0, 1),
-                       round(sens_s, 1), calib, options.strategy, phases.times)
+                       round(sens_s, 1), calib, options.strategy, phases.times, options.speed_backend)
     return res
 
 
@@ -260,7 +262,8 @@ def _check_set(fp32_onnx, check_images, max_flips, flavours, preprocess, options
     shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])
     ctx = types.SimpleNamespace(
         model=model, images=images, budget=parse_budget(max_flips, len(images)), ref=D.logits(fp32, images),
-        meter=SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s)
+        meter=SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s,
+                         backend=options.speed_backend, threads=options.threads)
         if "int8-cpu" in flavours else None, layers=qdq_layers(model),
         target="cpu" if "int8-cpu" in flavours else "trt")   # the sensitivity's (and timed) flavour for int8
     log(f"flip budget {max_flips} = {ctx.budget} of {len(images)} check images; {len(ctx.layers)} layers")

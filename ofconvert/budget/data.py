@@ -3,6 +3,7 @@ kept as uint8 and normalised batch by batch; the fp32 reference logits; the
 default split of a calibration set into calibration and check halves; overlap
 between image sets by file content."""
 import hashlib
+import os
 
 import numpy as np
 
@@ -85,15 +86,60 @@ class ImageSet:
             yield normalize(self.u8[i:min(i + batch_size, n)], self.preprocess)
 
 
-def session(model, threads=2):
-    """An ONNX Runtime CPU session for a ModelProto, full graph optimisation
-    (the Q/DQ fusions), ``threads`` intra-op threads, one inter-op thread."""
-    from ..onnx_io import ort_session
+class Session:
+    """An ONNX Runtime CPU session of a ModelProto that keeps the model (the speed
+    meter may time it on another backend): ``run`` / ``get_inputs`` as ORT's."""
 
+    def __init__(self, model, threads):
+        from ..onnx_io import ort_session
+
+        self.model = model
+        self.ort = ort_session(model, purpose="candidate", threads=threads)
+
+    def run(self, *args, **kwargs):
+        return self.ort.run(*args, **kwargs)
+
+    def get_inputs(self):
+        return self.ort.get_inputs()
+
+
+def session(model, threads=2):
+    """A :class:`Session` for a ModelProto, full graph optimisation (the Q/DQ
+    fusions), ``threads`` intra-op threads, one inter-op thread."""
     try:
-        return ort_session(model, purpose="candidate", threads=threads)
+        return Session(model, threads)
     except Exception as e:
         raise OfconvertError(f"ONNX Runtime cannot load a candidate model: {first_line(e)}") from None
+
+
+class OpenVINOSession:
+    """A model run by the ``openvino`` backend (f32 arithmetic) behind the session
+    interface the speed meter times: ``run(None, feed)``, ``get_inputs()``."""
+
+    def __init__(self, model, threads):
+        import tempfile
+        import types
+
+        import onnx
+
+        from ..runners import make_runner
+
+        self._dir = tempfile.TemporaryDirectory(prefix="ofconvert-ov-")
+        path = os.path.join(self._dir.name, "candidate.onnx")
+        onnx.save(model, path)
+        self.runner = make_runner("openvino", path, threads=threads).activate()
+        inp = model.graph.input[0]
+        self._inputs = [types.SimpleNamespace(name=inp.name, type="tensor(float)")]
+
+    def get_inputs(self):
+        return self._inputs
+
+    def run(self, _names, feed):
+        return [self.runner.infer(next(iter(feed.values())))]
+
+    def close(self):
+        self.runner.deactivate()
+        self._dir.cleanup()
 
 
 def iter_logits(sess, images, batch_size=50, limit=None):

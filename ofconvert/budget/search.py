@@ -29,6 +29,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..errors import OfconvertError
 from . import data as D
 from . import judge as J
 from .sensitivity import build
@@ -87,18 +88,38 @@ def throughput(sess, shape, batch=8, runs=5, min_run_s=0.4):
     return float(np.median([_rate(sess, feed, batch, min_run_s) for _ in range(runs)]))
 
 
+#: what times the candidates: ONNX Runtime's CPU provider, or OpenVINO (the fastest CPU path, docs/cpu.md)
+SPEED_BACKENDS = ("ort-cpu", "openvino")
+
+
 class SpeedMeter:
     """img/s of a candidate and of the fp32 model, measured alternately
     (``rounds`` x (fp32 run, candidate run), each at least ``run_s``): returns
     (candidate img/s, fp32 img/s, median of the per-round ratios)."""
 
-    def __init__(self, fp32_sess, shape, batch=8, rounds=5, run_s=0.3):
+    def __init__(self, fp32_sess, shape, batch=8, rounds=5, run_s=0.3, backend="ort-cpu", threads=2):
+        if backend not in SPEED_BACKENDS:
+            raise OfconvertError(f"speed backend must be one of {', '.join(SPEED_BACKENDS)}, got {backend!r}")
+        self.backend, self.threads = backend, threads
+        fp32_sess = self._on_backend(fp32_sess)
         self.ref, self.shape, self.batch, self.rounds, self.run_s = fp32_sess, shape, batch, rounds, run_s
         self.ref_feed = _feed(fp32_sess, shape, batch)
         for _ in range(3):
             fp32_sess.run(None, self.ref_feed)
 
+    def _on_backend(self, sess):
+        """``sess`` (a budget.data.Session) as the backend that times it."""
+        return sess if self.backend == "ort-cpu" else D.OpenVINOSession(sess.model, self.threads)
+
     def __call__(self, sess):
+        sess = self._on_backend(sess)
+        try:
+            return self._measure(sess)
+        finally:
+            if sess is not None and hasattr(sess, "close"):
+                sess.close()
+
+    def _measure(self, sess):
         feed = _feed(sess, self.shape, self.batch)
         for _ in range(3):
             sess.run(None, feed)

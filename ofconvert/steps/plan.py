@@ -177,6 +177,7 @@ def _check_budget(opts, plan):
         raise OfconvertError("--max-flips needs --int8 or --fp16 (it keeps layers in float until int8/fp16 "
                              "predictions agree with fp32)")
     parse_budget(opts.max_flips)
+    _check_speed_backend(opts)
     if opts.check_data is not None:
         plan.check_images = list_calibration_images(opts.check_data)   # missing / empty: one line now
         if plan.calib_images:
@@ -194,6 +195,17 @@ def _check_budget(opts, plan):
 
         plan.calib_data, plan.check_images = split_calibration_set(plan.calib_images)
         plan.split = True
+
+
+def _check_speed_backend(opts):
+    from ..budget.search import SPEED_BACKENDS
+    from ..runners import unavailable_reason
+
+    if opts.speed_backend not in SPEED_BACKENDS:
+        raise OfconvertError(f"--speed-backend must be one of {', '.join(SPEED_BACKENDS)}, got {opts.speed_backend!r}")
+    why = unavailable_reason(opts.speed_backend)
+    if why:
+        raise OfconvertError(f"--speed-backend {opts.speed_backend}: {why}")
 
 
 def _check_tensorrt(opts):
