@@ -440,10 +440,9 @@ def _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate, o):
 
             traced = [(v["height"], v["width"]) for v, _ in trace_points(spec) if "height" in v]
             shapes = list(spec.shapes) if len(spec.shapes) > 1 else spec.shapes[0]
+            kw = {"sizes": validation_sizes(spec, traced), "label": str(onnx_path), **(o["validation_options"] or {})}
             report.validation = _validate(module, tx.tmp, cfg, verbose=o["verbose"], input_shape=shapes,
-                                          report_path=False, label=str(onnx_path), input_format=o.get("input_format"),
-                                          **dict({"sizes": validation_sizes(spec, traced)},
-                                                 **(o["validation_options"] or {})))
+                                          report_path=False, input_format=o.get("input_format"), **kw)
             report.validation.onnx_path = str(onnx_path)
             _write_report(tx.add(".validation.json"), report.validation.to_dict())
         else:

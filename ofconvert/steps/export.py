@@ -27,6 +27,7 @@ def export_step(plan, stage, res, log):
     r = export(opts.model, target, weights=opts.weights, opset=opts.opset, validate=opts.validate,
                simplify=opts.simplify, input_shape=opts.input_shape, model_args=opts.model_args,
                input_names=opts.input_names, dynamic_size=opts.dynamic_size or None,
+               validation_options={"label": final},   # the file it becomes, not the stage's copy
                **({"input_format": opts.input_format} if opts.input_format else {}))
     plan.fp32, res.export = target, r.to_dict()
     if staged:   # its reports name the final path once the stage is committed (fileio.Stage)
