@@ -166,6 +166,35 @@ def sweep_run_folders():
                 shutil.rmtree(os.path.join(root, n), ignore_errors=True)
 
 
+def _watch_listings(watch):
+    """``_Listing`` of the cwd and each folder of ``watch`` (absolute, once each)."""
+    folders = []
+    for f in [os.getcwd(), *watch]:
+        f = os.path.abspath(os.fspath(f))
+        if f not in folders:
+            folders.append(f)
+    return [_Listing(f) for f in folders]
+
+
+def _start_and_wait(child, argv, stdin, entry, private):
+    """Start the child of :func:`run_isolated` (TMPDIR=``private``) and wait for its exit code."""
+    env = child_env(TMPDIR=private)
+    for k in ("TEMP", "TMP"):   # tempfile reads TMPDIR first; keep the others consistent
+        if k in env:
+            env[k] = private
+    cmd = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), entry, *map(str, argv)]
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        child.proc = subprocess.Popen(cmd, env=env, stdin=stdin, start_new_session=True)
+    except OSError as e:
+        raise OfconvertError(f"cannot start the conversion process ({sys.executable}): {e.strerror}") from None
+    if child.signum is not None:   # a signal came during Popen, before child.proc was set
+        child.kill()
+    return child.proc.wait()
+
+
 def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL, entry="ofconvert.cli:run_inprocess"):
     """Run ``ofconvert ARGV`` in a child process (see the module docstring) and
     return the exit code for the CLI. ``watch``: folders where the command
@@ -178,12 +207,7 @@ def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL, entry="ofconvert.cli:
     try:
         for s in _SIGNALS:
             old[s] = signal.signal(s, child.on_signal)
-        folders = []
-        for f in [os.getcwd(), *watch]:
-            f = os.path.abspath(os.fspath(f))
-            if f not in folders:
-                folders.append(f)
-        listings = [_Listing(f) for f in folders]
+        listings = _watch_listings(watch)
         try:
             sweep_run_folders()
             private = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-")
@@ -192,21 +216,7 @@ def run_isolated(argv, watch=(), stdin=subprocess.DEVNULL, entry="ofconvert.cli:
                                  f"{e.strerror}") from None
         rc = None
         if child.signum is None:
-            env = child_env(TMPDIR=private)
-            for k in ("TEMP", "TMP"):   # tempfile reads TMPDIR first; keep the others consistent
-                if k in env:
-                    env[k] = private
-            cmd = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), entry, *map(str, argv)]
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            try:
-                child.proc = subprocess.Popen(cmd, env=env, stdin=stdin, start_new_session=True)
-            except OSError as e:
-                raise OfconvertError(f"cannot start the conversion process ({sys.executable}): {e.strerror}") from None
-            if child.signum is not None:   # a signal came during Popen, before child.proc was set
-                child.kill()
-            rc = child.proc.wait()
+            rc = _start_and_wait(child, argv, stdin, entry, private)
         interrupted = child.signum is not None and (rc is None or rc == -signal.SIGKILL)
         if interrupted or (rc is not None and rc < 0):
             if child.proc is not None:

@@ -104,13 +104,26 @@ def _why_not(stem, precision, backend, folder, calib, source=None):
     return None
 
 
-def produce(stem, precision, backend, folder, calib=None, calib_images=None, batches=None, log=None, source=None):
-    """Produce ``model_path(...)`` through ``ofconvert.convert`` in a worker process.
+_HOW = ("calib_images", "batches", "log", "source")
+
+
+def _how(how):
+    """The optional keywords of produce/locate (calib_images, batches, log, source), validated."""
+    unknown = sorted(set(how) - set(_HOW))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    return tuple(how.get(k) for k in _HOW)
+
+
+def produce(stem, precision, backend, folder, calib=None, **how):
+    """Keywords (``how``): calib_images, batches, log, source.
+Produce ``model_path(...)`` through ``ofconvert.convert`` in a worker process.
     ``source``: ConvertOptions fields of a model that is not the zoo name ``stem``
     (the user's ``file.py:Class``: model, input_shape, model_args).
     BackendUnavailableError(reason) when it cannot be produced here or producing failed."""
     from ..isolation import WorkerFailed, run_worker
 
+    calib_images, batches, log, source = _how(how)
     max_batch = max(batches) if backend == "trt" and batches else None
     path = model_path(folder, stem, precision, backend, max_batch)
     missing = f"{os.path.basename(path)} not found in {os.path.abspath(folder)}"
@@ -147,19 +160,20 @@ def produce_job(opts, emit):
     return {"output": opts["output"]}
 
 
-def locate(folder, stem, precision, backend, produce_missing=True, calib=None, calib_images=None, batches=None,
-           log=None, source=None):
-    """``{"path", "sha256", "precision"}`` of the file (precision, backend) of
+def locate(folder, stem, precision, backend, produce_missing=True, calib=None, **how):
+    """Keywords (``how``): calib_images, batches, log, source (as for :func:`produce`).
+``{"path", "sha256", "precision"}`` of the file (precision, backend) of
     ``stem`` runs, produced when missing; the precision is read from the content
     ("unknown" for an engine without a usable sidecar, which its runner refuses).
     PrecisionMismatchError for a mislabelled file; BackendUnavailableError(reason)
     when it is missing and cannot be produced."""
+    batches = _how(how)[1]
     max_batch = max(batches) if backend == "trt" and batches else None
     path = model_path(folder, stem, precision, backend, max_batch)
     if not os.path.isfile(path):
         if not produce_missing:
             raise BackendUnavailableError(f"{os.path.basename(path)} not found in {os.path.abspath(folder)}")
-        produce(stem, precision, backend, folder, calib, calib_images, batches, log, source)
+        produce(stem, precision, backend, folder, calib, **how)
     if _check(path, precision, backend) == "unknown":
         return {"path": os.path.abspath(path), "sha256": sha256(path), "precision": "unknown"}
     return describe(path)

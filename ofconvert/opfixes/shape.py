@@ -37,13 +37,17 @@ def unsqueeze(ctx, x, axes, dtype=None, shape=None, outputs=None):
     return node(ctx, "Unsqueeze", [x], {"axes": list(axes)}, dtype=dtype, shape=shape, outputs=outputs)
 
 
-def slice_(ctx, x, starts, ends, axes, steps=None, dtype=None, shape=None, outputs=None):
-    """Slice; ``starts``/``ends`` are lists of ints or names of 1-D int64 tensors."""
+def slice_(ctx, x, starts, ends, axes, steps=None, **out):
+    """Slice; ``starts``/``ends`` are lists of ints or names of 1-D int64 tensors.
+    ``out``: the output's dtype, shape, outputs (as for ``node``)."""
+    unknown = sorted(set(out) - {"dtype", "shape", "outputs"})
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
     ins = [s if isinstance(s, str) else const(ctx, list(s), np.int64) for s in (starts, ends)]
     ins.append(const(ctx, list(axes), np.int64))
     if steps is not None:
         ins.append(const(ctx, list(steps), np.int64))
-    return node(ctx, "Slice", [x] + ins, dtype=dtype, shape=shape, outputs=outputs)
+    return node(ctx, "Slice", [x] + ins, **out)
 
 
 @register("stack")

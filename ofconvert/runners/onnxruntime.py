@@ -44,8 +44,12 @@ class OnnxRuntimeRunner(BaseRunner):
     """
 
     def __init__(self, onnx_path, provider="cpu", provider_options=None, threads=None,
-                 io_binding=False, graph_optimization="all", name=None, cuda_graph=False,
-                 optimized_model_path=None):
+                 io_binding=False, graph_optimization="all", name=None, **how):
+        unknown = sorted(set(how) - {"cuda_graph", "optimized_model_path"})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        cuda_graph = how.get("cuda_graph", False)
+        optimized_model_path = how.get("optimized_model_path")
         if cuda_graph and provider != "cuda":
             raise OfconvertError("cuda_graph needs the CUDA provider")
         if provider not in PROVIDERS:

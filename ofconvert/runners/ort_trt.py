@@ -12,6 +12,24 @@ from ..trt.caches import read_calibration_cache
 from ..trt.plan import Profile, inspect_onnx, positive_mb
 
 
+def _cache_dirs(opts, engine_cache_dir, timing_cache_dir):
+    """The engine / timing cache options of :func:`ort_trt_provider_options`, into ``opts``."""
+    if engine_cache_dir is not None:
+        engine_cache_dir = os.path.abspath(os.fspath(engine_cache_dir))
+        # ORT writes engines here, and 'cache/../table' only resolves when 'cache' exists
+        try:
+            os.makedirs(engine_cache_dir, exist_ok=True)
+        except OSError as e:
+            raise OfconvertError(f"cannot create the engine cache folder {engine_cache_dir}: {e.strerror}") from None
+        opts["trt_engine_cache_enable"] = True
+        opts["trt_engine_cache_path"] = engine_cache_dir
+        if timing_cache_dir is None:
+            timing_cache_dir = engine_cache_dir
+    if timing_cache_dir is not None:
+        opts["trt_timing_cache_enable"] = True
+        opts["trt_timing_cache_path"] = os.path.abspath(os.fspath(timing_cache_dir))
+
+
 def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_dir=None, timing_cache_dir=None,
                              workspace_mb=None, profile: Optional[Profile] = None, onnx_path=None) -> dict:
     """Provider options for ``OnnxRuntimeRunner(provider="trt", provider_options=...)``.
@@ -32,20 +50,7 @@ def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_di
         opts["trt_fp16_enable"] = True
     if precision == "int8":
         opts["trt_int8_enable"] = True
-    if engine_cache_dir is not None:
-        engine_cache_dir = os.path.abspath(os.fspath(engine_cache_dir))
-        # ORT writes engines here, and 'cache/../table' only resolves when 'cache' exists
-        try:
-            os.makedirs(engine_cache_dir, exist_ok=True)
-        except OSError as e:
-            raise OfconvertError(f"cannot create the engine cache folder {engine_cache_dir}: {e.strerror}") from None
-        opts["trt_engine_cache_enable"] = True
-        opts["trt_engine_cache_path"] = engine_cache_dir
-        if timing_cache_dir is None:
-            timing_cache_dir = engine_cache_dir
-    if timing_cache_dir is not None:
-        opts["trt_timing_cache_enable"] = True
-        opts["trt_timing_cache_path"] = os.path.abspath(os.fspath(timing_cache_dir))
+    _cache_dirs(opts, engine_cache_dir, timing_cache_dir)
     if calib_cache is not None:
         if precision != "int8":
             raise OfconvertError(f"a calibration cache is for int8, not {precision}")
