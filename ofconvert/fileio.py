@@ -156,6 +156,23 @@ def sha256_file(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def commit_lock(folder):
+    """Inside: SIGINT/SIGTERM held back in this thread and an exclusive lock on
+    ``folder``, so two writers committing there leave one complete set, never a
+    mix, and a signal cannot land between two renames (Transaction, Stage)."""
+    import fcntl
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(dfd)           # releases the lock
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class Transaction:
     """Temp files beside the target; ``commit`` moves them all in place with
     SIGINT/SIGTERM held back, so the set is replaced whole or not at all."""
@@ -192,13 +209,7 @@ class Transaction:
         """Rename the set in place. SIGINT/SIGTERM are held back in this thread, and
         an exclusive lock on the folder serialises concurrent commits to it, so two
         writers of one target leave one writer's complete set, never a mix."""
-        import fcntl
-
-        sigs = {signal.SIGINT, signal.SIGTERM}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-        dfd = os.open(self.folder, os.O_RDONLY)
-        try:
-            fcntl.flock(dfd, fcntl.LOCK_EX)
+        with commit_lock(self.folder):
             os.replace(self.tmp, self.target)
             for final, tmp in self.extra.items():
                 os.replace(tmp, final)
@@ -206,9 +217,6 @@ class Transaction:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             self.tmp, self.extra = None, {}
-        finally:
-            os.close(dfd)           # releases the lock
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def cleanup(self):
         for p in [self.tmp] + list(self.extra.values()):
@@ -256,17 +264,12 @@ class Stage:
         self.stale.append(os.path.abspath(final_path))
 
     def commit(self):
-        import fcntl
         import shutil
 
         if self.folder is None:
             return []
-        sigs = {signal.SIGINT, signal.SIGTERM}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-        dfd = os.open(self.final, os.O_RDONLY)
         moved = []
-        try:
-            fcntl.flock(dfd, fcntl.LOCK_EX)
+        with commit_lock(self.final):
             for name in sorted(os.listdir(self.folder)):
                 if name.endswith(".json"):
                     self._relocate(os.path.join(self.folder, name))
@@ -278,9 +281,6 @@ class Stage:
                         os.unlink(path)
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
-        finally:
-            os.close(dfd)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return moved
 
     def _relocate(self, path):
