@@ -147,3 +147,76 @@ def fold_bias_add(model):
     g.node.extend(keep)
     remove_unused_initializers(g)
     return folded
+
+
+def fold_zero_pads(model):
+    """In place: a constant-mode Pad of zeros on the spatial axes only, whose output
+    feeds only Convs (``auto_pad`` unset) and is no graph output, becomes those
+    Convs' ``pads`` attribute (asymmetric allowed) and is removed -> {Pad input:
+    Pad output} of the folded Pads. ONNX Runtime's ``quant_pre_process`` does the
+    same; without it the CPU flavour runs each as a separate uint8 Pad (and the
+    float model as a copy per Pad). The Pad's input carries the same values as its
+    output (plus zeros), so the calibration range is the same tensor's."""
+    idx = GraphIndex(model.graph)
+    folded = {}
+    for pad in [n for n in model.graph.node if n.op_type == "Pad"]:
+        spatial = _foldable_spatial_pads(pad, idx)
+        if spatial is None:
+            continue
+        for conv in idx.consumers[pad.output[0]]:
+            _add_conv_pads(conv, spatial)
+            conv.input[0] = pad.input[0]
+        folded[pad.input[0]] = pad.output[0]
+        model.graph.node.remove(pad)
+    if folded:
+        remove_unused_initializers(model.graph)   # the folded Pads' amounts
+    return folded
+
+
+def zero_pad_amounts(pad, idx):
+    """A Pad node's ``pads`` (begin..., end...) when it pads with zeros in constant
+    mode on every axis (no opset-18 ``axes``), else None."""
+    attrs = {a.name: a for a in pad.attribute}
+    if "mode" in attrs and attrs["mode"].s != b"constant":
+        return None
+    if len(pad.input) < 2:                                # opset < 11: attributes
+        zero = "value" not in attrs or attrs["value"].f == 0
+        return list(attrs["pads"].ints) if zero and "pads" in attrs else None
+    value, axes = (list(pad.input[2:4]) + ["", ""])[:2]
+    if axes or (value and not idx.is_zero(value)):
+        return None
+    amounts = idx.constant(pad.input[1])
+    return None if amounts is None else [int(v) for v in amounts.ravel()]
+
+
+def _foldable_spatial_pads(pad, idx):
+    """The spatial part of ``pad``'s zero padding, [x1_begin, ..., x1_end, ...],
+    when every reader of its output is a Conv that can take it, else None."""
+    p, convs = zero_pad_amounts(pad, idx), idx.consumers.get(pad.output[0], [])
+    if p is None or not convs or pad.output[0] in idx.outputs:
+        return None
+    r = len(p) // 2
+    if r < 3 or min(p) < 0 or any(p[i] or p[r + i] for i in (0, 1)):   # batch / channel padded
+        return None
+    spatial = p[2:r] + p[r + 2:]
+    if all(c.op_type == "Conv" and c.input[0] == pad.output[0] and _auto_pad_unset(c)
+           and len(_conv_pads(c, len(spatial))) == len(spatial) for c in convs):
+        return spatial
+    return None
+
+
+def _auto_pad_unset(conv):
+    return all(a.s in (b"", b"NOTSET") for a in conv.attribute if a.name == "auto_pad")
+
+
+def _conv_pads(conv, n):
+    return next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0] * n)
+
+
+def _add_conv_pads(conv, spatial):
+    from onnx import helper
+
+    new = [a + b for a, b in zip(_conv_pads(conv, len(spatial)), spatial)]
+    for a in [a for a in conv.attribute if a.name == "pads"]:
+        conv.attribute.remove(a)
+    conv.attribute.append(helper.make_attribute("pads", new))

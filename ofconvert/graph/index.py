@@ -20,6 +20,18 @@ class GraphIndex:
         self.initializers = {t.name: t for t in graph.initializer}
         self.outputs = {o.name for o in graph.output}
 
+    def is_constant(self, name):
+        """Whether ``name`` is an initializer or a ``Constant`` node's output."""
+        if name in self.initializers:
+            return True
+        n = self.producer.get(name)
+        return n is not None and n.op_type == "Constant"
+
+    def is_zero(self, name):
+        """Whether ``name`` is a constant whose every element is zero."""
+        v = self.constant(name)
+        return v is not None and not v.any()
+
     def only_consumer(self, tensor):
         """The one node reading ``tensor``, or None (none, several, or a graph output)."""
         users = self.consumers.get(tensor, [])

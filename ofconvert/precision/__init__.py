@@ -20,13 +20,13 @@
   otherwise), int8 weights, int32 biases, plus Q/DQ on pooling inputs: the pattern
   ONNX Runtime's CPU provider fuses into QLinearConv / QLinearAdd / QGemm.
 """
+from ..graph import fold_zero_pads  # noqa: F401 (a graph fold the Q/DQ rewrite applies)
 from .common import (  # noqa: F401
                      FLOAT_NODES_KEY,
                      INT8_MAX,
                      MIN_OPSET,
                      PRECISION_KEY,
                      TARGETS,
-                     fold_zero_pads,
                      node_key,
                      qdq_activations,
                      qdq_layers,

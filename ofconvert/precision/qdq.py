@@ -4,7 +4,7 @@ package docstring and docs/precision.md."""
 import numpy as np
 
 from ..errors import OfconvertError
-from ..graph import fold_batchnorm, topological_sort
+from ..graph import GraphIndex, fold_batchnorm, fold_zero_pads, topological_sort
 from ..onnx_fix import set_metadata
 from .bias import INT32_MAX, int32_safe_scales, weight_error_shift
 from .common import (
@@ -20,7 +20,6 @@ from .common import (
     _load,
     _onnx_opset,
     _save,
-    fold_zero_pads,
     node_key,
     qdq_activations,
     scale_sources,
@@ -45,7 +44,7 @@ def quantize_model(model, scales, target="trt", exclude=(), weight_bits=8, fold_
     ``reduce_range``, against the u8s8 ``vpmaddubsw`` saturation of AVX2 without
     VNNI; on efficientnet_lite0 it costs accuracy instead, docs/budget.md).
     ``fold_pads``: zero Pads feeding only Convs become the Convs' ``pads``
-    (:func:`~.common.fold_zero_pads`; the Pad's input takes the Pad output's range)."""
+    (:func:`ofconvert.graph.fold_zero_pads`; the Pad's input takes the Pad output's range)."""
     if not 2 <= int(weight_bits) <= 8:
         raise OfconvertError(f"weight_bits must be in 2..8, got {weight_bits}")
     import onnx
@@ -69,13 +68,9 @@ class _QDQRewriter:
 
     # -- helpers -------------------------------------------------------------
     def _index(self):
-        self.inits = {t.name: t for t in self.g.initializer}
-        self.producer = {o: n for n in self.g.node for o in n.output}
-        self.consumers = {}
-        for n in self.g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.graph_outputs = {o.name for o in self.g.output}
+        idx = GraphIndex(self.g)
+        self.inits, self.producer, self.consumers = idx.initializers, idx.producer, idx.consumers
+        self.graph_outputs = idx.outputs
 
     def _array(self, name):
         from onnx import numpy_helper
@@ -228,70 +223,67 @@ class _QDQRewriter:
         return [q, dq]
 
     def _quantize_weights(self, node, scale_of):
-        from onnx import helper
-
-        widx = 1
-        wname = node.input[widx] if len(node.input) > widx else ""
+        """DequantizeLinear of the int8 weight (per output channel) in front of
+        ``node``; its bias corrected for the weights' rounding (calibration means)
+        and, on the CPU target, int32 (DQ nodes returned, inputs rewired)."""
+        wname = node.input[1] if len(node.input) > 1 else ""
         w = self._array(wname)
-        if w is None or w.dtype != np.float32:
+        axis = None if w is None or w.dtype != np.float32 else _weight_axis(node, w)
+        if axis is None:
             return []
-        if node.op_type == "Conv":
-            axis = 0
-        elif node.op_type == "Gemm":
-            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            if w.ndim != 2:
-                return []
-            axis = 0 if trans_b else 1
-        else:  # MatMul: [K, N]
-            if w.ndim != 2:
-                return []
-            axis = 1
-        red = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.abs(w).max(axis=red).astype(np.float64)
-        ws = np.maximum(amax / self.wmax, _MIN_SCALE)
-        bias_idx = 2
-        xin = self._data_input(node)
-        has_bias = len(node.input) > bias_idx and bool(node.input[bias_idx])
-        b = self._array(node.input[bias_idx]) if has_bias else None
-        if b is not None and (b.ndim != 1 or len(b) != len(ws)):
-            b = None
+        xin, b = self._data_input(node), self._bias(node)
+        ws = np.maximum(np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis)).astype(np.float64)
+                        / self.wmax, _MIN_SCALE)
         if self.target == "cpu" and b is not None and xin in scale_of:
             ws = int32_safe_scales(b, scale_of[xin][0], ws)
         shape = [1] * w.ndim
         shape[axis] = -1
         wq = np.clip(np.round(w / ws.reshape(shape)), -self.wmax, self.wmax).astype(np.int8)
+        has_bias = len(node.input) > 2 and bool(node.input[2])
         mean = self._mean_of(xin) if (not has_bias or b is not None) and self._correctable(node) else None
         if mean is not None:
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            shift = weight_error_shift(node.op_type, w, wq * ws.reshape(shape), axis, mean, group)
-            if shift is not None:
-                b = (np.zeros(len(ws)) if b is None else b.astype(np.float64)) - shift
-                name = self._add_init(self._unique(wname.replace(":", "_") + "_bias_corrected"), b.astype(np.float32))
-                while len(node.input) <= bias_idx:
-                    node.input.append("")
-                node.input[bias_idx] = name
-                self.corrected += 1
-        base = wname.replace(":", "_")
-        qn = self._add_init(self._unique(base + "_quantized"), wq)
-        sn = self._add_init(self._unique(base + "_scale"), ws.astype(np.float32))
-        zn = self._add_init(self._unique(base + "_zero_point"), np.zeros(len(ws), np.int8))
-        out = self._unique(base + "_dequantized")
-        nodes = [helper.make_node("DequantizeLinear", [qn, sn, zn], [out],
-                                  name=self._unique(base + "_DequantizeLinear"), axis=axis)]
-        node.input[widx] = out
+            b = self._correct_bias(node, w, wq * ws.reshape(shape), axis, mean, b)
+        nodes = [self._dequantize(node, 1, wq, ws.astype(np.float32), axis)]
         # int32 bias (ONNX Runtime CPU fuses DQ(x), DQ(w), DQ(bias) -> QLinearConv); TensorRT keeps float biases
         if self.target == "cpu" and b is not None and xin in scale_of:
             bs = (scale_of[xin][0] * ws).astype(np.float32)
             bq = np.clip(np.round(b.astype(np.float64) / bs), -INT32_MAX, INT32_MAX).astype(np.int32)
-            bbase = node.input[bias_idx].replace(":", "_")
-            bqn = self._add_init(self._unique(bbase + "_quantized"), bq)
-            bsn = self._add_init(self._unique(bbase + "_scale"), bs)
-            bzn = self._add_init(self._unique(bbase + "_zero_point"), np.zeros(len(bs), np.int32))
-            bout = self._unique(bbase + "_dequantized")
-            nodes.append(helper.make_node("DequantizeLinear", [bqn, bsn, bzn], [bout],
-                                          name=self._unique(bbase + "_DequantizeLinear"), axis=0))
-            node.input[bias_idx] = bout
+            nodes.append(self._dequantize(node, 2, bq, bs, 0))
         return nodes
+
+    def _bias(self, node):
+        """The constant 1-D bias of a Conv / Gemm (None when absent or not per channel)."""
+        b = self._array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        w = self._array(node.input[1])
+        return b if b is not None and b.ndim == 1 and len(b) == w.shape[_weight_axis(node, w)] else None
+
+    def _correct_bias(self, node, w, w_rounded, axis, mean, b):
+        """The bias minus the output shift the weights' rounding causes on inputs of
+        ``mean``; written as a new initializer that ``node`` reads (None: no shift)."""
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        shift = weight_error_shift(node.op_type, w, w_rounded, axis, mean, group)
+        if shift is None:
+            return b
+        b = (np.zeros(w.shape[axis]) if b is None else b.astype(np.float64)) - shift
+        name = self._add_init(self._unique(node.input[1].replace(":", "_") + "_bias_corrected"), b.astype(np.float32))
+        while len(node.input) <= 2:
+            node.input.append("")
+        node.input[2] = name
+        self.corrected += 1
+        return b
+
+    def _dequantize(self, node, k, values, scale, axis):
+        """``node.input[k]`` replaced by DequantizeLinear(``values``, ``scale``, zero) -> that DQ node."""
+        from onnx import helper
+
+        base = node.input[k].replace(":", "_")
+        qn = self._add_init(self._unique(base + "_quantized"), values)
+        sn = self._add_init(self._unique(base + "_scale"), scale)
+        zn = self._add_init(self._unique(base + "_zero_point"), np.zeros(len(scale), values.dtype))
+        out = self._unique(base + "_dequantized")
+        node.input[k] = out
+        return helper.make_node("DequantizeLinear", [qn, sn, zn], [out],
+                                name=self._unique(base + "_DequantizeLinear"), axis=axis)
 
     @staticmethod
     def _correctable(node):
@@ -356,3 +348,15 @@ class _QDQRewriter:
         if len(inputs) != len(self.g.input):
             del self.g.input[:]
             self.g.input.extend(inputs)
+
+
+def _weight_axis(node, w):
+    """The output-channel axis of a Conv / Gemm / MatMul weight (None: not a 2-D
+    Gemm / MatMul weight)."""
+    if node.op_type == "Conv":
+        return 0
+    if w.ndim != 2:
+        return None
+    if node.op_type == "Gemm":
+        return 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+    return 1   # MatMul: [K, N]
