@@ -3,7 +3,9 @@
 Public API (heavy modules load on first use):
     ofconvert.list_models(), ofconvert.get_config(name), ofconvert.get_model(name)
     ofconvert.export(model_or_name, "out.onnx", input_shape=(3, 224, 224), ...) -> ExportReport
+        (or export(model_or_name, "out.onnx", ExportOptions(...)); keywords override its fields)
     ofconvert.validate(module, "out.onnx", config)        -> ValidationReport
+        (or validate(module, "out.onnx", config, ValidateOptions(...)), likewise)
     ofconvert.convert(ConvertOptions(...))                -> ConvertResult
     ofconvert.build_engine(onnx_path, engine_path, ...)   -> sidecar dict
     ofconvert.make_runner(backend, model)                 -> runner
@@ -21,8 +23,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "list_models": ".config", "get_config": ".config", "PreprocessConfig": ".config", "ModelConfig": ".config",
     "get_model": ".zoo",
-    "export": ".exporter", "ExportReport": ".exporter",
-    "validate": ".validation", "ValidationReport": ".validation",
+    "export": ".exporter", "ExportReport": ".exporter", "ExportOptions": ".export_options",
+    "validate": ".validation", "ValidationReport": ".validation", "ValidateOptions": ".export_options",
     "convert": ".pipeline", "ConvertOptions": ".pipeline",
     "build_engine": ".engine",
     "make_runner": ".runners",

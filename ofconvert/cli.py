@@ -22,6 +22,7 @@ import sys
 from . import cli_args
 from .cli_args import Parser as _Parser
 from .errors import OfconvertError
+from .export_options import DEFAULT_OPSET
 
 
 class _ProbeFailed(Exception):
@@ -86,7 +87,7 @@ def _convert_parser(probe=False, for_help=False):
                                         "e.g. num_classes=10,width=32")
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
     p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
-    p.add_argument("--opset", type=int, default=13, help="ONNX opset, 13 to the newest the installed onnx/ORT support")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13 to the newest the installed onnx/ORT support")
     p.add_argument("--input-shape", type=_shape, action=_Shapes,
                    help="per-image input shape C,H,W (default: the model's; N,C,H,W is read as batch + C,H,W); "
                         "the batch is always dynamic; once per input for several inputs; H/W ranges like "

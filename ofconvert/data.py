@@ -57,6 +57,18 @@ def datasets_root():
     return os.path.abspath(os.path.join(here, "..", "shared", "datasets"))
 
 
+#: the labelled validation images under datasets_root() that validation and raw-input checks read
+REAL_SET = "imagenet-val-1300"
+
+
+def real_images(n, root=None):
+    """``n`` real images spread over the shared validation set (deterministic)."""
+    folder = os.path.join(root or datasets_root(), REAL_SET)
+    paths = list_images(folder)
+    step = max(1, len(paths) // n)
+    return paths[::step][:n]
+
+
 def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 

@@ -17,9 +17,9 @@ follow, both solved here without OneFlow:
   that differs (a float constant, an attribute, a non-integer slope) stops the export with an error naming the node: never a
   silently fixed batch.
 """
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+
+from .dynamic_dims import Trace, make_dynamic
 
 
 def module_path(node_name):
@@ -150,24 +150,5 @@ def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
     ``model_b`` is the same module traced at ``batch_b`` (canonical). ``n``: the
     number of constants made dynamic. (The two-trace case of
     ``dynamic_dims.make_dynamic``.)"""
-    from .dynamic_dims import Trace, make_dynamic
-
     return make_dynamic([Trace(model_a, {"batch": batch_a}), Trace(model_b, {"batch": batch_b})],
                         {"batch": (model_a.graph.input[0].name, 0)})
-
-
-def restore_layout(g, base, flat, like):
-    """Reshape/cast the computed 1-D int64 tensor back to ``like``'s shape and dtype."""
-    out = flat
-    if like.ndim != 1:
-        sname = f"{base}_ofc_layout"
-        g.initializer.append(numpy_helper.from_array(np.asarray(like.shape, np.int64), sname))
-        g.node.append(helper.make_node("Reshape", [out, sname], [f"{base}_ofc_reshaped"], name=f"{base}_ofc_reshape"))
-        out = f"{base}_ofc_reshaped"
-    if like.dtype != np.int64:
-        to = helper.np_dtype_to_tensor_dtype(like.dtype)
-        g.node.append(helper.make_node("Cast", [out], [f"{base}_ofc_cast"], name=f"{base}_ofc_castn", to=to))
-        out = f"{base}_ofc_cast"
-    return out
-
-

@@ -153,7 +153,6 @@ def make_dynamic(traces, sources):
     """``(model, n)``: ``traces[0].model`` with every constant that differs between
     the traces computed from the input dimensions; ``sources``: {variable: (input
     name, axis)}. ``n``: the number of constants made dynamic."""
-    from .dynamic_batch import restore_layout
     from .graph import drop_unused_constant_nodes, remove_unused_initializers, topological_sort
 
     base = traces[0]
@@ -281,3 +280,18 @@ def fit_dims(shapes, traces, what):
         f = fit([int(s[axis]) for s in shapes], traces, f"{what}, axis {axis}")
         dims.append(int(shapes[0][axis]) if f is None else f.describe())
     return dims
+
+
+def restore_layout(g, base, flat, like):
+    """Reshape/cast the computed 1-D int64 tensor back to ``like``'s shape and dtype."""
+    out = flat
+    if like.ndim != 1:
+        sname = f"{base}_ofc_layout"
+        g.initializer.append(numpy_helper.from_array(np.asarray(like.shape, np.int64), sname))
+        g.node.append(helper.make_node("Reshape", [out, sname], [f"{base}_ofc_reshaped"], name=f"{base}_ofc_reshape"))
+        out = f"{base}_ofc_reshaped"
+    if like.dtype != np.int64:
+        to = helper.np_dtype_to_tensor_dtype(like.dtype)
+        g.node.append(helper.make_node("Cast", [out], [f"{base}_ofc_cast"], name=f"{base}_ofc_castn", to=to))
+        out = f"{base}_ofc_cast"
+    return out

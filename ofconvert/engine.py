@@ -6,8 +6,11 @@ execution through Polygraphy (``backend``, the only module that imports
 ``tensorrt``/``polygraphy``, lazily). Importing this module imports neither.
 The runner is ``ofconvert.runners.tensorrt``; see docs/tensorrt.md.
 """
+from typing import Optional
+
 from . import fileio
 from .errors import CalibrationCacheError
+from .options import options_with
 from .trt.caches import (
     CALIBRATOR_ALGORITHM,
     TIMING_CACHE_ENV,
@@ -22,7 +25,6 @@ from .trt.caches import (
 )
 from .trt.plan import (
     MAX_BATCH_LIMIT,
-    ONNX_KINDS,
     BuildPlan,
     EngineOptions,
     OnnxInfo,
@@ -34,9 +36,9 @@ from .trt.plan import (
 from .trt.sidecar import SIDECAR_FORMAT, check_compatibility, make_sidecar, read_sidecar, sidecar_path, write_engine
 from .trt_info import parse_version
 
-__all__ = ["build_engine", "build_engine_from_options", "require_tensorrt",
+__all__ = ["build_engine", "require_tensorrt",
            # plan
-           "MAX_BATCH_LIMIT", "ONNX_KINDS", "BuildPlan", "EngineOptions", "OnnxInfo", "Profile", "compute_profile",
+           "MAX_BATCH_LIMIT", "BuildPlan", "EngineOptions", "OnnxInfo", "Profile", "compute_profile",
            "inspect_onnx", "plan_build",
            # caches
            "CALIBRATOR_ALGORITHM", "TIMING_CACHE_ENV", "CalibrationCache", "calibration_cache_header",
@@ -55,10 +57,11 @@ def require_tensorrt() -> str:
     return backend.tensorrt_version(backend.load_tensorrt())
 
 
-def build_engine(onnx_path, engine_path, precision="fp32", calib_cache=None, batch=8, max_batch=None,
-                 workspace_mb=None, timing_cache=None, strongly_typed=None) -> dict:
+def build_engine(onnx_path, engine_path, options: Optional[EngineOptions] = None, **settings) -> dict:
     """Build a TensorRT engine from ``onnx_path`` into ``engine_path`` (+ ``.json``
-    sidecar) and return the sidecar dict.
+    sidecar) and return the sidecar dict. ``options``: an :class:`EngineOptions`;
+    ``settings``: its fields by keyword (``precision="fp16", batch=8``), replacing
+    the options' ones.
 
     precision: fp32 | fp16 | int8. Pass the ONNX whose types say the precision
     (fp16 ONNX, Q/DQ ONNX for int8); on TensorRT 10 an fp32 ONNX also works
@@ -68,22 +71,16 @@ def build_engine(onnx_path, engine_path, precision="fp32", calib_cache=None, bat
     a file / folder. strongly_typed: None = by TensorRT version and ONNX (``plan_build``).
     Raises BackendUnavailableError (one line naming what to install) without TensorRT.
     """
-    options = EngineOptions(precision=precision, calib_cache=calib_cache, batch=batch, max_batch=max_batch,
-                            workspace_mb=workspace_mb, timing_cache=timing_cache, strongly_typed=strongly_typed)
-    return build_engine_from_options(onnx_path, engine_path, options)
-
-
-def build_engine_from_options(onnx_path, engine_path, options: EngineOptions) -> dict:
     import time
 
     from .trt import backend
 
-    options = options.validate()
+    options = options_with(EngineOptions, options, settings, "build_engine()").validate()
     info = inspect_onnx(onnx_path)
     profile = compute_profile(options.batch, options.max_batch, info.fixed_batch, info.profile_sizes)
     trt = backend.load_tensorrt()
     version = backend.tensorrt_version(trt)
-    plan = plan_build(version, options.precision, info.kind, options.calib_cache is not None, options.strongly_typed)
+    plan = plan_build(version, options.precision, info.flavour, options.calib_cache is not None, options.strongly_typed)
     calib_bytes = None
     if plan.calibrator:
         cache = read_calibration_cache(options.calib_cache)

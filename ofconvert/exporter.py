@@ -32,6 +32,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -51,15 +52,15 @@ from .export_io import (
     validation_sizes,
 )
 from .export_io import output_names as io_output_names
+from .export_options import DEFAULT_OPSET, ExportOptions, ValidateOptions
 from .fileio import sha256_file
 from .fileio import transaction as _transaction
 from .graph import fold_batchnorm, fold_bias_add
 from .onnx_fix import set_metadata
 from .onnx_io import MIN_OPSET  # noqa: F401 (re-exported: the exporter's range starts there)
+from .options import options_with
 from .tracing import eager_works, failing_module, trace_to_onnx
 from .zoo import get_model, import_oneflow
-
-DEFAULT_OPSET = 13
 
 
 def max_opset():
@@ -259,18 +260,21 @@ def export_module(module, onnx_path, config: ModelConfig, opset=DEFAULT_OPSET, s
     write, no validation: see ``export``). Returns ExportReport."""
     t0 = time.perf_counter()
     with _transaction(onnx_path) as tx:
-        report = _export_to(tx, module, config, opset, dict(simplify=simplify, output_names=output_names),
-                            io_spec(config, input_shape), t0)
+        o = ExportOptions(opset=check_opset(opset), simplify=simplify, output_names=output_names)
+        report = _export_to(tx, module, config, o, io_spec(config, input_shape), t0)
         tx.commit()
     report.onnx_path = str(onnx_path)
     return report
 
 
-def _export_to(tx, module, config, opset, o, spec, t0):
+def _export_to(tx, module, config, o: ExportOptions, spec, t0):
+    """Build the ONNX into the transaction's temp file -> ExportReport (``o.opset``
+    checked, ``o.input_format`` None or the raw format)."""
     import onnx
 
-    model, n_dyn, simplified = build_onnx(module, config, opset, o["simplify"], o["output_names"], spec=spec)
-    if o.get("input_format"):
+    opset = o.opset
+    model, n_dyn, simplified = build_onnx(module, config, opset, o.simplify, o.output_names, spec=spec)
+    if o.input_format:
         from .models.raw_input import finish_onnx
 
         finish_onnx(model, config.preprocess)
@@ -283,10 +287,10 @@ def _export_to(tx, module, config, opset, o, spec, t0):
                         dynamic_reshapes=n_dyn, simplified=simplified, weights=config.weights,
                         pretrained=config.pretrained, preprocess=config.preprocess.to_dict(),
                         input_shape=[list(s) for s in spec.shapes] if several else list(spec.shapes[0]),
-                        outputs=[o.name for o in model.graph.output], input_names=list(spec.names),
+                        outputs=[out.name for out in model.graph.output], input_names=list(spec.names),
                         dynamic_size={k: list(v) for k, v in spec.sizes.items()} if spec.sizes else None,
                         output_shapes=[_declared(vi) for vi in model.graph.output],
-                        input_format=o.get("input_format"))
+                        input_format=o.input_format)
 
 
 def _declared(vi):
@@ -359,61 +363,37 @@ def _weights_record(weights, n_tensors):
             "weights_tensors": n_tensors}
 
 
-def export(model, onnx_path, weights=None, opset=DEFAULT_OPSET, validate=True, config=None,
-           simplify=False, validation_options=None, verbose=True, input_shape=None, output_names=None,
-           model_args=None, input_names=None, dynamic_size=None, input_format=None):
-    """Export a zoo model, the user's code or a OneFlow module to ONNX.
+def export(model, onnx_path, options: Optional[ExportOptions] = None, **settings):
+    """Export a zoo model, the user's code or a OneFlow module to ONNX -> ExportReport.
 
     model: zoo name, ``flowvision:NAME``, ``path/to/file.py:Name`` /
       ``pkg.mod:Name`` (``model_args``: its constructor arguments), or a
       ``oneflow.nn.Module`` (exported in eval mode, handed back in its own mode).
-    weights: a OneFlow checkpoint (``flow.save`` folder), ``.npz`` or
-      ``.safetensors``: loaded strictly into the model (a module too), recorded
-      in the report with its sha256 and tensor count.
-    input_shape: per-sample input shape without the batch, e.g. ``(3, 256, 256)``
-      (default: the config's, else ``(3, 224, 224)``); ``(1, 3, H, W)`` is read as
-      batch + (C, H, W); the batch is always dynamic. Several inputs: a list,
-      ``[(3, H, W), (3, H, W)]`` (named ``input0``, ``input1``... or
-      ``input_names``). H and W may be ranges, ``(3, (224, 640), (224, 640))``:
-      a dynamic image size traced at the low end.
-    dynamic_size: True: H and W symbolic (half to twice the given size unless
-      ranges are given), proved by traces at other sizes and validated at sizes
-      not traced; refused in one line where the model bakes the size.
-    output_names: names of the outputs (default: a dict's keys; ``logits`` for
-      one output, ``output0``, ``output1``... for several).
-    validate: compare OneFlow with ONNX Runtime (``ofconvert.validate``) on batch
-      sizes other than the traced ones; a mismatch raises a ValidationError
-      subclass and nothing is written. With ``validate=False`` a one-line warning
-      is printed (``verbose``).
-    input_format: ``"uint8-nhwc"``: the ONNX takes resized/cropped uint8 NHWC
-      images and normalises them inside (``ofconvert.models.raw_input``),
-      validated on the same uint8 images; default ``"float-nchw"``.
-    The ONNX and its ``<onnx>.json`` / ``<onnx>.validation.json`` reports replace
-    existing files only when everything succeeded.
+    options: ``ExportOptions`` (weights, opset, validate, input_shape, ...);
+      ``settings``: its fields as keywords, overriding it
+      (``export("resnet50", "r.onnx", opset=17, validate=False)``).
     """
+    o = options_with(ExportOptions, options, settings, "export()")
     if not isinstance(onnx_path, (str, os.PathLike)):
         raise OfconvertError(f"onnx_path must be a file path, got {type(onnx_path).__name__}")
     if os.path.isdir(onnx_path):
         raise OfconvertError(f"onnx_path names a folder ({onnx_path}); give a file name, e.g. model.onnx")
-    raws = split_shapes(input_shape)
+    raws = split_shapes(o.input_shape)
     lows = None if raws is None else [check_shape(r)[0] for r in raws]
-    opset = check_opset(opset)
-    log = print if verbose else (lambda *a: None)
+    o = dataclasses.replace(o, opset=check_opset(o.opset))
+    log = print if o.verbose else (lambda *a: None)
     per_sample = None if lows is None else (lows[0] if len(lows[0]) != 4 else lows[0][1:])  # tentative
-    module, cfg, wrec = _resolve_model(model, weights, config, per_sample, model_args)
-    raw = _raw_format(input_format, raws, dynamic_size)
+    module, cfg, wrec = _resolve_model(model, o.weights, o.config, per_sample, o.model_args)
+    o = dataclasses.replace(o, input_format=_raw_format(o.input_format, raws, o.dynamic_size))
     with eval_mode(module, log):
         check_arity(module, 1 if raws is None else len(raws))
-        spec = make_spec(resolve_shapes(module, raws, log) or [cfg.input_shape], input_names, dynamic_size)
-        if raw:   # a OneFlow front doing cast, normalisation and transpose; traced with the model
+        spec = make_spec(resolve_shapes(module, raws, log) or [cfg.input_shape], o.input_names, o.dynamic_size)
+        if o.input_format:   # a OneFlow front doing cast, normalisation and transpose; traced with the model
             from .models.raw_input import config_at, raw_shape, wrap
 
             cfg = config_at(cfg, spec.shapes[0])
-            module, spec = wrap(module, cfg.preprocess), make_spec([raw_shape(spec.shapes[0])], input_names)
-        return _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate,
-                                 dict(simplify=simplify, output_names=output_names, verbose=verbose,
-                                      validation_options=validation_options, model_args=model_args,
-                                      source=model if isinstance(model, str) else None, input_format=raw))
+            module, spec = wrap(module, cfg.preprocess), make_spec([raw_shape(spec.shapes[0])], o.input_names)
+        return _export_validated(module, cfg, onnx_path, spec, wrec, o, model if isinstance(model, str) else None)
 
 
 def _raw_format(input_format, raws, dynamic_size):
@@ -427,32 +407,41 @@ def _raw_format(input_format, raws, dynamic_size):
     return raw
 
 
-def _export_validated(module, cfg, onnx_path, opset, spec, wrec, validate, o):
-    """Build, validate and write (one transaction) -> ExportReport."""
+def _export_validated(module, cfg, onnx_path, spec, wrec, o: ExportOptions, source):
+    """Build, validate and write (one transaction) -> ExportReport. ``source``: the
+    model's name (None for a module)."""
     t0 = time.perf_counter()
     with _transaction(onnx_path) as tx:
-        report = _export_to(tx, module, cfg, opset, o, spec, t0)
+        report = _export_to(tx, module, cfg, o, spec, t0)
         for k, v in wrec.items():
             setattr(report, k, v)
-        _record_source(report, o["source"], o["model_args"])
-        if validate:
+        _record_source(report, source, o.model_args)
+        if o.validate:
             from .validation import validate as _validate
 
-            traced = [(v["height"], v["width"]) for v, _ in trace_points(spec) if "height" in v]
-            shapes = list(spec.shapes) if len(spec.shapes) > 1 else spec.shapes[0]
-            kw = {"sizes": validation_sizes(spec, traced), "label": str(onnx_path), **(o["validation_options"] or {})}
-            report.validation = _validate(module, tx.tmp, cfg, verbose=o["verbose"], input_shape=shapes,
-                                          report_path=False, input_format=o.get("input_format"), **kw)
+            report.validation = _validate(module, tx.tmp, cfg, _validate_options(o, spec, onnx_path))
             report.validation.onnx_path = str(onnx_path)
             _write_report(tx.add(".validation.json"), report.validation.to_dict())
         else:
             tx.drop(".validation.json")
-            if o["verbose"]:
+            if o.verbose:
                 print(f"warning: {onnx_path} was not validated against OneFlow (--no-validate)")
         report.onnx_path = str(onnx_path)
         _write_report(tx.add(".json"), report.to_dict())
         tx.commit()
     return report
+
+
+def _validate_options(o: ExportOptions, spec, onnx_path):
+    """The caller's ``validation_options`` completed with what the export decides: the
+    exported shapes and input format, no report of its own (the transaction writes it),
+    the sizes not traced (unless given), the final path as label (unless given)."""
+    vo = o.validation_options or ValidateOptions()
+    traced = [(v["height"], v["width"]) for v, _ in trace_points(spec) if "height" in v]
+    return dataclasses.replace(
+        vo, input_shape=list(spec.shapes) if len(spec.shapes) > 1 else spec.shapes[0], report_path=False,
+        input_format=o.input_format, verbose=o.verbose and vo.verbose, label=vo.label or str(onnx_path),
+        sizes=validation_sizes(spec, traced) if vo.sizes is None else vo.sizes)
 
 
 def _record_source(report, name, model_args):

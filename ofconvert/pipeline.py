@@ -18,6 +18,7 @@ from .artifacts.names import onnx_name  # noqa: F401 (re-export)
 from .calibration import METHODS as CALIB_METHODS
 from .config import PRECISIONS
 from .errors import OfconvertError, check_type
+from .export_options import DEFAULT_OPSET
 from .steps import engine_step, export_step, fp16_step, int8_step, preflight
 from .steps.plan import model_config  # noqa: F401 (re-export)
 from .steps.quantize import default_cache_path_for  # noqa: F401 (re-export)
@@ -29,7 +30,7 @@ class ConvertOptions:
     to: str = "onnx"                       # "onnx" or "trt"
     output: Optional[str] = None           # final artefact path
     precision: str = "fp32"
-    opset: int = 13
+    opset: int = DEFAULT_OPSET
     input_shape: Optional[tuple] = None    # per-image (C, H, W) (H/W may be (lo, hi) ranges), or a list: one per input
     input_names: Optional[object] = None   # "a,b" or a list: one name per input
     dynamic_size: bool = False             # H and W symbolic (ofconvert.export_io)

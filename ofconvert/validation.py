@@ -18,12 +18,10 @@ from typing import List, Optional
 import numpy as np
 
 from .config import ModelConfig
-from .data import datasets_root, list_images, load_batch
+from .data import load_batch, real_images
 from .errors import AtolError, DataError, NondeterministicError, OfconvertError, ShapeError, TopKError
-
-DEFAULT_BATCHES = (1, 4, 5)
-DEFAULT_RTOL = 5e-4        # max |onnx - oneflow| / max |oneflow| (measured fp32 worst case: 4.7e-5, inception_v3)
-REAL_SET = "imagenet-val-1300"
+from .export_options import DEFAULT_RTOL, ValidateOptions
+from .options import options_with
 
 
 @dataclasses.dataclass
@@ -303,69 +301,71 @@ def require_deterministic(module, inputs, refs):
                                     f"and {len(again)} outputs")
 
 
-def real_images(n, root=None):
-    """``n`` real images spread over the shared validation set (deterministic)."""
-    folder = os.path.join(root or datasets_root(), REAL_SET)
-    paths = list_images(folder)
-    step = max(1, len(paths) // n)
-    return paths[::step][:n]
-
-
-def validate(module, onnx_path, config: ModelConfig, batches=DEFAULT_BATCHES, rtol=DEFAULT_RTOL,
-             use_real=True, use_random=True, seed=0, verbose=True, raise_on_error=True,
-             input_shape=None, report_path=None, label=None, sizes=None, input_format=None):
+def validate(module, onnx_path, config: ModelConfig, options: Optional[ValidateOptions] = None, **settings):
     """Run OneFlow and ONNX Runtime on the same inputs; return a ValidationReport,
-    write it to ``report_path`` (default ``<onnx>.validation.json``; ``False``: not
-    written) and (if ``raise_on_error``) raise ShapeError / AtolError / TopKError.
-    ``input_shape``: one per-sample shape, or a list of them (one per input);
-    ``sizes``: (H, W) image sizes of a dynamic-size model to check as well (random
-    input, the first and last batch); ``input_format="uint8-nhwc"``: the module and
-    the ONNX take uint8 NHWC images (real ones and random pixels)."""
+    write it to ``options.report_path`` (default ``<onnx>.validation.json``; ``False``:
+    not written) and (if ``options.raise_on_error``) raise ShapeError / AtolError /
+    TopKError. ``options``: ``ValidateOptions``; ``settings``: its fields as keywords,
+    overriding it (``validate(m, p, cfg, batches=(1, 2), report_path=False)``)."""
     from .fileio import write_json
 
+    o = options_with(ValidateOptions, options, settings, "validate()")
     if not isinstance(config, ModelConfig):
         raise OfconvertError(f"config must be an ofconvert.ModelConfig, got {type(config).__name__}")
-    try:
-        batches = tuple(int(b) for b in batches)
-    except (TypeError, ValueError):
-        raise OfconvertError(f"batches must be positive integers, got {batches!r}") from None
-    if not batches or min(batches) < 1:
-        raise OfconvertError(f"batches must be positive integers, got {batches!r}")
-    shapes = _shapes(input_shape, config)
-    if input_format == "uint8-nhwc":
-        from .models.raw_input import uint8_images
-
-        inputs, real_paths, note = uint8_images(config.preprocess, max(batches), use_real, seed)
-    else:
-        inputs, real_paths, note = _make_inputs(config.preprocess, shapes, max(batches), use_real, use_random, seed)
-    plan = [(k, b) for k in inputs for b in batches]
-    for h, w in sizes or ():
-        k = f"random {h}x{w}"
-        rng = np.random.default_rng(seed + h * 7919 + w)
-        inputs[k] = [rng.standard_normal((max(batches),) + (tuple(s[:1]) + (h, w) if len(s) == 3 else tuple(s)))
-                     .astype(np.float32) for s in shapes]
-        plan += [(k, b) for b in sorted({batches[0], batches[-1]})]
+    batches = _batches(o.batches)
+    inputs, plan, real_paths, note = _plan(config, o, batches)
     from ._oneflow import eval_mode
 
     with eval_mode(module):   # the caller's mode comes back
-        checks = _run_checks(module, onnx_path, inputs, plan, rtol)
-    report = ValidationReport(config.name, str(onnx_path), rtol, checks, real_paths, note)
+        checks = _run_checks(module, onnx_path, inputs, plan, o.rtol)
+    report = ValidationReport(config.name, str(onnx_path), o.rtol, checks, real_paths, note)
     if report.ill_conditioned:
         report.note = (report.note + "; " if report.note else "") + (
             f"{report.ill_conditioned} of {len(checks)} checks (marked ~) exceed the tolerance and were accepted "
             f"only because the model's own fp32 arithmetic differs from float64 by as much (ill-conditioned: "
             f"random weights?)")
-    if verbose:
-        print(f"Validating {label or onnx_path} against OneFlow (rel tol {rtol:g}):")
+    if o.verbose:
+        print(f"Validating {o.label or onnx_path} against OneFlow (rel tol {o.rtol:g}):")
         for c in checks:
             print(c.line())
         if report.note:
             print("  note:", report.note)
-    if report_path is not False:
-        write_json(report_path or str(onnx_path) + ".validation.json", report.to_dict())
-    if raise_on_error:
+    if o.report_path is not False:
+        write_json(o.report_path or str(onnx_path) + ".validation.json", report.to_dict())
+    if o.raise_on_error:
         raise_for(report)
     return report
+
+
+def _batches(batches):
+    """The batch sizes as a tuple of positive ints, else one-line OfconvertError."""
+    try:
+        out = tuple(int(b) for b in batches)
+    except (TypeError, ValueError):
+        raise OfconvertError(f"batches must be positive integers, got {batches!r}") from None
+    if not out or min(out) < 1:
+        raise OfconvertError(f"batches must be positive integers, got {batches!r}")
+    return out
+
+
+def _plan(config, o, batches):
+    """-> (inputs {set: [array per input]}, [(set, batch)...] to check, real image paths, note)."""
+    shapes = _shapes(o.input_shape, config)
+    if o.input_format == "uint8-nhwc":
+        from .models.raw_input import uint8_images
+
+        inputs, real_paths, note = uint8_images(config.preprocess, max(batches), o.use_real, o.seed)
+    else:
+        inputs, real_paths, note = _make_inputs(config.preprocess, shapes, max(batches), o.use_real,
+                                                o.use_random, o.seed)
+    plan = [(k, b) for k in inputs for b in batches]
+    for h, w in o.sizes or ():
+        k = f"random {h}x{w}"
+        rng = np.random.default_rng(o.seed + h * 7919 + w)
+        inputs[k] = [rng.standard_normal((max(batches),) + (tuple(s[:1]) + (h, w) if len(s) == 3 else tuple(s)))
+                     .astype(np.float32) for s in shapes]
+        plan += [(k, b) for b in sorted({batches[0], batches[-1]})]
+    return inputs, plan, real_paths, note
 
 
 def _shapes(input_shape, config):

@@ -62,15 +62,16 @@ def test_failing_candidates_stop_early_with_the_same_decisions(tiny):
     from ofconvert.budget import data as D
     from ofconvert.budget import judge as J
     from ofconvert.budget.search import CandidateJudge
+    from ofconvert.budget.sensitivity import Quantization
 
     ev = res.flavours["int8"].candidates
-    full = CandidateJudge(ev.model, ev.layers, ev.order, "int8", bad, "trt", ev.images, ev.ref, threads=1)
-    stopped = [s for s in steps if s.images < len(ev.ref)]
+    full = CandidateJudge(ev.model, ev.layers, Quantization("int8", bad, "trt"), ev.check, order=ev.order)
+    stopped = [s for s in steps if s.images < ev.n_check]
     assert stopped, [(s.k, s.j, s.images, s.expected) for s in steps]     # some stopped early
     for s in steps:
         f = full(s.k, s.j)
-        assert f.images == len(ev.ref) and (f.expected <= 1) == (s.expected <= 1)   # the same verdict
-        if s.images < len(ev.ref):
+        assert f.images == ev.n_check and (f.expected <= 1) == (s.expected <= 1)   # the same verdict
+        if s.images < ev.n_check:
             assert s.expected > 1.01 and f.expected >= s.expected and f.flips >= s.flips   # lower bounds
         else:
             assert (f.expected, f.flips) == (s.expected, s.flips)

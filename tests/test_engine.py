@@ -140,7 +140,7 @@ def test_inspect_tiny_fp32_model_runs_and_is_described(tiny_onnx):
     assert _ort_run(tiny_onnx, x).shape == (2, 10)  # a real model
     info = eng.inspect_onnx(tiny_onnx)
     assert (info.input_name, info.output_name, info.sample_shape) == ("input", "logits", (3, 8, 8))
-    assert info.fixed_batch is None and info.kind == "fp32" and info.input_dtype == "float32"
+    assert info.fixed_batch is None and info.flavour == "fp32" and info.input_dtype == "float32"
     assert info.preprocess == TINY_PRE.to_dict()
 
 
@@ -151,7 +151,7 @@ def test_inspect_recognises_fp16_from_the_precision_helper(tiny_onnx, tmp_path):
         dst = str(tmp_path / f"tiny.fp16.{keep_io}.onnx")
         to_fp16(tiny_onnx, dst, keep_io_types=keep_io)
         info = eng.inspect_onnx(dst)
-        assert info.kind == "fp16" and info.input_dtype == dtype
+        assert info.flavour == "fp16" and info.input_dtype == dtype
         assert info.preprocess == TINY_PRE.to_dict()  # metadata survives the conversion
 
 
@@ -161,7 +161,7 @@ def test_inspect_recognises_qdq_and_fixed_batch(tmp_path):
     x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert _ort_run(p, x).shape == (1, 10)
     info = eng.inspect_onnx(p)
-    assert info.kind == "qdq" and info.fixed_batch == 1 and info.preprocess is None
+    assert info.flavour == "int8" and info.fixed_batch == 1 and info.preprocess is None
 
 
 def test_inspect_dynamic_spatial_dims_use_the_metadata_size(tmp_path):
@@ -185,7 +185,7 @@ def test_inspect_rejects_missing_and_garbage_files(tmp_path):
 def test_inspect_real_export_carries_the_model_preprocessing(zoo_onnx):
     info = eng.inspect_onnx(zoo_onnx("efficientnet_lite0"))
     assert info.input_name == "input" and info.output_name == "logits"
-    assert info.sample_shape == (3, 224, 224) and info.fixed_batch is None and info.kind == "fp32"
+    assert info.sample_shape == (3, 224, 224) and info.fixed_batch is None and info.flavour == "fp32"
     assert PreprocessConfig.from_dict(info.preprocess) == get_config("efficientnet_lite0").preprocess
 
 
@@ -195,41 +195,41 @@ def test_inspect_real_export_carries_the_model_preprocessing(zoo_onnx):
 STRONG = eng.BuildPlan(True)
 
 
-@pytest.mark.parametrize("version,precision,kind,cache,typed,expected", [
+@pytest.mark.parametrize("version,precision,flavour,cache,typed,expected", [
     # TensorRT 11: strongly typed from the ONNX whose types say the precision
     ("11.0.0", "fp32", "fp32", False, None, STRONG),
     ("11.1.0", "fp16", "fp16", False, None, STRONG),
-    ("11.0.0", "int8", "qdq", True, None, STRONG),
-    ("11.0.0", "int8", "qdq", True, True, STRONG),
+    ("11.0.0", "int8", "int8", True, None, STRONG),
+    ("11.0.0", "int8", "int8", True, True, STRONG),
     # TensorRT 10: the same by default ...
     ("10.3.0", "fp32", "fp32", False, None, STRONG),
     ("10.3.0", "fp16", "fp16", False, None, STRONG),
-    ("10.8.0", "int8", "qdq", True, None, STRONG),
+    ("10.8.0", "int8", "int8", True, None, STRONG),
     # ... or weak typing with builder flags
     ("10.3.0", "fp16", "fp32", False, None, eng.BuildPlan(False, ("FP16",))),
     ("10.3.0", "fp16", "fp16", False, False, eng.BuildPlan(False, ("FP16",))),
-    ("10.3.0", "int8", "qdq", False, False, eng.BuildPlan(False, ("INT8",))),
+    ("10.3.0", "int8", "int8", False, False, eng.BuildPlan(False, ("INT8",))),
     ("10.3.0", "int8", "fp32", True, None, eng.BuildPlan(False, ("INT8",), calibrator=True)),
     ("10.3.0", "fp32", "fp32", False, False, eng.BuildPlan(False, ())),
 ])
-def test_plan_build_by_version(version, precision, kind, cache, typed, expected):
-    assert eng.plan_build(version, precision, kind, cache, typed) == expected
+def test_plan_build_by_version(version, precision, flavour, cache, typed, expected):
+    assert eng.plan_build(version, precision, flavour, cache, typed) == expected
 
 
-@pytest.mark.parametrize("version,precision,kind,cache,typed,exc,needle", [
+@pytest.mark.parametrize("version,precision,flavour,cache,typed,exc,needle", [
     ("11.0.0", "fp16", "fp32", False, None, OfconvertError, "fp16 ONNX"),
     ("11.0.0", "int8", "fp32", True, None, OfconvertError, "Q/DQ ONNX"),
     ("11.0.0", "fp32", "fp32", False, False, OfconvertError, "strongly typed networks only"),
     ("10.3.0", "fp16", "fp32", False, True, OfconvertError, "keeps the fp32 types"),
     ("10.3.0", "int8", "fp32", False, None, OfconvertError, "needs calib_cache"),
-    ("10.3.0", "fp16", "qdq", False, None, OfconvertError, "Q/DQ nodes"),
+    ("10.3.0", "fp16", "int8", False, None, OfconvertError, "Q/DQ nodes"),
     ("10.3.0", "fp32", "fp16", False, None, OfconvertError, "is fp16"),
     ("10.3.0", "bf16", "fp32", False, None, OfconvertError, "unknown precision"),
     ("8.6.1", "fp32", "fp32", False, None, BackendUnavailableError, "TensorRT 10 or 11"),
 ])
-def test_plan_build_refusals(version, precision, kind, cache, typed, exc, needle):
+def test_plan_build_refusals(version, precision, flavour, cache, typed, exc, needle):
     with pytest.raises(exc) as ei:
-        eng.plan_build(version, precision, kind, cache, typed)
+        eng.plan_build(version, precision, flavour, cache, typed)
     assert needle in str(ei.value) and "\n" not in str(ei.value)
 
 
@@ -309,7 +309,7 @@ def test_timing_cache_explicit_paths(tmp_path):
 # sidecar and compatibility
 # ---------------------------------------------------------------------------
 def _sidecar(info, options, version="10.3.0", gpu=GPU):
-    plan = eng.plan_build(version, options.precision, info.kind, options.calib_cache is not None)
+    plan = eng.plan_build(version, options.precision, info.flavour, options.calib_cache is not None)
     prof = eng.compute_profile(options.batch, options.max_batch, info.fixed_batch)
     return eng.make_sidecar(info, options, plan, prof, version, gpu, None, 1.5)
 
@@ -327,7 +327,7 @@ def test_sidecar_written_atomically_with_the_engine_and_read_back(tiny_onnx, tmp
     assert back["engine"] == {"file": "tiny.fp32.engine", "bytes": 4096, "sha256": fileio.sha256_file(engine_path)}
     assert back["tensorrt_version"] == "10.3.0" and back["gpu"] == GPU and back["precision"] == "fp32"
     assert back["profile"] == {"input": "input", "min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [16, 3, 8, 8]}
-    assert back["onnx"]["sha256"] == fileio.sha256_file(tiny_onnx) and back["onnx"]["kind"] == "fp32"
+    assert back["onnx"]["sha256"] == fileio.sha256_file(tiny_onnx) and back["onnx"]["flavour"] == "fp32"
     assert back["preprocess"] == TINY_PRE.to_dict() and back["model"] == "tiny"
     assert back["build"]["strongly_typed"] is True and back["calibration_cache"] is None
 

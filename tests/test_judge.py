@@ -45,10 +45,11 @@ def test_budget_takes_calibration_results_with_their_means():
     def res(m, s):
         return CalibrationResult("c", "s", {"x": s}, True, m, 1, 0, means={"x": [0.5]} if m == "b" else None)
 
-    scales, means = B._unpack({"a": res("a", 1.0), "b": res("b", 2.0)}, None)
+    scales, means = B._unpack({"a": res("a", 1.0), "b": res("b", 2.0)})
     assert scales == {"a": {"x": 1.0}, "b": {"x": 2.0}} and means == {"x": [0.5]}
-    assert B._unpack(res("b", 3.0), None) == ({"x": 3.0}, {"x": [0.5]})
-    assert B._unpack({"x": 1.0}, {"x": [1.0]}) == ({"x": 1.0}, {"x": [1.0]})
+    assert B._unpack(res("b", 3.0)) == ({"x": 3.0}, {"x": [0.5]})
+    assert B._unpack(B.CalibrationScales({"x": 1.0}, {"x": [1.0]})) == ({"x": 1.0}, {"x": [1.0]})
+    assert B._unpack({"x": 1.0}) == ({"x": 1.0}, None)
 
 
 def test_lower_bound_is_below_and_reaches_the_expected_flips():

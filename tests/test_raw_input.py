@@ -39,8 +39,7 @@ def _real_u8(n, size=SIZE):
     import dataclasses
 
     from ofconvert.config import get_config
-    from ofconvert.data import load_and_crop
-    from ofconvert.validation import real_images
+    from ofconvert.data import load_and_crop, real_images
 
     pre = dataclasses.replace(get_config("efficientnet_lite0").preprocess, input_size=size)
     return (np.stack([load_and_crop(p, pre) for p in real_images(n)]) if n else None), pre
@@ -160,9 +159,8 @@ def test_int8_calibrates_on_uint8_images(exported, tmp_path):
     """The calibration reader feeds a raw model uint8 NHWC batches; its int8 model
     computes what the float-input int8 model computes on the normalised images."""
     from ofconvert.calibration import calibrate
-    from ofconvert.data import normalize
+    from ofconvert.data import normalize, real_images
     from ofconvert.precision import quantize_qdq
-    from ofconvert.validation import real_images
 
     d, _, _ = exported
     u8, pre = _real_u8(8)

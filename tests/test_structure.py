@@ -43,14 +43,18 @@ def _top_level_imports(tree):
                 todo.extend(h.body)
 
 
-def import_graph():
+def import_graph(function_level=False):
+    """{module: modules it imports}: at import time, or (``function_level``) anywhere,
+    the lazy imports inside functions included."""
     mods = _modules()
     graph = {m: set() for m in mods}
     for mod, path in mods.items():
         is_pkg = path.endswith("__init__.py")
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), path)
-        for node in _top_level_imports(tree):
+        found = (n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))) if function_level \
+            else _top_level_imports(tree)
+        for node in found:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -116,6 +120,15 @@ def test_the_graph_sees_relative_imports():
 
 def test_no_module_level_import_cycle():
     assert cycles(import_graph()) == []
+
+
+def test_no_import_cycle_even_through_lazy_imports():
+    """A function-level import is for speed (numpy/onnx only when needed), never to
+    hide two modules leaning on each other."""
+    g = import_graph(function_level=True)
+    assert "ofconvert.graph.precision" in g["ofconvert.trt.plan"]     # the graph sees lazy imports
+    assert "ofconvert.graph.precision" not in import_graph()["ofconvert.trt.plan"]
+    assert cycles(g) == []
 
 
 @pytest.mark.parametrize("pattern", OWNED)
@@ -256,3 +269,31 @@ def test_ruff_is_clean():
         pytest.skip("ruff is not installed (scripts/setup.sh installs it)")
     p = subprocess.run([ruff, "check", "--no-cache", ROOT], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-3000:]
+
+
+
+MAX_FUNCTION_LINES, MAX_PARAMETERS = 60, 8
+
+
+def oversized_functions():
+    """``path:line name`` of every function of the package over 60 lines or taking
+    over 8 parameters (self / cls not counted, keyword-only ones counted: ruff's
+    PLR0913 counts the same way and holds the parameters in CI)."""
+    out = []
+    for p in sorted(glob.glob(os.path.join(PKG, "**", "*.py"), recursive=True)):
+        with open(p, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), p)
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            a = fn.args
+            params = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+            lines = fn.end_lineno - fn.lineno + 1
+            if lines > MAX_FUNCTION_LINES or len(params) > MAX_PARAMETERS:
+                out.append(f"{os.path.relpath(p, ROOT)}:{fn.lineno} {fn.name} ({lines} lines, {len(params)} "
+                           f"parameters)")
+    return out
+
+
+def test_functions_fit_a_screen_and_take_few_parameters():
+    assert oversized_functions() == []

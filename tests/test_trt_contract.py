@@ -45,14 +45,14 @@ def trt_any(request):
         yield trt
 
 
-def _onnx(folder, kind="fp32", name=None, batch="batch"):
-    path = str(folder / (name or {"fp32": "m.onnx", "fp16": "m.fp16.onnx", "qdq": "m.int8.onnx"}[kind]))
-    if kind == "fp16":
+def _onnx(folder, flavour="fp32", name=None, batch="batch"):
+    path = str(folder / (name or {"fp32": "m.onnx", "fp16": "m.fp16.onnx", "int8": "m.int8.onnx"}[flavour]))
+    if flavour == "fp16":
         from ofconvert.precision import to_fp16
 
         src = _onnx(folder, "fp32", name="src.onnx")
         return to_fp16(src, path)
-    onnx.save(_tiny_model(batch=batch, qdq=kind == "qdq", meta=META), path)
+    onnx.save(_tiny_model(batch=batch, qdq=flavour == "int8", meta=META), path)
     return path
 
 
@@ -79,6 +79,23 @@ def test_fp32_build_strongly_typed_keeps_tf32_and_sets_the_profile(trt_any, tmp_
     assert sc["build"]["strongly_typed"] is True and sc["build"]["workspace_mb"] == 64
     assert eng.read_sidecar(tmp_path / "m.fp32.engine")["engine"]["sha256"] == fileio.sha256_file(
         tmp_path / "m.fp32.engine")
+
+
+def test_build_engine_takes_an_options_object_and_keyword_overrides(trt_any, tmp_path):
+    """``build_engine(onnx, engine, EngineOptions(...), **fields)``: the keywords win;
+    an unknown keyword is Python's one-line TypeError, before any build."""
+    onnx_path = _onnx(tmp_path)
+    opts = eng.EngineOptions(batch=4, max_batch=16, workspace_mb=64, timing_cache=False)
+    sc = eng.build_engine(onnx_path, str(tmp_path / "m.fp32.engine"), opts, max_batch=8)
+    (build,) = trt_any._record.builds
+    assert build["profiles"] == [{"input": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))}]
+    assert sc["build"]["workspace_mb"] == 64 and opts.max_batch == 16        # the object is not changed
+    with pytest.raises(TypeError, match=r"build_engine\(\) got an unexpected keyword argument 'max_batches'") as e:
+        eng.build_engine(onnx_path, str(tmp_path / "n.fp32.engine"), max_batches=8)
+    assert "\n" not in str(e.value) and len(trt_any._record.builds) == 1
+    with pytest.raises(OfconvertError, match="options must be an ofconvert.EngineOptions"):
+        eng.build_engine(onnx_path, str(tmp_path / "n.fp32.engine"), {"batch": 2})
+    assert not os.path.exists(tmp_path / "n.fp32.engine")
 
 
 def test_dynamic_size_onnx_gets_height_and_width_ranges_in_the_profile(trt_any, tmp_path):
@@ -117,14 +134,14 @@ def test_trt11_refuses_fp16_or_int8_from_an_fp32_onnx_before_building(trt11, tmp
     assert "Builder" not in trt11._record.names()
 
 
-@pytest.mark.parametrize("kind,precision", [("fp16", "fp16"), ("qdq", "int8")])
-def test_typed_onnx_builds_strongly_typed_on_11_without_precision_flags(trt11, tmp_path, kind, precision):
-    sc = eng.build_engine(_onnx(tmp_path, kind), str(tmp_path / f"m.{precision}.engine"), precision=precision,
+@pytest.mark.parametrize("flavour,precision", [("fp16", "fp16"), ("int8", "int8")])
+def test_typed_onnx_builds_strongly_typed_on_11_without_precision_flags(trt11, tmp_path, flavour, precision):
+    sc = eng.build_engine(_onnx(tmp_path, flavour), str(tmp_path / f"m.{precision}.engine"), precision=precision,
                           batch=2, timing_cache=False)
     (build,) = trt11._record.builds
     assert build["strongly_typed"] is True and build["flags"] == ["TF32"] and build["calibrator"] is False
     assert not hasattr(trt11.BuilderFlag, "FP16") and not hasattr(trt11, "IInt8EntropyCalibrator2")
-    assert sc["onnx"]["kind"] == kind and sc["precision"] == precision
+    assert sc["onnx"]["flavour"] == flavour and sc["precision"] == precision
 
 
 def test_trt10_calibrator_hands_back_our_cache_retargeted_and_never_writes(trt10, tmp_path):
@@ -220,24 +237,24 @@ def test_timing_cache_untouched_when_the_build_fails(trt10, tmp_path):
 # ---------------------------------------------------------------------------
 # runner
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("kind,precision", [("fp32", "fp32"), ("fp16", "fp16"), ("qdq", "int8")])
-def test_runner_matches_onnxruntime_in_chunks_and_frees_everything(trt_any, tmp_path, kind, precision):
+@pytest.mark.parametrize("flavour,precision", [("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8")])
+def test_runner_matches_onnxruntime_in_chunks_and_frees_everything(trt_any, tmp_path, flavour, precision):
     from ofconvert.runners import make_runner
 
-    onnx_path = _onnx(tmp_path, kind)
+    onnx_path = _onnx(tmp_path, flavour)
     engine_path = str(tmp_path / f"m.{precision}.engine")
     eng.build_engine(onnx_path, engine_path, precision=precision, batch=2, max_batch=4, timing_cache=False)
     x = _images(9)
     with make_runner("trt", engine_path) as r:
         assert (r.input_name, r.output_name, r.max_batch, r.sample_shape) == ("input", "logits", 4, (3, 8, 8))
-        assert r.input_dtype == (np.float16 if kind == "fp16" else np.float32)
+        assert r.input_dtype == (np.float16 if flavour == "fp16" else np.float32)
         got = r.infer(x)
         assert r.infer(x[:0]).shape == (0, 10)
         assert r.metadata()[METADATA_KEY] == TINY_PRE.to_json()
     (ctx,) = trt_any._record.contexts
     assert ctx.executions == [{"input": (4, 3, 8, 8)}, {"input": (4, 3, 8, 8)}, {"input": (1, 3, 8, 8)}]
     assert got.dtype == np.float32 and got.shape == (9, 10)
-    want = _ort_run(onnx_path, x) if kind != "fp16" else None
+    want = _ort_run(onnx_path, x) if flavour != "fp16" else None
     if want is None:
         import onnxruntime as ort
 
@@ -353,7 +370,7 @@ def test_cli_int8_from_calib_cache_strongly_typed_timing_cache_workspace(trt10, 
                "--no-validate"])
     assert rc == 0, capsys.readouterr().err
     sc = eng.read_sidecar(workdir / "resnet50.int8.engine")
-    assert sc["onnx"]["kind"] == "qdq" and sc["build"]["strongly_typed"] is True
+    assert sc["onnx"]["flavour"] == "int8" and sc["build"]["strongly_typed"] is True
     assert sc["build"]["workspace_mb"] == 256 and sc["build"]["timing_cache"] == str(workdir / "t.cache")
     assert (workdir / "t.cache").read_bytes().startswith(b"FAKETC1")
     (build,) = trt10._record.builds
@@ -382,7 +399,7 @@ def test_convert_fp16_engine_and_no_timing_cache(trt11, workdir):
 
     res = convert(ConvertOptions(model="resnet50", to="trt", precision="fp16", validate=False, batch=2,
                                  timing_cache=False), log=lambda *a: None)
-    assert res.engine["precision"] == "fp16" and res.engine["onnx"]["kind"] == "fp16"
+    assert res.engine["precision"] == "fp16" and res.engine["onnx"]["flavour"] == "fp16"
     assert res.engine["build"]["timing_cache"] is None and res.engine["tensorrt_version"] == V11
     assert trt11._record.builds[0]["strongly_typed"] is True
     assert sorted(p.name for p in workdir.iterdir()) == ["resnet50.fp16.engine", "resnet50.fp16.engine.json",

@@ -1,12 +1,13 @@
 """One vocabulary for what a file holds (artifacts.Flavour) and one precision
-detector (artifacts.onnx_precision) that names, content checks and the TensorRT
+detector (graph.precision.onnx_precision) that names, content checks and the TensorRT
 plan all use: a model whose only float16 is a Cast is fp16 to each of them."""
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ofconvert.artifacts import FLAVOURS, Flavour, detect_precision, onnx_precision
+from ofconvert.artifacts import FLAVOURS, Flavour, detect_precision
 from ofconvert.config import METADATA_KEY, PreprocessConfig
+from ofconvert.graph.precision import onnx_precision
 
 
 def _cast_only(path):
@@ -29,9 +30,17 @@ def test_a_cast_to_fp16_makes_a_model_fp16_to_every_reader(tmp_path):
     m = _cast_only(tmp_path / "m.onnx")
     assert onnx_precision(m) == Flavour.FP16 == "fp16"
     assert detect_precision(tmp_path / "m.onnx") == "fp16"
-    assert inspect_onnx(tmp_path / "m.onnx").kind == "fp16"
+    assert inspect_onnx(tmp_path / "m.onnx").flavour == "fp16"
 
 
 def test_the_flavours_are_the_file_names_words():
     assert FLAVOURS == ("fp32", "fp16", "int8", "int8-cpu")
     assert [str(f) for f in Flavour] == list(FLAVOURS) and Flavour("int8-cpu") is Flavour.INT8_CPU
+
+
+def test_a_flavour_says_its_arithmetic_and_its_qdq_dialect():
+    """The one mapping from what a file holds to how it computes and which Q/DQ
+    dialect writes it (the TensorRT plan, the ORT-TensorRT options and the budget
+    read these, not tables of their own)."""
+    assert [(f.value, f.precision, f.target) for f in Flavour] == [
+        ("fp32", "fp32", None), ("fp16", "fp16", None), ("int8", "int8", "trt"), ("int8-cpu", "int8", "cpu")]

@@ -20,6 +20,17 @@ class Flavour(str, enum.Enum):
     def __str__(self):
         return self.value
 
+    @property
+    def precision(self):
+        """The arithmetic: fp32, fp16 or int8 (both int8 flavours are int8)."""
+        return "int8" if self.value.startswith("int8") else self.value
+
+    @property
+    def target(self):
+        """The Q/DQ dialect :func:`ofconvert.precision.quantize_qdq` writes for it:
+        ``"trt"`` (int8 activations) or ``"cpu"`` (uint8); None for fp32 / fp16."""
+        return {"int8": "trt", "int8-cpu": "cpu"}.get(self.value)
+
 
 #: what a file can hold, as strings
 FLAVOURS = tuple(f.value for f in Flavour)

@@ -23,14 +23,16 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..artifacts.names import Flavour
 from ..errors import OfconvertError
 from . import data as D
 from . import judge as J
 from .search import SUFFIXES, CandidateJudge, SpeedMeter, Step, contiguous_search, search, steps_list
-from .sensitivity import MODES, Effect, build
+from .sensitivity import MODES, Effect, Quantization, flip_effects, kl_effects, rank
 
-__all__ = ["BudgetOptions", "BudgetResult", "FlavourResult", "parse_budget", "quantize_to_budget",
-           "BudgetNotMetError", "Step", "MODES", "STRATEGIES", "Effect", "SpeedMeter", "require_met", "choose"]
+__all__ = ["BudgetOptions", "BudgetResult", "FlavourResult", "CalibrationScales", "parse_budget",
+           "quantize_to_budget", "BudgetNotMetError", "Step", "MODES", "STRATEGIES", "Effect", "SpeedMeter",
+           "require_met", "choose"]
 
 #: "contiguous": float prefix and/or suffix (default); "ranked": the first k of the sensitivity ranking
 STRATEGIES = ("contiguous", "ranked")
@@ -72,8 +74,18 @@ class BudgetOptions:
     speed_rounds: int = 5               # fp32 / candidate timing rounds, alternated (medians)
     speed_run_s: float = 0.3            # each timing run lasts at least this
     speed_backend: str = "ort-cpu"      # what times the int8-cpu candidates: "ort-cpu" or "openvino"
-    check_fraction: float = 0.5         # share of --calib used as check set when no --check-data
     decode_workers: Optional[int] = None
+    check_source: Optional[str] = None  # where the check images came from (report's check.source; None: "list")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationScales:
+    """Calibration scales with the per-channel means of the calibration images
+    (bias correction), for ``quantize_to_budget(scales=...)`` where they do not
+    come as ``calibrate(...)`` results (which bring their means)."""
+
+    scales: dict                        # {tensor: scale} or {method: {tensor: scale}} (the check set chooses)
+    means: Optional[dict] = None        # {tensor: per-channel mean} (calibrate(...).means)
 
 
 @dataclasses.dataclass
@@ -127,7 +139,8 @@ class BudgetResult:
         return d
 
 
-_FLAVOURS = {"int8": ("int8", "trt"), "int8-cpu": ("int8", "cpu"), "fp16": ("fp16", None)}
+#: the flavours a budget search makes (artifacts.Flavour: its precision and Q/DQ target)
+BUDGET_FLAVOURS = ("int8-cpu", "int8", "fp16")
 _NO_SPEED = {"int8": "TensorRT Q/DQ flavour: flips measured with ONNX Runtime CPU executing its Q/DQ graph; "
                      "its speed only means something on a GPU (TensorRT), not measured here",
              "fp16": "fp16 is for the GPU: flips measured with ONNX Runtime CPU (fp16 weights/activations, "
@@ -141,75 +154,80 @@ def _scale_sets(scales):
     return {"given": scales}
 
 
-def _unpack(scales, means):
-    """A CalibrationResult (or {method: CalibrationResult}) given as ``scales``
-    brings its own per-channel means: -> (scales as {..}, means)."""
+def _unpack(scales):
+    """(scales as {..}, per-channel means or None): ``calibrate(...)`` results (or
+    {method: result}) and :class:`CalibrationScales` bring their means."""
     if hasattr(scales, "scales"):
-        return scales.scales, means if means is not None else scales.means
+        return scales.scales, scales.means
     if isinstance(scales, dict) and scales and all(hasattr(v, "scales") for v in scales.values()):
-        found = next((v.means for v in scales.values() if v.means), None)
-        return {m: v.scales for m, v in scales.items()}, means if means is not None else found
-    return scales, means
+        return {m: v.scales for m, v in scales.items()}, next((v.means for v in scales.values() if v.means), None)
+    return scales, None
 
 
-def quantize_to_budget(fp32_onnx, check_images, max_flips, precision="int8", scales=None,
-                       flavours=None, preprocess=None, options: BudgetOptions = BudgetOptions(),
-                       check_source=None, log=None, means=None) -> BudgetResult:
-    """Search, for each flavour (``"int8-cpu"``, ``"int8"`` (TensorRT Q/DQ) for int8;
-    ``"fp16"``), the fewest layers to keep in float so that top-1 flips vs the fp32
-    model on ``check_images`` (a list of image paths) stay <= ``max_flips``
-    ("1%" or a count). ``scales``: calibration scales (int8), {tensor: scale}, or
-    {method: {tensor: scale}} to let the check set choose the calibration, or the
-    ``calibrate(...)`` result(s) themselves (which bring their means) (fewest
-    all-int8 expected flips); ``means``: the calibration's per-channel means
-    (``calibrate(...).means``, bias correction). The budget holds the expected
-    flips on the check set (:mod:`.judge`); the flip counts are reported beside
-    them. Returns the result; :func:`ofconvert.budget.report.write_models`
+def _precision(flavours):
+    """"int8" or "fp16": what ``flavours`` are made of; OfconvertError for unknown or mixed ones."""
+    unknown = [f for f in flavours if f not in BUDGET_FLAVOURS]
+    if unknown:
+        raise OfconvertError(f"unknown budget flavour(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(BUDGET_FLAVOURS)}")
+    precisions = {Flavour(f).precision for f in flavours}
+    if len(precisions) > 1:
+        raise OfconvertError("int8 and fp16 flavours are searched in separate runs, got " + ", ".join(flavours))
+    return precisions.pop()
+
+
+def quantize_to_budget(fp32_onnx, check_images, max_flips, *, scales=None, flavours=None, preprocess=None,
+                       options: BudgetOptions = BudgetOptions(), log=None) -> BudgetResult:
+    """Search, for each of ``flavours`` (default ``("int8-cpu", "int8")``: int8 for
+    ONNX Runtime CPU and TensorRT Q/DQ; or ``("fp16",)``), the fewest layers to
+    keep in float so that top-1 flips vs the fp32 model on ``check_images`` (a
+    list of image paths, decoded as ``preprocess`` says, default the model's) stay
+    <= ``max_flips`` ("1%" or a count). ``scales`` (int8): calibration scales,
+    {tensor: scale}, or {method: {tensor: scale}} to let the check set choose the
+    calibration (fewest all-int8 expected flips), or the ``calibrate(...)``
+    result(s) themselves or a :class:`CalibrationScales`, which bring the
+    calibration's per-channel means (bias correction). The budget holds the
+    expected flips on the check set (:mod:`.judge`); the flip counts are reported
+    beside them. Returns the result; :func:`ofconvert.budget.report.write_models`
     writes the models and reports; :func:`require_met` raises BudgetNotMetError
     when a flavour missed the budget."""
     t0 = time.perf_counter()
+    flavours = list(flavours or ("int8-cpu", "int8"))
+    precision = _precision(flavours)
     given = _given_caches(scales)
-    scales, means = _check_args(precision, scales, means, options, max_flips)
-    flavours = list(flavours or (("int8-cpu", "int8") if precision == "int8" else ("fp16",)))
+    scales, means = _check_args(precision, scales, options, max_flips)
     log = log or (lambda *_: None)
     phases = _Phases()
     ctx = _check_set(fp32_onnx, check_images, max_flips, flavours, preprocess, options, log)
     phases.done("check_set")   # decoding (or the decoded-image cache) and the fp32 logits
-    scales, base, calib = _calibration_choice(ctx, precision, scales, means, options, log)
+    quant, base, calib = _calibration_choice(ctx, precision, scales, means, log)
     if calib is not None:
-        calib["cache"] = _cache_of(fp32_onnx, scales, calib["chosen"], given)
+        calib["cache"] = _cache_of(fp32_onnx, quant.scales, calib["chosen"], given)
     phases.done("calibration_choice")
     # the images whose top-1 margin moves most under int8 first: a failing candidate's
     # expected-flips lower bound then crosses the budget after fewer images
-    _most_moved_first(ctx, base)
-    evs, ranked = {}, options.strategy == "ranked"
-    for fl in flavours:
-        prec, tgt = _FLAVOURS[fl]
-        evs[fl] = ev = CandidateJudge(ctx.model, ctx.layers, list(ctx.layers), prec, scales, tgt, ctx.images, ctx.ref,
-                                 options.threads, speed=ctx.meter if fl == "int8-cpu" else None, log=log,
-                                 time_all=ranked, means=means)
-        if tgt == ctx.target or prec == "fp16":
-            ev.seed(0, 0, base)   # the all-quantized model of the chosen calibration: run already
-        ev.stop_above = ctx.budget
-        ev.timed(0)
+    _most_moved_first(ctx.check, base)
+    ranked = options.strategy == "ranked"
+    judges = _judges(ctx, quant, base, flavours, ranked, log)
     phases.done("all_quantized")
     order, effects = list(ctx.layers), {}
-    if ranked and any(ev.steps[0].judged > ctx.budget for ev in evs.values()):
-        order, effects = _ranking(ctx, evs, precision, scales, base, means, options, log)
+    if ranked and any(judge.steps[0].judged > ctx.budget for judge in judges.values()):
+        order, effects = _ranking(ctx, quant, judges, base, options, log)
     sens_s = phases.done("sensitivity")
     results = {}
-    for fl, ev in evs.items():
-        ev.order = order
-        results[fl] = _flavour_result(fl, ev, choose(ev, ctx.budget, options), ctx, effects)
+    for fl, judge in judges.items():
+        judge.order = order
+        results[fl] = _flavour_result(fl, judge, choose(judge, ctx.budget, options), ctx, effects)
         phases.done(f"search_{fl}")
-    fp32_ips = evs["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in evs else None
-    res = BudgetResult(str(fp32_onnx), precision, str(max_flips),
-                       {"images": len(ctx.images), "skipped": ctx.images.skipped,
-                        "source": _source(check_source)},
-                       fp32_ips, {n: effects[n].to_dict() for n in order if n in effects},
-                       options.sensitivity_mode, results, ctx.layers, round(time.perf_counter() - t0, 1),
-                       round(sens_s, 1), calib, options.strategy, phases.times, options.speed_backend)
-    return res
+    return BudgetResult(
+        model=str(fp32_onnx), precision=precision, max_flips=str(max_flips),
+        check={"images": len(ctx.check.images), "skipped": ctx.check.images.skipped,
+               "source": _source(options.check_source)},
+        fp32_img_s=judges["int8-cpu"].steps[0].fp32_img_s if "int8-cpu" in judges else None,
+        sensitivity={n: effects[n].to_dict() for n in order if n in effects},
+        sensitivity_mode=options.sensitivity_mode, flavours=results, layers=ctx.layers,
+        search_s=round(time.perf_counter() - t0, 1), sensitivity_s=round(sens_s, 1), calibration=calib,
+        strategy=options.strategy, phases_s=phases.times, speed_backend=options.speed_backend)
 
 
 def _source(check_source):
@@ -234,10 +252,9 @@ class _Phases:
         return self.times[name]
 
 
-def _check_args(precision, scales, means, options, max_flips):
-    if precision not in ("int8", "fp16"):
-        raise OfconvertError("--max-flips needs --int8 or --fp16")
-    scales, means = _unpack(scales, means)
+def _check_args(precision, scales, options, max_flips):
+    """-> (scales, means) (:func:`_unpack`); OfconvertError for what cannot work."""
+    scales, means = _unpack(scales)
     if precision == "int8" and not scales:
         raise OfconvertError("int8 to a flip budget needs calibration scales")
     if options.strategy not in STRATEGIES:
@@ -249,38 +266,45 @@ def _check_args(precision, scales, means, options, max_flips):
 
 
 def _check_set(fp32_onnx, check_images, max_flips, flavours, preprocess, options, log):
-    """The fp32 model, the check images, their fp32 logits, the budget in flips, the
-    layers, the SpeedMeter (when int8-cpu is searched)."""
+    """The fp32 model, its layers, the check set (:class:`.data.CheckSet`; timed
+    when int8-cpu is searched), the budget in flips and the int8 target the
+    sensitivity measures (and the calibration choice runs)."""
     from ..calibration import preprocess_from_model
     from ..onnx_io import load_onnx
     from ..precision import qdq_layers
 
     model = load_onnx(fp32_onnx)
-    preprocess = preprocess or preprocess_from_model(model)
-    images = D.ImageSet(check_images, preprocess, options.decode_workers)
+    images = D.ImageSet(check_images, preprocess or preprocess_from_model(model), options.decode_workers)
     fp32 = D.session(model, options.threads)
-    shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])
-    ctx = types.SimpleNamespace(
-        model=model, images=images, budget=parse_budget(max_flips, len(images)), ref=D.logits(fp32, images),
-        meter=SpeedMeter(fp32, shape, options.speed_batch, options.speed_rounds, options.speed_run_s,
-                         backend=options.speed_backend, threads=options.threads)
-        if "int8-cpu" in flavours else None, layers=qdq_layers(model),
-        target="cpu" if "int8-cpu" in flavours else "trt")   # the sensitivity's (and timed) flavour for int8
+    timed = "int8-cpu" in flavours
+    check = D.CheckSet(images=images, ref=D.logits(fp32, images), threads=options.threads,
+                       meter=_speed_meter(fp32, images, options) if timed else None)
+    ctx = types.SimpleNamespace(model=model, layers=qdq_layers(model), check=check,
+                                budget=parse_budget(max_flips, len(images)),
+                                target="cpu" if timed else Flavour(flavours[0]).target)   # fp16: None
     log(f"flip budget {max_flips} = {ctx.budget} of {len(images)} check images; {len(ctx.layers)} layers")
     return ctx
 
 
-def _calibration_choice(ctx, precision, scales, means, options, log):
-    """(scales, all-quantized logits, calibration report): int8 with several
-    calibrations: the one with the fewest all-int8 expected flips on the check set."""
+def _speed_meter(fp32, images, options):
+    """The SpeedMeter timing candidates against the fp32 session ``fp32``."""
+    shape = (images.u8.shape[3], images.u8.shape[1], images.u8.shape[2])   # NHWC uint8 -> CHW
+    return SpeedMeter(fp32, shape, batch=options.speed_batch, rounds=options.speed_rounds,
+                      run_s=options.speed_run_s, backend=options.speed_backend, threads=options.threads)
+
+
+def _calibration_choice(ctx, precision, scales, means, log):
+    """(the chosen :class:`Quantization` at the sensitivity's target, its
+    all-quantized logits, the calibration report): int8 with several calibrations:
+    the one with the fewest all-int8 expected flips on the check set."""
     if precision != "int8":
-        return scales, D.logits(D.session(build(ctx.model, precision, scales, ctx.target, set()), options.threads),
-                                ctx.images), None
-    sets, flips, expected, base = _scale_sets(scales), {}, {}, {}
-    for m, sc in sets.items():
-        base[m] = D.logits(D.session(build(ctx.model, precision, sc, ctx.target, set(), means), options.threads),
-                           ctx.images)
-        flips[m], expected[m] = J.flips(ctx.ref, base[m]), round(J.expected_flips(ctx.ref, base[m]), 2)
+        quant = Quantization(precision, scales, ctx.target)
+        return quant, ctx.check.logits(quant.build(ctx.model)), None
+    sets = {m: Quantization(precision, sc, ctx.target, means) for m, sc in _scale_sets(scales).items()}
+    flips, expected, base, ref = {}, {}, {}, ctx.check.ref
+    for m, quant in sets.items():
+        base[m] = ctx.check.logits(quant.build(ctx.model))
+        flips[m], expected[m] = J.flips(ref, base[m]), round(J.expected_flips(ref, base[m]), 2)
     chosen = min(sets, key=lambda m: (expected[m], flips[m]))
     if len(sets) > 1:
         log(f"calibration chosen on the check set: {chosen} (all-int8 expected flips: "
@@ -289,43 +313,60 @@ def _calibration_choice(ctx, precision, scales, means, options, log):
     return sets[chosen], base[chosen], calib
 
 
-def _most_moved_first(ctx, base):
-    """Reorder the check images (and their fp32 logits, and ``base`` in place) by
+def _most_moved_first(check, base):
+    """Reorder the check set (and ``base``, the all-quantized logits, in place) by
     decreasing move of the fp32 top-1 margin under the all-quantized model."""
-    rows, top, second, _ = J._margins(np.asarray(ctx.ref, np.float64))
-    d = np.asarray(base, np.float64) - ctx.ref
+    rows, top, second, _ = J._margins(np.asarray(check.ref, np.float64))
+    d = np.asarray(base, np.float64) - check.ref
     idx = np.argsort(-(d[rows, top] - d[rows, second]) ** 2, kind="stable")
-    ctx.images.reorder(idx)
-    ctx.ref = np.ascontiguousarray(ctx.ref[idx])
+    check.reorder(idx)
     base[:] = base[idx]
 
 
-def _ranking(ctx, evs, precision, scales, base, means, options, log):
-    """(order, effects) of the "ranked" strategy (:mod:`.sensitivity`)."""
-    from .sensitivity import layer_effects, rank
+def _judges(ctx, quant, base, flavours, time_all, log):
+    """{flavour: CandidateJudge}, each with its all-quantized candidate judged (and,
+    int8-cpu, timed); ``quant``: the chosen calibration, ``base`` its logits."""
+    judges = {}
+    for fl in flavours:
+        target = Flavour(fl).target
+        check = ctx.check if fl == "int8-cpu" else ctx.check.untimed()
+        judges[fl] = judge = CandidateJudge(ctx.model, ctx.layers, dataclasses.replace(quant, target=target), check,
+                                            log=log, time_all=time_all)
+        if target == quant.target:
+            judge.seed(0, 0, base)   # the all-quantized model of the chosen calibration: run already
+        judge.stop_above = ctx.budget
+        judge.timed(0)
+    return judges
 
-    base_speedup = evs["int8-cpu"].steps[0].speedup if "int8-cpu" in evs else None
-    effects = layer_effects(ctx.model, ctx.layers, precision, scales, ctx.target, ctx.images, ctx.ref, base,
-                            options.sensitivity_mode, options.threads, options.sensitivity_images,
-                            ctx.meter, base_speedup, log, means)
+
+def _ranking(ctx, quant, judges, base, options, log):
+    """(order, effects) of the "ranked" strategy (:mod:`.sensitivity`), measured
+    with ``quant`` (the sensitivity's target) against ``base``, its logits."""
+    if options.sensitivity_mode == "kl":
+        effects = kl_effects(ctx.model, ctx.layers, quant, ctx.check, options.sensitivity_images, log)
+    else:
+        base_speedup = judges["int8-cpu"].steps[0].speedup if "int8-cpu" in judges else None
+        effects = flip_effects(ctx.model, ctx.layers, quant, ctx.check, base, base_speedup, log)
     order = rank(effects, options.sensitivity_mode)
     log("keep in float first: " + ", ".join(
         f"{n} (fixes {len(effects[n].fixes)}, breaks {len(effects[n].breaks)})" for n in order[:5]))
     return order, effects
 
 
-def _flavour_result(fl, ev, kj, ctx, effects):
-    step = ev(*kj) if kj is not None else None
-    names = ev.names(*kj) if kj is not None else []
-    r = FlavourResult(
-        fl, ctx.budget, kj is not None, len(names) if kj is not None else None,
-        [{"layer": n, "nodes": ctx.layers[n], "sensitivity": effects[n].to_dict() if n in effects else None,
-          "rank": i + 1} for i, n in enumerate(names)],
-        step.flips if step else None, step.img_s if step else None, steps_list(ev),
-        _NO_SPEED.get(fl if fl != "int8-cpu" else "", ""), step.speedup if step else None,
-        kj[0] if kj else None, kj[1] if kj else 0, step.expected if step else None)
-    r.candidates = ev
-    return r
+def _flavour_result(fl, judge, kj, ctx, effects):
+    """The flavour's result: ``kj``, the candidate (prefix k, suffix j) chosen, or
+    None (the budget is not met)."""
+    met = kj is not None
+    step, names = (judge(*kj), judge.names(*kj)) if met else (None, [])
+    return FlavourResult(
+        flavour=fl, budget_flips=ctx.budget, met=met, k=len(names) if met else None,
+        float_layers=[{"layer": n, "nodes": ctx.layers[n],
+                       "sensitivity": effects[n].to_dict() if n in effects else None, "rank": i + 1}
+                      for i, n in enumerate(names)],
+        flips=step.flips if met else None, img_s=step.img_s if met else None, steps=steps_list(judge),
+        speed_note=_NO_SPEED.get(fl, ""), speedup=step.speedup if met else None,
+        prefix=kj[0] if met else None, suffix=kj[1] if met else 0, expected_flips=step.expected if met else None,
+        candidates=judge)
 
 
 def _given_caches(scales):

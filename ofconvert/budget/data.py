@@ -1,9 +1,12 @@
 """The check set: images judging a flip budget, decoded once (``preprocache``),
-kept as uint8 and normalised batch by batch; the fp32 reference logits; the
-default split of a calibration set into calibration and check halves; overlap
-between image sets by file content."""
+kept as uint8 and normalised batch by batch; the fp32 reference logits
+(:class:`CheckSet`: what every candidate is judged against); the default split
+of a calibration set into calibration and check halves; overlap between image
+sets by file content."""
+import dataclasses
 import hashlib
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -84,6 +87,33 @@ class ImageSet:
         n = len(self) if limit is None else min(limit, len(self))
         for i in range(0, n, batch_size):
             yield normalize(self.u8[i:min(i + batch_size, n)], self.preprocess)
+
+
+@dataclasses.dataclass
+class CheckSet:
+    """What a candidate is judged against: the check ``images``, the fp32 model's
+    logits on them (``ref``, one row per image), the ONNX Runtime intra-op
+    ``threads`` candidates run with and the :class:`~.search.SpeedMeter` that
+    times them against fp32 (None: flips only)."""
+
+    images: ImageSet
+    ref: np.ndarray
+    threads: int = 2
+    meter: Optional[object] = None   # a SpeedMeter
+
+    def logits(self, model):
+        """A ModelProto's logits on the check images."""
+        return logits(session(model, self.threads), self.images)
+
+    def reorder(self, idx):
+        """Put image ``idx[i]`` (and its fp32 logits) at row i, in place: before any
+        candidate is judged (the search runs the images that move most first)."""
+        self.images.reorder(idx)
+        self.ref = np.ascontiguousarray(self.ref[np.asarray(idx)])
+
+    def untimed(self):
+        """The same check set without the meter (flavours whose CPU speed means nothing)."""
+        return dataclasses.replace(self, meter=None)
 
 
 class Session:

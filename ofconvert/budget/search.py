@@ -32,7 +32,6 @@ import numpy as np
 from ..errors import OfconvertError
 from . import data as D
 from . import judge as J
-from .sensitivity import build
 
 
 @dataclasses.dataclass
@@ -134,19 +133,20 @@ class SpeedMeter:
 
 class CandidateJudge:
     """Builds, checks (and times) the candidate with the first ``k`` layers of
-    ``order`` and the last ``j`` of the graph kept in float; memoised by (k, j).
-    ``speed``: a :class:`SpeedMeter` (or None: flips only); ``time_all``: time
-    every candidate when it is checked, else only those :meth:`timed` asks for."""
+    ``order`` (default: graph order) and the last ``j`` of the graph kept in
+    float; memoised by (k, j). ``layers``: {layer: [node keys]}
+    (:func:`ofconvert.precision.qdq_layers`); ``quant``: how the rest is made (a
+    :class:`~.sensitivity.Quantization`); ``check``: what it is judged against (a
+    :class:`~.data.CheckSet`; its meter, if any, times the candidates);
+    ``time_all``: time every candidate when it is checked, else only those
+    :meth:`timed` asks for."""
 
-    def __init__(self, model, layers, order, precision, scales, target, images, ref, threads=2,
-                 speed=None, log=None, time_all=True, means=None):
-        self.model, self.layers, self.order = model, layers, list(order)
+    def __init__(self, model, layers, quant, check, order=None, log=None, time_all=True):
+        self.model, self.layers, self.quant, self.check = model, layers, quant, check
         self.graph = list(layers)          # qdq_layers order: topological
-        self.precision, self.scales, self.target = precision, scales, target
-        self.images, self.ref, self.threads, self.means = images, np.asarray(ref), threads, means
-        self.speed, self.time_all = speed, time_all
+        self.order = list(self.graph if order is None else order)
+        self.speed, self.time_all, self.log = check.meter, time_all, log
         self.cut = cut_sizes(model, self.graph)
-        self.log = log
         self.steps = {}
         self.top1 = {}
         #: a budget (expected flips): a candidate's check run stops once certain to exceed it
@@ -161,7 +161,12 @@ class CandidateJudge:
         return {nd for name in self.names(k, j) for nd in self.layers[name]}
 
     def model_for(self, k, j=0):
-        return build(self.model, self.precision, self.scales, self.target, self.exclude(k, j), self.means)
+        return self.quant.build(self.model, self.exclude(k, j))
+
+    @property
+    def n_check(self):
+        """The number of check images."""
+        return len(self.check.ref)
 
     def _key(self, k, j):
         return k if j == 0 else (k, j)
@@ -169,12 +174,12 @@ class CandidateJudge:
     def __call__(self, k, j=0) -> Step:
         key = self._key(k, j)
         st = self.steps.get(key)
-        if st is None or (st.images < len(self.ref) and not self._over(st.expected)):
+        if st is None or (st.images < self.n_check and not self._over(st.expected)):
             t0 = time.perf_counter()
-            sess = D.session(self.model_for(k, j), self.threads)
+            sess = D.session(self.model_for(k, j), self.check.threads)
             out = self._logits(sess)
             self.steps[key] = st = self._step(k, j, out, time.perf_counter() - t0)
-            if self.speed is not None and self.time_all and st.images == len(self.ref):
+            if self.speed is not None and self.time_all and st.images == self.n_check:
                 self._time(st, sess)
             self._log(st)
         return st
@@ -192,27 +197,27 @@ class CandidateJudge:
         """The candidate's logits on the check images, batch by batch; stops early
         (fewer rows) once its expected flips are certain to exceed ``stop_above``."""
         outs, n = [], 0
-        for out in D.iter_logits(sess, self.images):
+        for out in D.iter_logits(sess, self.check.images):
             outs.append(out)
             n += len(out)
-            if self.stop_above is not None and n < len(self.ref) and \
-                    self._over(J.expected_flips_lower_bound(self.ref, np.concatenate(outs))):
+            if self.stop_above is not None and n < self.n_check and \
+                    self._over(J.expected_flips_lower_bound(self.check.ref, np.concatenate(outs))):
                 break
         return np.concatenate(outs)
 
     def _step(self, k, j, out, seconds):
-        n, full = len(out), len(out) == len(self.ref)
-        flips = J.flips(self.ref[:n], out)
-        expected = J.expected_flips(self.ref, out) if full else J.expected_flips_lower_bound(self.ref, out)
+        ref, n = self.check.ref, len(out)
+        flips = J.flips(ref[:n], out)
+        expected = J.expected_flips(ref, out) if n == len(ref) else J.expected_flips_lower_bound(ref, out)
         self.top1[self._key(k, j)] = out.argmax(1)
-        return Step(k, flips, round(100.0 * flips / len(self.ref), 3), None, round(seconds, 2), j=j,
-                    expected=round(expected, 2), images=n)
+        return Step(k=k, flips=flips, flip_pct=round(100.0 * flips / self.n_check, 3), img_s=None,
+                    seconds=round(seconds, 2), j=j, expected=round(expected, 2), images=n)
 
     def timed(self, k, j=0) -> Step:
         """The step, timed against fp32 (when there is a SpeedMeter)."""
         st = self(k, j)
         if self.speed is not None and st.img_s is None:
-            self._time(st, D.session(self.model_for(k, j), self.threads))
+            self._time(st, D.session(self.model_for(k, j), self.check.threads))
             self._log(st)
         return st
 
@@ -224,8 +229,8 @@ class CandidateJudge:
 
     def _log(self, s):
         if self.log:
-            part = "" if s.images == len(self.ref) else f" (stopped after {s.images} images: over the budget)"
-            self.log(f"  {self.target if self.precision == 'int8' else 'fp16'}: {s.k:3d}"
+            part = "" if s.images == self.n_check else f" (stopped after {s.images} images: over the budget)"
+            self.log(f"  {self.quant.target if self.quant.precision == 'int8' else 'fp16'}: {s.k:3d}"
                      + (f"+{s.j}" if s.j else "") + f" layer(s) in float: {s.flips} flip(s) ({s.flip_pct:.2f} %), "
                      f"expected {s.expected}{part}"
                      + (f", {s.img_s:.0f} img/s = {s.speedup:.2f}x fp32 ({s.fp32_img_s:.0f})" if s.img_s else ""))

@@ -1,24 +1,25 @@
 """Per-layer sensitivity, measured in the user's terms, and the order the search
-keeps layers in float.
+keeps layers in float; :class:`Quantization`: how every candidate model is made.
 
-* ``"flips"`` (default): each layer alone kept in float, every other layer
-  quantized (int8) or cast (fp16), run on the whole check set: which of the
-  all-quantized model's flips it *fixes* (top-1 back to fp32's), which images it
-  *breaks*, how much the mean KL(softmax fp32 || softmax candidate) drops and,
-  where a :class:`~.search.SpeedMeter` is given and the layer fixes something,
-  what keeping it in float costs in speed. :func:`rank` then orders the layers
-  greedily: the layer that fixes the most not-yet-fixed flips (minus the ones it
-  breaks) per unit of speed lost, then the rest by KL gain.
-* ``"kl"``: each layer alone quantized, the rest fp32 (Polygraphy / ModelOpt
-  style), mean KL on a few check images; order by decreasing KL. It predicted
-  flips poorly on efficientnet_lite0 (docs/budget.md) and is kept to compare.
+* ``"flips"`` (default, :func:`flip_effects`): each layer alone kept in float,
+  every other layer quantized (int8) or cast (fp16), run on the whole check set:
+  which of the all-quantized model's flips it *fixes* (top-1 back to fp32's),
+  which images it *breaks*, how much the mean KL(softmax fp32 || softmax
+  candidate) drops and, where the check set has a :class:`~.search.SpeedMeter`
+  and the layer fixes something, what keeping it in float costs in speed.
+  :func:`rank` then orders the layers greedily: the layer that fixes the most
+  not-yet-fixed flips (minus the ones it breaks) per unit of speed lost, then
+  the rest by KL gain.
+* ``"kl"`` (:func:`kl_effects`): each layer alone quantized, the rest fp32
+  (Polygraphy / ModelOpt style), mean KL on a few check images; order by
+  decreasing KL. It predicted flips poorly on efficientnet_lite0 (docs/budget.md)
+  and is kept to compare.
 """
 import dataclasses
 from typing import List, Optional
 
 import numpy as np
 
-from ..errors import OfconvertError
 from . import data as D
 
 MODES = ("flips", "kl")
@@ -50,54 +51,72 @@ def kl_to_reference(ref, out):
     return float(np.mean(np.sum(np.exp(lp) * (lp - lq), 1)))
 
 
-def build(model, precision, scales, target, exclude, means=None):
-    """The candidate ModelProto: int8 Q/DQ for ``target`` (biases corrected with the
-    calibration ``means`` when given) or fp16 (fp32 I/O), with the nodes in
-    ``exclude`` kept in float."""
-    from ..precision import fp16_model, quantize_model
+@dataclasses.dataclass(frozen=True)
+class Quantization:
+    """How a candidate is made from the fp32 model: int8 Q/DQ for ``target``
+    (``"trt"``: TensorRT, ``"cpu"``: ONNX Runtime CPU) with the calibration
+    ``scales`` (biases corrected with the calibration ``means`` when given), or
+    fp16 (fp32 I/O; ``scales``, ``target`` and ``means`` unused)."""
 
-    if precision == "int8":
-        return quantize_model(model, scales, target, exclude, means=means)
-    return fp16_model(model, keep_io_types=True, exclude=exclude)
+    precision: str                  # "int8" or "fp16"
+    scales: Optional[dict] = None   # {tensor: scale}
+    target: Optional[str] = None    # "trt" or "cpu"
+    means: Optional[dict] = None    # {tensor: per-channel mean} (calibrate(...).means)
+
+    def build(self, model, exclude=()):
+        """The candidate ModelProto, the nodes in ``exclude`` kept in float."""
+        from ..precision import fp16_model, quantize_model
+
+        if self.precision == "int8":
+            return quantize_model(model, self.scales, self.target, exclude, means=self.means)
+        return fp16_model(model, keep_io_types=True, exclude=exclude)
 
 
-def layer_effects(model, layers, precision, scales, target, images, ref, base, mode="flips", threads=2,
-                  num_images=64, speed=None, base_speedup=None, log=None, means=None):
-    """{layer: :class:`Effect`} for every layer of ``layers`` ({layer: [node keys]},
-    :func:`ofconvert.precision.qdq_layers`); ``ref``: fp32 logits of ``images``,
-    ``base``: the all-quantized model's. ``speed`` (a SpeedMeter) and
-    ``base_speedup`` (the all-quantized model's ratio vs fp32): time the layers
-    that fix something."""
-    if mode not in MODES:
-        raise OfconvertError(f"unknown sensitivity mode {mode!r}; known: {', '.join(MODES)}")
+def flip_effects(model, layers, quant, check, base, base_speedup=None, log=None):
+    """``"flips"`` mode: {layer: :class:`Effect`} of keeping each layer of ``layers``
+    ({layer: [node keys]}, :func:`ofconvert.precision.qdq_layers`) alone in float,
+    the rest made as ``quant`` (a :class:`Quantization`) says, run on the whole
+    check set ``check`` (a :class:`~.data.CheckSet`); ``base``: the all-quantized
+    model's logits. Where the check set has a meter and ``base_speedup`` (the
+    all-quantized model's ratio vs fp32) is known, the layers that fix something
+    are timed."""
+    ref_top1 = check.ref.argmax(1)
+    wrong = base.argmax(1) != ref_top1
+    base_kl = kl_to_reference(check.ref, base)
     out = {}
-    if mode == "kl":
-        n = min(num_images, len(images))
-        every = {(nd.name or nd.output[0]) for nd in model.graph.node} if precision == "fp16" else \
-            {k for v in layers.values() for k in v}
-        for i, (name, nodes) in enumerate(layers.items()):
-            o = D.logits(D.session(build(model, precision, scales, target, every - set(nodes), means), threads),
-                         images, 32, n)
-            out[name] = Effect([], [], kl_to_reference(ref[:n], o))
-            if log and (i + 1) % 10 == 0:
-                log(f"  sensitivity {i + 1}/{len(layers)}")
-        return out
-    ref_top1, base_top1 = ref.argmax(1), base.argmax(1)
-    base_kl = kl_to_reference(ref, base)
-    wrong = base_top1 != ref_top1
     for i, (name, nodes) in enumerate(layers.items()):
-        sess = D.session(build(model, precision, scales, target, set(nodes), means), threads)
-        o = D.logits(sess, images)
+        sess = D.session(quant.build(model, set(nodes)), check.threads)
+        o = D.logits(sess, check.images)
         top1 = o.argmax(1)
-        e = Effect(np.flatnonzero(wrong & (top1 == ref_top1)).tolist(),
-                   np.flatnonzero(~wrong & (top1 != ref_top1)).tolist(), base_kl - kl_to_reference(ref, o))
-        if speed is not None and base_speedup and len(e.fixes) > len(e.breaks):
-            _, _, e.speedup = speed(sess)
+        e = Effect(fixes=np.flatnonzero(wrong & (top1 == ref_top1)).tolist(),
+                   breaks=np.flatnonzero(~wrong & (top1 != ref_top1)).tolist(),
+                   kl_gain=base_kl - kl_to_reference(check.ref, o))
+        if check.meter is not None and base_speedup and len(e.fixes) > len(e.breaks):
+            _, _, e.speedup = check.meter(sess)
             e.cost = max(0.0, 1.0 / e.speedup - 1.0 / base_speedup)
         out[name] = e
-        if log and (i + 1) % 10 == 0:
-            log(f"  sensitivity {i + 1}/{len(layers)}")
+        _progress(log, i, layers)
     return out
+
+
+def kl_effects(model, layers, quant, check, num_images=64, log=None):
+    """``"kl"`` mode: {layer: :class:`Effect`} of quantizing each layer of ``layers``
+    alone (as ``quant`` says), the rest fp32: its mean KL to fp32 on the first
+    ``num_images`` images of ``check``."""
+    n = min(num_images, len(check.images))
+    every = {(nd.name or nd.output[0]) for nd in model.graph.node} if quant.precision == "fp16" else \
+        {k for v in layers.values() for k in v}
+    out = {}
+    for i, (name, nodes) in enumerate(layers.items()):
+        o = D.logits(D.session(quant.build(model, every - set(nodes)), check.threads), check.images, 32, n)
+        out[name] = Effect(fixes=[], breaks=[], kl_gain=kl_to_reference(check.ref[:n], o))
+        _progress(log, i, layers)
+    return out
+
+
+def _progress(log, i, layers):
+    if log and (i + 1) % 10 == 0:
+        log(f"  sensitivity {i + 1}/{len(layers)}")
 
 
 def rank(effects, mode="flips", cost_floor=COST_FLOOR):

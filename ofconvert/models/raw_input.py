@@ -190,7 +190,7 @@ def uint8_images(preprocess, n, use_real=True, seed=0):
     """(images uint8 (n, S, S, 3), real image paths, note): real images of the
     shared validation set when present (as the float validation uses), and seeded
     random pixels."""
-    from ..data import load_and_crop
+    from ..data import load_and_crop, real_images
     from ..errors import DataError
 
     rng = np.random.default_rng(seed)
@@ -198,8 +198,6 @@ def uint8_images(preprocess, n, use_real=True, seed=0):
     random = rng.integers(0, 256, size=(n, s, s, 3), dtype=np.uint8)
     out, paths, note = {}, [], ""
     if use_real:
-        from ..validation import real_images
-
         try:
             paths = real_images(n)
             out["real"] = [np.stack([load_and_crop(p, preprocess) for p in paths])]

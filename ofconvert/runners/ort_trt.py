@@ -54,7 +54,7 @@ def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_di
     if calib_cache is not None:
         if precision != "int8":
             raise OfconvertError(f"a calibration cache is for int8, not {precision}")
-        if info is not None and info.kind == "qdq":
+        if info is not None and info.flavour.precision == "int8":
             raise OfconvertError("ONNX Runtime's TensorRT provider refuses a calibration table for a Q/DQ model; "
                                  "pass the fp32 ONNX with the cache, or the Q/DQ ONNX without it")
         cache = read_calibration_cache(calib_cache)
@@ -67,7 +67,7 @@ def ort_trt_provider_options(precision="fp32", calib_cache=None, engine_cache_di
         opts["trt_engine_cache_path"] = root
         opts["trt_int8_calibration_table_name"] = name
         opts["trt_int8_use_native_calibration_table"] = True
-    elif precision == "int8" and info is not None and info.kind != "qdq":
+    elif precision == "int8" and info is not None and info.flavour.precision != "int8":
         raise OfconvertError("int8 through ONNX Runtime's TensorRT provider needs the Q/DQ ONNX "
                              "or a calibration cache for the fp32 ONNX")
     if workspace_mb is not None:

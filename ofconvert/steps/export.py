@@ -19,16 +19,17 @@ def export_step(plan, stage, res, log):
                                              else "(same model, weights, opset; validated)"))
         plan.fp32, res.export = final, rep
         return
+    from ..export_options import ExportOptions, ValidateOptions
     from ..exporter import export
 
     staged = opts.precision != "fp32" or opts.to != "onnx"
     target = stage.path(final) if staged else final
     log(f"exporting {opts.model} -> {final} (opset {opts.opset})")
-    r = export(opts.model, target, weights=opts.weights, opset=opts.opset, validate=opts.validate,
-               simplify=opts.simplify, input_shape=opts.input_shape, model_args=opts.model_args,
-               input_names=opts.input_names, dynamic_size=opts.dynamic_size or None,
-               validation_options={"label": final},   # the file it becomes, not the stage's copy
-               **({"input_format": opts.input_format} if opts.input_format else {}))
+    r = export(opts.model, target, ExportOptions(
+        weights=opts.weights, opset=opts.opset, validate=opts.validate, simplify=opts.simplify,
+        input_shape=opts.input_shape, model_args=opts.model_args, input_names=opts.input_names,
+        dynamic_size=opts.dynamic_size or None, input_format=opts.input_format,
+        validation_options=ValidateOptions(label=final)))   # the file it becomes, not the stage's copy
     plan.fp32, res.export = target, r.to_dict()
     if staged:   # its reports name the final path once the stage is committed (fileio.Stage)
         res.export["onnx_path"] = final

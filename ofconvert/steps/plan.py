@@ -29,6 +29,7 @@ class Plan:
     calib_data: object = None             # what calibrates: --calib, or the calibration part of a split
     split: bool = False                   # --calib split into calibration and check parts
     cache_scales: Optional[dict] = None   # --calib-cache, read once
+    engine: object = None                 # --to trt: the checked ofconvert.EngineOptions
 
     @property
     def precision(self):
@@ -81,7 +82,7 @@ def preflight(opts) -> Plan:
 
     check_creatable_dir(plan.folder)   # checked, not created: a refused run leaves no new folder
     if opts.to == "trt":
-        _check_tensorrt(opts)
+        plan.engine = _check_tensorrt(opts)
     for role, flavour in plan.written:   # never replace a file of another precision
         check_overwrite(plan.paths[role], flavour)
     return plan
@@ -209,10 +210,12 @@ def _check_speed_backend(opts):
 
 
 def _check_tensorrt(opts):
-    """Fail before the slow steps (export, calibration)."""
+    """The engine build's options, checked, and TensorRT there: before the slow steps
+    (export, calibration). The calibration cache is the int8 step's, added then."""
     from ..engine import EngineOptions, require_tensorrt
 
-    EngineOptions(precision=opts.precision, batch=opts.batch, max_batch=opts.max_batch,
-                  workspace_mb=opts.workspace_mb, timing_cache=opts.timing_cache,
-                  strongly_typed=opts.strongly_typed).validate()
+    engine = EngineOptions(precision=opts.precision, batch=opts.batch, max_batch=opts.max_batch,
+                           workspace_mb=opts.workspace_mb, timing_cache=opts.timing_cache,
+                           strongly_typed=opts.strongly_typed).validate()
     require_tensorrt()
+    return engine

@@ -103,16 +103,17 @@ def _record_calibration(plan, res, cal, **extra):
 def _budget(plan, stage, res, log, scales, means, flavours):
     """The fewest layers in float that keep top-1 flips vs fp32 within --max-flips
     (ofconvert.budget); writes each flavour with its .budget.json (+ .budget.png)."""
-    from ..budget import BudgetOptions, quantize_to_budget, require_met
+    from ..budget import BudgetOptions, CalibrationScales, quantize_to_budget, require_met
     from ..budget.report import write_models
 
     opts = plan.opts
     log(f"flip budget {opts.max_flips} on {len(plan.check_images)} check images "
         f"({'--check-data' if opts.check_data else 'a split of --calib' if opts.precision == 'int8' else '--calib'})")
-    b = quantize_to_budget(plan.fp32, plan.check_images, opts.max_flips, precision=opts.precision, scales=scales,
-                           means=means, flavours=flavours, preprocess=plan.config.preprocess,
-                           options=BudgetOptions(speed_backend=opts.speed_backend),
-                           check_source=os.fspath(opts.check_data or opts.calib), log=log)
+    b = quantize_to_budget(plan.fp32, plan.check_images, opts.max_flips,
+                           scales=CalibrationScales(scales, means) if scales is not None else None,
+                           flavours=flavours, preprocess=plan.config.preprocess,
+                           options=BudgetOptions(speed_backend=opts.speed_backend,
+                                                 check_source=os.fspath(opts.check_data or opts.calib)), log=log)
     require_met(b)
     staged = {f: stage.path(plan.paths[f]) for f in flavours}
     write_models(b, staged, log=lambda m: log(m.replace(stage.folder + os.sep, stage.final + os.sep)))

@@ -1,5 +1,5 @@
 """Decisions about a TensorRT engine, made without TensorRT: the optimization
-profile, what the ONNX file is (inputs, dtype, precision kind), the build
+profile, what the ONNX file is (inputs, dtype, flavour), the build
 strategy for the installed TensorRT version and the options of one build.
 Nothing here imports ``tensorrt`` or ``polygraphy``."""
 import dataclasses
@@ -8,11 +8,11 @@ import operator
 import os
 from typing import Optional, Tuple
 
+from ..artifacts.names import FLAVOURS, Flavour
 from ..config import PRECISIONS
 from ..errors import BackendUnavailableError, CalibrationCacheError, OfconvertError
 from ..trt_info import parse_version
 
-ONNX_KINDS = ("fp32", "fp16", "qdq")
 MAX_BATCH_LIMIT = 4096
 
 
@@ -97,7 +97,7 @@ class OnnxInfo:
     sample_shape: Tuple[int, int, int]
     fixed_batch: Optional[int]        # None when the batch dimension is dynamic
     output_name: str
-    kind: str                         # "fp32" | "fp16" | "qdq"
+    flavour: Flavour                  # what it holds: fp32, fp16, int8 (TensorRT Q/DQ), int8-cpu
     metadata: dict
     size_ranges: Optional[dict] = None   # {"height": (min, opt, max), "width": ...}: dynamic H/W (export metadata)
 
@@ -126,7 +126,7 @@ class OnnxInfo:
 
 
 def inspect_onnx(onnx_path) -> OnnxInfo:
-    """Input/output names, per-sample shape, dtype, precision kind and metadata."""
+    """Input/output names, per-sample shape, dtype, flavour and metadata."""
     from ..onnx_io import load_onnx
 
     path = os.fspath(onnx_path)
@@ -155,12 +155,11 @@ def inspect_onnx(onnx_path) -> OnnxInfo:
             ranges[k][1] if k in ranges else d for k, d in zip(("height", "width"), sample[1:])]
     if any(d is None for d in sample):
         sample = _sample_shape_from_metadata(meta, sample, path, inp.name)
-    from ..artifacts.content import onnx_precision
+    from ..graph.precision import onnx_precision
 
-    kind = _KIND_OF_PRECISION[onnx_precision(model)]   # the one detector (a Cast to fp16 is fp16 too)
     return OnnxInfo(path=path, input_name=inp.name, input_dtype=_ONNX_DTYPES[tt.elem_type],
                     sample_shape=tuple(int(d) for d in sample), fixed_batch=dims[0],
-                    output_name=out.name, kind=kind, metadata=meta, size_ranges=ranges)
+                    output_name=out.name, flavour=Flavour(onnx_precision(model)), metadata=meta, size_ranges=ranges)
 
 
 def _size_ranges(meta, path):
@@ -219,15 +218,14 @@ class BuildPlan:
         return {"strongly_typed": self.strongly_typed, "flags": list(self.flags), "calibrator": self.calibrator}
 
 
-_PRECISION_OF_KIND = {"fp32": "fp32", "fp16": "fp16", "qdq": "int8"}
-_KIND_OF_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "qdq", "int8-cpu": "qdq"}
 _WEAK_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}
 _TYPED_ONNX_HINT = {"fp16": "the fp16 ONNX (ofconvert.precision.to_fp16)",
                     "int8": "the Q/DQ ONNX (ofconvert.precision.quantize_qdq)"}
 
 
-def plan_build(tensorrt_version, precision, onnx_kind, has_calib_cache=False, strongly_typed=None) -> BuildPlan:
-    """Pick the build strategy.
+def plan_build(tensorrt_version, precision, onnx_flavour, has_calib_cache=False, strongly_typed=None) -> BuildPlan:
+    """Pick the build strategy for an ONNX holding ``onnx_flavour`` (a Flavour value:
+    its Q/DQ int8 flavours are int8 to TensorRT).
 
     TensorRT >= 11 (weak typing removed): strongly typed network from an ONNX
     whose types already say the precision (fp32 / fp16 / Q/DQ).
@@ -237,8 +235,8 @@ def plan_build(tensorrt_version, precision, onnx_kind, has_calib_cache=False, st
     """
     if precision not in PRECISIONS:
         raise OfconvertError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    if onnx_kind not in ONNX_KINDS:
-        raise ValueError(f"onnx_kind must be one of {ONNX_KINDS}, got {onnx_kind!r}")
+    if onnx_flavour not in FLAVOURS:
+        raise ValueError(f"onnx_flavour must be one of {FLAVOURS}, got {onnx_flavour!r}")
     major = parse_version(tensorrt_version)[0]
     if major < 10:
         raise BackendUnavailableError(f"TensorRT {tensorrt_version} is too old: ofconvert needs TensorRT 10 or 11 "
@@ -247,12 +245,12 @@ def plan_build(tensorrt_version, precision, onnx_kind, has_calib_cache=False, st
     if strongly_typed is False and not weak_available:
         raise OfconvertError(f"TensorRT {tensorrt_version} builds strongly typed networks only (weak typing was "
                              "removed in TensorRT 11); do not ask for a weakly typed build")
-    kind_precision = _PRECISION_OF_KIND[onnx_kind]
-    if kind_precision != "fp32" and kind_precision != precision:
-        what = "has Q/DQ nodes (int8)" if onnx_kind == "qdq" else "is fp16"
+    held = Flavour(onnx_flavour).precision   # what the ONNX computes in
+    if held != "fp32" and held != precision:
+        what = "has Q/DQ nodes (int8)" if held == "int8" else "is fp16"
         raise OfconvertError(f"the ONNX {what} but precision {precision!r} was asked for; "
-                             f"build it with precision={kind_precision!r} or pass the matching ONNX")
-    if kind_precision == precision:
+                             f"build it with precision={held!r} or pass the matching ONNX")
+    if held == precision:
         if strongly_typed is False:
             return BuildPlan(False, _WEAK_FLAGS[precision])
         return BuildPlan(True)

@@ -97,7 +97,7 @@ def make_sidecar(info: OnnxInfo, options: "EngineOptions", plan: BuildPlan, prof
         "profile": {"input": info.input_name, "min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
         "io": {"input": io_input,
                "output": {"name": info.output_name}},
-        "onnx": {"file": os.path.abspath(info.path), "sha256": fileio.sha256_file(info.path), "kind": info.kind},
+        "onnx": {"file": os.path.abspath(info.path), "sha256": fileio.sha256_file(info.path), "flavour": info.flavour},
         "calibration_cache": calib,
         "model": info.metadata.get("ofconvert.model"),
         "preprocess": info.preprocess,

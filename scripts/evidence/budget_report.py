@@ -135,14 +135,15 @@ def main():
         f"{time.perf_counter() - t0:.0f} s")
     model = onnx.load(args.onnx)
     t0 = time.perf_counter()
-    res = B.quantize_to_budget(args.onnx, check, args.budget, scales={m: c.scales for m, c in cals.items()},
-                               means=means, preprocess=cfg, options=B.BudgetOptions(threads=args.threads),
-                               check_source=args.calib, log=log)
+    res = B.quantize_to_budget(args.onnx, check, args.budget,
+                               scales=B.CalibrationScales({m: c.scales for m, c in cals.items()}, means),
+                               preprocess=cfg, options=B.BudgetOptions(threads=args.threads, check_source=args.calib),
+                               log=log)
     run_s = time.perf_counter() - t0
     B.require_met(res)
     stem = os.path.join(args.work, "efficientnet_lite0")
     written = write_models(res, {"int8-cpu": stem + ".int8-cpu.onnx", "int8": stem + ".int8.onnx"}, log=log)
-    ev = res.flavours["int8-cpu"]._evaluator
+    ev = res.flavours["int8-cpu"].candidates
     chosen, head = {}, res.flavours["int8-cpu"]
     for b in args.budgets:
         nb = B.parse_budget(b, len(check))
@@ -179,7 +180,7 @@ def main():
                       "check_speedup": st.speedup, "eval_flips": row["flips"], "eval_flip_pct": row["flip_pct"],
                       "eval_top1": row["top1"], "img_s_b8": row["img_s_b8"], "fp32_img_s_b8": row["fp32_img_s_b8"],
                       "speedup_b8": row["speedup_b8"]})
-    from ofconvert.budget.sensitivity import build
+    from ofconvert.budget.sensitivity import Quantization
     from ofconvert.precision import quantize_model
 
     rows = [measure("fp32", model)]
@@ -187,17 +188,17 @@ def main():
                         ev.model_for(0)))
     chosen_scales = cals[res.calibration["chosen"]].scales
     rows.append(measure(f"ours int8-cpu, all int8 ({res.calibration['chosen']}), no bias correction",
-                        build(model, "int8", chosen_scales, "cpu", set())))
+                        Quantization("int8", chosen_scales, "cpu").build(model)))
     for m in ("entropy", "minmax"):
         if m != res.calibration["chosen"]:
             rows.append(measure(f"ours int8-cpu, all int8 ({m}{', the plain --int8 default' if m == 'entropy' else ''})",
-                                build(model, "int8", cals[m].scales, "cpu", set(), means)))
+                                Quantization("int8", cals[m].scales, "cpu", means).build(model)))
     for b, kj in chosen.items():
         if kj is not None:
             rows.append(measure(f"ours int8-cpu, --max-flips {b} (float: first {kj[0]} + last {kj[1]} layers)",
                                 ev.model_for(*kj)))
     rows.append(measure(f"ours int8-cpu, all int8 ({res.calibration['chosen']}), Pads not folded",
-                        quantize_model(model, ev.scales, "cpu", fold_pads=False, means=means)))
+                        quantize_model(model, ev.quant.scales, "cpu", fold_pads=False, means=means)))
     if not args.skip_ort:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+WARMUP = 10   # untimed runs before the timed ones
 SIZES = {"resnet50": 224, "efficientnet_lite0": 224, "inception_v3": 299}
 
 # ORT-CUDA settings: provider options + how the session is driven. "fastest" is the
@@ -110,12 +111,12 @@ def _time_steps(steps, iters, warmup):
     return time.perf_counter() - t0, [x for out in lat for x in out]
 
 
-def measure_ort(path, model, batch, opts, graph, streams=1, iters=300, warmup=10, provider="cuda"):
+def measure_ort(path, model, batch, opts, graph, streams=1, iters=300, provider="cuda"):
     runners = [_runner(path, opts, graph, provider) for _ in range(streams)]
     try:
         x = _batch(model, batch, runners[0].input_dtype)
         steps = [r.make_step(x, device_input=True) for r in runners]
-        wall, lat = _time_steps(steps, iters, warmup)
+        wall, lat = _time_steps(steps, iters, WARMUP)
     finally:
         for r in runners:
             r.deactivate()
@@ -291,7 +292,7 @@ def _torch_model(name):
     raise SystemExit(f"no torch peer for {name}")
 
 
-def measure_torch(model, batch, mode, iters, warmup=10):
+def measure_torch(model, batch, mode, iters, warmup=WARMUP):
     import torch
 
     torch.manual_seed(0)
