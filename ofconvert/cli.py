@@ -74,10 +74,10 @@ class _Shapes(argparse.Action):
 
 
 def _convert_parser(probe=False, for_help=False):
-    if probe or for_help:   # the parent: no import of pipeline (numpy, ...); the child checks the choice
+    if probe or for_help:   # the parent: no import of calibration (numpy, ...); the child checks the choice
         calib_methods, cls = None, (_Probe if probe else _Parser)
     else:
-        from .pipeline import CALIB_METHODS as calib_methods
+        from .calibration import METHODS as calib_methods
         cls = _Parser
 
     p = cls(prog="ofconvert", description="Convert a OneFlow model: OneFlow -> ONNX (-> TensorRT).")

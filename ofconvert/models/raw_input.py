@@ -130,14 +130,16 @@ def _drop_float_casts(g, name):
 def _chain(g, cast):
     """The Cast and the element-wise Sub / Mul / Div after it that take only it
     (or the previous one) and constants: the normalisation kept in float32."""
-    consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    from ..graph import GraphIndex
+
+    idx = GraphIndex(g)
     chain, cur = [cast], cast.output[0]
     while True:
-        users = [n for n in g.node if cur in n.input]
+        users = idx.consumers.get(cur, [])
         if len(users) != 1 or users[0].op_type not in ("Sub", "Mul", "Div", "Add"):
             return chain
         n = users[0]
-        if any(t != cur and t not in consts for t in n.input):
+        if any(t != cur and not idx.is_constant(t) for t in n.input):
             return chain
         chain.append(n)
         cur = n.output[0]
