@@ -50,7 +50,8 @@ def failing_module(module, shapes):
     stack, saved = [], []
     for name, sub in module.named_modules():   # OneFlow's register_*_hook return no handle: restore the dicts
         if name:
-            saved.append((sub, dict(sub._forward_pre_hooks), dict(sub._forward_hooks)))
+            # OneFlow 0.9 has no hook handles: its hook dicts are saved and restored
+            saved.append((sub, dict(sub._forward_pre_hooks), dict(sub._forward_hooks)))  # noqa: SLF001
             sub.register_forward_pre_hook(lambda m, inp, name=name: stack.append(name))   # returns None
             sub.register_forward_hook(lambda m, inp, out: stack.pop() and None)   # None: the output stays
     try:
@@ -61,10 +62,10 @@ def failing_module(module, shapes):
         return f"module `{stack[-1]}` ({type(dict(module.named_modules())[stack[-1]]).__name__})" if stack else None
     finally:
         for sub, pre, post in saved:
-            sub._forward_pre_hooks.clear()
-            sub._forward_pre_hooks.update(pre)
-            sub._forward_hooks.clear()
-            sub._forward_hooks.update(post)
+            sub._forward_pre_hooks.clear()   # noqa: SLF001 (no hook handles in OneFlow 0.9)
+            sub._forward_pre_hooks.update(pre)  # noqa: SLF001
+            sub._forward_hooks.clear()  # noqa: SLF001
+            sub._forward_hooks.update(post)  # noqa: SLF001
 
 
 def _shapes_text(shapes):
@@ -102,8 +103,8 @@ def _clean_job(graph):
     """A copy of the traced job without empty list attributes (``nd_sbp=[]`` of
     tensors created inside forward, e.g. ones_like/arange), which onnx's
     make_node cannot type."""
-    job = type(graph._full_graph_proto)()
-    job.CopyFrom(graph._full_graph_proto)
+    job = type(graph._full_graph_proto)()   # noqa: SLF001 (the traced job: what oneflow-onnx reads too)
+    job.CopyFrom(graph._full_graph_proto)   # noqa: SLF001
     for op in job.net.op:
         if not op.HasField("user_conf"):
             continue

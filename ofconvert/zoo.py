@@ -96,7 +96,8 @@ def recalibrate_batchnorm(module, input_shape, seed=DEFAULT_SEED, batch=8):
     running statistics to those of one seeded random batch, layer by layer
     (momentum 1), as a freshly trained network would have. Deterministic."""
     flow = import_oneflow()
-    bns = [m for m in module.modules() if isinstance(m, flow.nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in module.modules()   # every BN kind shares OneFlow's private base class
+           if isinstance(m, flow.nn.modules.batchnorm._BatchNorm)]  # noqa: SLF001
     if not bns:
         return module
     x = np.random.default_rng(seed).standard_normal((batch,) + tuple(input_shape)).astype(np.float32)

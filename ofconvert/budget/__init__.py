@@ -316,7 +316,7 @@ def _calibration_choice(ctx, precision, scales, means, log):
 def _most_moved_first(check, base):
     """Reorder the check set (and ``base``, the all-quantized logits, in place) by
     decreasing move of the fp32 top-1 margin under the all-quantized model."""
-    rows, top, second, _ = J._margins(np.asarray(check.ref, np.float64))
+    rows, top, second, _ = J.margins(np.asarray(check.ref, np.float64))
     d = np.asarray(base, np.float64) - check.ref
     idx = np.argsort(-(d[rows, top] - d[rows, second]) ** 2, kind="stable")
     check.reorder(idx)

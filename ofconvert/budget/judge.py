@@ -22,7 +22,7 @@ def flips(ref, out):
     return int((np.asarray(out).argmax(1) != np.asarray(ref).argmax(1)).sum())
 
 
-def _margins(ref):
+def margins(ref):
     """(rows, top class, runner-up, fp32 margin between them) of reference logits."""
     order = np.argsort(ref, axis=1)
     rows = np.arange(len(ref))
@@ -49,7 +49,7 @@ def expected_flips_lower_bound(ref, out_head):
     if ref.ndim != 2 or out_head.ndim != 2 or out_head.shape[1] != ref.shape[1] or not 0 < n <= len(ref):
         raise ValueError(f"expected_flips_lower_bound needs [images, classes] logits, got {ref.shape} and "
                          f"{out_head.shape}")
-    rows, top, second, margin = _margins(ref)
+    rows, top, second, margin = margins(ref)
     d = out_head - ref[:n]
     delta = d[rows[:n], top[:n]] - d[rows[:n], second[:n]]
     return _sum_phi(margin, float(np.sqrt(np.sum(delta ** 2) / len(ref))))
@@ -61,7 +61,7 @@ def expected_flips(ref, out):
     ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
     if ref.ndim != 2 or ref.shape != out.shape or ref.shape[1] < 2 or len(ref) == 0:
         raise ValueError(f"expected_flips needs two [images, classes>=2] arrays, got {ref.shape} and {out.shape}")
-    rows, top, second, margin = _margins(ref)
+    rows, top, second, margin = margins(ref)
     d = out - ref
     delta = d[rows, top] - d[rows, second]
     return _sum_phi(margin, float(np.sqrt(np.mean(delta ** 2))))

@@ -48,7 +48,7 @@ class TraceGraph(nn.Graph):
     def build(self, *xs):
         flat = flatten_outputs(self.m(*xs))
         self.output_keys = [k for k, _ in flat]
-        return tuple(flow._C.identity(t) for _, t in flat)
+        return tuple(flow._C.identity(t) for _, t in flat)   # noqa: SLF001 (OneFlow's identity op: one traced node)
 
 
 class LogitsOnly(nn.Module):

@@ -133,7 +133,7 @@ def quiet_polygraphy():
     errors = []
     pylog = logging.getLogger("Polygraphy")
     handler = _Collect(errors)
-    saved = (G_LOGGER._use_python_logging_system, G_LOGGER.colors, pylog.propagate)
+    saved = (G_LOGGER._use_python_logging_system, G_LOGGER.colors, pylog.propagate)  # noqa: SLF001 (no getter)
     G_LOGGER.use_python_logging_system = True
     G_LOGGER.colors = False  # (else its first message prints a hint about the 'colored' module)
     pylog.addHandler(handler)
@@ -143,7 +143,7 @@ def quiet_polygraphy():
             yield errors
     finally:
         pylog.removeHandler(handler)
-        G_LOGGER._use_python_logging_system, G_LOGGER.colors, pylog.propagate = saved
+        G_LOGGER._use_python_logging_system, G_LOGGER.colors, pylog.propagate = saved  # noqa: SLF001
 
 
 def _why(exc, errors):

@@ -296,7 +296,7 @@ def measure_torch(model, batch, mode, iters, warmup=WARMUP):
     import torch
 
     torch.manual_seed(0)
-    torch._dynamo.reset()   # a fresh compile per (model, batch): static shapes, no cache from the last cell
+    torch._dynamo.reset()   # noqa: SLF001 (no public reset) a fresh compile per (model, batch): static shapes, no cache from the last cell
     m = _torch_model(model).eval().half().cuda().to(memory_format=torch.channels_last)
     s = SIZES.get(model, 224)
     x = torch.randn(batch, 3, s, s, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
