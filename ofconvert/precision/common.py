@@ -5,6 +5,7 @@ units a mixed-precision search keeps in float)."""
 import os
 
 from ..graph import GraphIndex
+from ..onnx_io import MIN_OPSET  # noqa: F401 (re-exported by precision)
 
 PRECISION_KEY = "ofconvert.precision"
 #: comma-separated names of the nodes a mixed-precision model keeps in float (fp32)
@@ -23,7 +24,6 @@ _SCALE_PRESERVING = ("MaxPool", "Pad", "Reshape", "Flatten", "Transpose", "Squee
 #: ops whose output is non-negative when their input is
 _NONNEG_PASSTHROUGH = ("MaxPool", "Pad", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose",
                        "Squeeze", "Unsqueeze")
-from ..onnx_io import MIN_OPSET  # noqa: E402,F401 (re-exported by precision)
 
 
 def _load(src):
