@@ -11,9 +11,10 @@
 
 Every command shares its option names (``ofconvert.cli_args``) and its error
 printer: user mistakes print one line (``ofconvert: error: ...``) and exit 2, an
-interrupt ``ofconvert: interrupted`` and exit 130. Conversions and ``calib-set`` run in a child process (``ofconvert.isolation``):
-Ctrl-C or SIGTERM prints ``ofconvert: interrupted``, exits 130 and leaves every
-existing file as it was and no temp file behind.
+interrupt ``ofconvert: interrupted`` and exit 130. Conversions and ``calib-set``
+run in a child process (``ofconvert.isolation``): Ctrl-C or SIGTERM prints
+``ofconvert: interrupted``, exits 130 and leaves every existing file as it was
+and no temp file behind.
 """
 import argparse
 import os
@@ -58,7 +59,8 @@ def _shape(text):
     try:
         t = tuple(_dim(v) for v in text.replace("x", ",").split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 3,224,224 or 3,224-640,224-640), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W (e.g. 3,224,224 or 3,224-640,224-640), got {text!r}") from None
     if not t or min(min(d) if isinstance(d, tuple) else d for d in t) < 1:
         raise argparse.ArgumentTypeError(f"expected positive C,H,W (e.g. 3,224,224), got {text!r}")
     return t
@@ -87,7 +89,8 @@ def _convert_parser(probe=False, for_help=False):
                                         "e.g. num_classes=10,width=32")
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx")
     p.add_argument("-o", "--output", help="final artefact path (default: ./MODEL[.precision].onnx / .engine)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13 to the newest the installed onnx/ORT support")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help="ONNX opset, 13 to the newest the installed onnx/ORT support")
     p.add_argument("--input-shape", type=_shape, action=_Shapes,
                    help="per-image input shape C,H,W (default: the model's; N,C,H,W is read as batch + C,H,W); "
                         "the batch is always dynamic; once per input for several inputs; H/W ranges like "
@@ -103,8 +106,7 @@ def _convert_parser(probe=False, for_help=False):
                                      "state dict (read without running any code from it)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the OneFlow vs ONNX Runtime check")
-    p.add_argument("--simplify", action="store_true",
-                   help="run onnxsim after export; kept only if outputs stay equal")
+    p.add_argument("--simplify", action="store_true", help="run onnxsim after export; kept only if outputs stay equal")
     p.add_argument("--force-export", action="store_true", help="re-export even if an identical ONNX exists")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", dest="precision", action="store_const", const="fp16")
@@ -113,7 +115,8 @@ def _convert_parser(probe=False, for_help=False):
     p.add_argument("--calib", help="calibration images (folder or manifest), e.g. calib/imagenet1k")
     p.add_argument("--calib-method", choices=calib_methods, default="entropy",
                    help="entropy (default), percentile or minmax")
-    p.add_argument("--calib-images", type=int, help="use N calibration images, spread evenly over the set (all classes stay represented)")
+    p.add_argument("--calib-images", type=int,
+                   help="use N calibration images, spread evenly over the set (all classes stay represented)")
     p.add_argument("--recalibrate", action="store_true", help="recompute the calibration cache even if one matches")
     p.add_argument("--calib-cache", help="an existing TensorRT calibration cache: int8 from it, no images "
                                          "(read only, never rewritten)")
@@ -125,9 +128,8 @@ def _convert_parser(probe=False, for_help=False):
     p.add_argument("--batch", type=int, default=8, help="TensorRT profile: optimal batch")
     p.add_argument("--max-batch", type=int, help="TensorRT profile: max batch (default: --batch)")
     p.add_argument("--workspace", dest="workspace_mb", type=int, help="TensorRT workspace limit (MiB)")
-    p.add_argument("--strongly-typed", action="store_const", const=True, default=None,
-                   help="TensorRT: parse the network strongly typed (precision from the ONNX; "
-                        "default: by TensorRT version and ONNX)")
+    p.add_argument("--strongly-typed", action="store_const", const=True, default=None, help="TensorRT: parse "
+                   "the network strongly typed (precision from the ONNX; default: by TensorRT version and ONNX)")
     tc = p.add_mutually_exclusive_group()
     tc.add_argument("--timing-cache", help="TensorRT timing cache file or folder (read and updated; "
                                            "default: one per TensorRT version and GPU under ~/.cache/ofconvert)")
@@ -146,7 +148,8 @@ def _cmd_list(argv):
         pp = c.preprocess
         ms = "0.5/0.5" if pp.mean == (0.5, 0.5, 0.5) else "imagenet"
         w = c.weights if c.pretrained else "seeded random (no real weights installable)"
-        print(f"{name:20s} {pp.input_size:>4d}x{pp.input_size:<4d} {pp.resize_size:>6d} {pp.interpolation:8s} {ms:14s} {w}")
+        print(f"{name:20s} {pp.input_size:>4d}x{pp.input_size:<4d} {pp.resize_size:>6d} "
+              f"{pp.interpolation:8s} {ms:14s} {w}")
     print("\nand any flowvision 0.2.1 model as flowvision:NAME (seeded random weights), "
           "e.g. flowvision:mobilenet_v3_small; a misspelt name gets suggestions")
     return 0

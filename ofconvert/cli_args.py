@@ -77,7 +77,8 @@ def add_batch(p, default, several):
 
 
 def add_threads(p):
-    p.add_argument("--threads", type=int, help="CPU inference threads (ort-cpu intra-op, openvino INFERENCE_NUM_THREADS, oneflow)")
+    p.add_argument("--threads", type=int,
+                   help="CPU inference threads (ort-cpu intra-op, openvino INFERENCE_NUM_THREADS, oneflow)")
 
 
 def add_data(p):

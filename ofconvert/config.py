@@ -113,8 +113,9 @@ def list_models():
 
 FLOWVISION_PREFIX = "flowvision:"
 # flowvision models whose input is not 224 and whose name doesn't say it
-_FLOWVISION_SIZES = {"inception_v3": 299, "iresnet50": 112, "iresnet101": 112, "levit_128": 224, "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
-                     "ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}
+_FLOWVISION_SIZES = {"inception_v3": 299, "iresnet50": 112, "iresnet101": 112, "levit_128": 224,
+                     "fasterrcnn_mobilenet_v3_large_320_fpn": 320, "ssd300_vgg16": 300,
+                     "ssdlite320_mobilenet_v3_large": 320}
 
 
 def flowvision_names():
@@ -147,8 +148,9 @@ def _flowvision_config(name: str) -> ModelConfig:
     names = flowvision_names()
     if arch not in names:
         near = difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(FLOWVISION_PREFIX + n for n in near)}?" if near else \
-            f"; flowvision has {len(names)} models (python -c 'from ofconvert.config import flowvision_names; print(flowvision_names())')"
+        hint = (f"; did you mean {', '.join(FLOWVISION_PREFIX + n for n in near)}?" if near else
+                f"; flowvision has {len(names)} models "
+                "(python -c 'from ofconvert.config import flowvision_names; print(flowvision_names())')")
         raise ModelNotFoundError(f"unknown flowvision model {arch!r}{hint}")
     size = flowvision_input_size(arch)
     return ModelConfig(name, PreprocessConfig(size), description=f"{arch} (flowvision 0.2.1)")

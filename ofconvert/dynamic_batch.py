@@ -14,8 +14,8 @@ follow, both solved here without OneFlow:
   constant entry that differs between the traces must be ``k * batch + c`` with
   integer ``k``, ``c`` (``x[:-1]`` on the batch: ``batch - 1``); it is replaced
   by that expression of ``Shape(input)[0]`` computed in the graph. Anything else
-  that differs (a float constant, an attribute, a non-integer slope) stops the export with an error naming the node: never a
-  silently fixed batch.
+  that differs (a float constant, an attribute, a non-integer slope) stops the
+  export with an error naming the node: never a silently fixed batch.
 """
 import onnx
 

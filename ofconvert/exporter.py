@@ -165,7 +165,8 @@ def _simplify_if_equal(model, spec, tol=1e-4):
     except Exception:  # the simplified graph does not load: keep ours
         return model, False
     for n in (1, 3):
-        feeds = {name: rng.standard_normal((n,) + tuple(s)).astype(np.float32) for name, s in zip(spec.names, spec.shapes)}
+        feeds = {name: rng.standard_normal((n,) + tuple(s)).astype(np.float32)
+                 for name, s in zip(spec.names, spec.shapes)}
         for ya, yb in zip(a.run(None, feeds), b.run(None, feeds)):
             scale = max(float(np.abs(ya).max(initial=0.0)), 1e-6)
             if ya.shape != yb.shape or float(np.abs(ya - yb).max(initial=0.0)) / scale > tol:

@@ -24,7 +24,8 @@ _ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "
 def inspect_file(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise OfconvertError(f"file not found: {path}" if not os.path.isdir(path) else f"{path} is a folder, not a file")
+        raise OfconvertError(f"file not found: {path}" if not os.path.isdir(path)
+                             else f"{path} is a folder, not a file")
     from . import fileio
     from .trt.sidecar import SIDECAR_FORMAT
 
@@ -161,7 +162,8 @@ def _budget_lines(b):
     if b.get("calibration") or cache:
         src = (f"cache {cache['file']}" + (" (beside the model)" if os.sep not in cache["file"] else "")
                + f", sha256 {cache.get('sha256')}" if cache.get("file") else
-               f"no cache file found holding its scales, sha256 {cache.get('sha256')} (of the cache text ofconvert writes for them)" if cache else "cache unknown")
+               f"no cache file found holding its scales, sha256 {cache.get('sha256')} "
+               "(of the cache text ofconvert writes for them)" if cache else "cache unknown")
         lines.append(f"  calibration: {cache.get('method') or b.get('calibration')}"
                      + (", bias-corrected" if b.get("bias_corrected") else "") + f", {src}")
     return lines

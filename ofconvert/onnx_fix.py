@@ -88,7 +88,8 @@ def tensor_ranks(model):
         if (out is None or not out.HasField("shape")) and st is not None and st.HasField("shape") \
                 and len(st.shape.dim) == 1 and st.shape.dim[0].dim_value:
             elem = out.elem_type if out is not None else TensorProto.FLOAT
-            probe.graph.value_info.append(helper.make_tensor_value_info(n.output[0], elem, [None] * st.shape.dim[0].dim_value))
+            probe.graph.value_info.append(
+                helper.make_tensor_value_info(n.output[0], elem, [None] * st.shape.dim[0].dim_value))
             added = True
     if added:
         shapes = infer(probe)

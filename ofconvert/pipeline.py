@@ -81,10 +81,11 @@ class ConvertOptions:
             if self.precision != "int8":
                 raise OfconvertError("--calib-cache is for --int8")
             if self.calib:
-                raise OfconvertError("give --calib DIR (calibrate on images) or --calib-cache FILE (reuse a cache), not both")
+                raise OfconvertError("give --calib DIR (calibrate on images) or --calib-cache FILE (reuse a cache), "
+                                     "not both")
         if self.precision == "int8" and not self.calib and self.calib_cache is None:
-            raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, e.g. calib/imagenet1k) "
-                                 "or --calib-cache FILE")
+            raise OfconvertError("--int8 needs --calib DIR (an image folder or calibration manifest, "
+                                 "e.g. calib/imagenet1k) or --calib-cache FILE")
 
     def check(self):
         """Every check of a run (``preflight``); returns the Plan."""

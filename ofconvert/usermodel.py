@@ -143,7 +143,8 @@ def resolve(name):
     obj = getattr(module, spec.name, None)
     if obj is None:
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise ModelNotFoundError(f"{where} has no {spec.name!r} (it defines: {', '.join(names[:8]) or 'nothing callable'})")
+        raise ModelNotFoundError(f"{where} has no {spec.name!r} "
+                                 f"(it defines: {', '.join(names[:8]) or 'nothing callable'})")
     if not callable(obj):
         raise ModelNotFoundError(f"{where}:{spec.name} is a {type(obj).__name__}, not a Module class or factory")
     return obj

@@ -196,7 +196,8 @@ def load_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
     except ImportError:
-        raise WeightsError("reading .safetensors needs the safetensors package (installed by scripts/setup.sh)") from None
+        raise WeightsError("reading .safetensors needs the safetensors package "
+                           "(installed by scripts/setup.sh)") from None
     try:
         return collections.OrderedDict(sorted(load_file(path).items()))
     except (SafetensorError, OSError, ValueError, TypeError) as e:

@@ -74,7 +74,8 @@ def load_state(module, state, source="weights"):
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise WeightsError(f"{source} does not match the model: {len(missing)} missing "
-                           f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}), {len(unexpected)} unexpected "
+                           f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}), "
+                           f"{len(unexpected)} unexpected "
                            f"({', '.join(unexpected[:3])}{'...' if len(unexpected) > 3 else ''})")
     new = {}
     for k, ref in own.items():
@@ -196,7 +197,8 @@ def _user_model(name, weights, seed, model_args, input_shape):
             raise
         cfg = config_for_shape(name, shape, extra, description=f"your model {name}")
     if weights not in (None, "random"):
-        cfg = dataclasses.replace(cfg, weights=str(weights), pretrained=True, weights_tensors=load_weights(module, weights))
+        cfg = dataclasses.replace(cfg, weights=str(weights), pretrained=True,
+                                  weights_tensors=load_weights(module, weights))
     else:
         cfg = dataclasses.replace(cfg, weights=f"its own initialisation (seed {seed})")
     module.eval()

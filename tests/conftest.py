@@ -21,7 +21,8 @@ def _has_oneflow():
 
 
 HAS_ONEFLOW = _has_oneflow()
-needs_oneflow = pytest.mark.skipif(not HAS_ONEFLOW, reason="oneflow is not installed (needs Python 3.10 + scripts/setup.sh)")
+needs_oneflow = pytest.mark.skipif(not HAS_ONEFLOW,
+                                   reason="oneflow is not installed (needs Python 3.10 + scripts/setup.sh)")
 
 
 @pytest.fixture(scope="session")

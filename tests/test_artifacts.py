@@ -93,7 +93,8 @@ def test_one_naming_scheme():
      "-o lite0.onnx would hold the int8 model but the name means fp32; use -o lite0.int8.onnx"),
     ("m/lite0.onnx", "fp16", "onnx",
      "-o m/lite0.onnx would hold the fp16 model but the name means fp32; use -o m/lite0.fp16.onnx"),
-    ("x.int8.onnx", "fp16", "onnx", "-o x.int8.onnx would hold the fp16 model but the name means int8; use -o x.fp16.onnx"),
+    ("x.int8.onnx", "fp16", "onnx",
+     "-o x.int8.onnx would hold the fp16 model but the name means int8; use -o x.fp16.onnx"),
     ("x.fp16.onnx", "fp32", "onnx", "-o x.fp16.onnx would hold the fp32 model but the name means fp16; use -o x.onnx"),
     ("x.fp32.onnx", "fp32", "onnx", "use -o x.onnx"),
     ("x.int8-cpu.onnx", "fp16", "onnx", "the name means int8-cpu; use -o x.fp16.onnx"),
@@ -149,8 +150,8 @@ def test_cli_refuses_to_overwrite_a_file_of_another_precision(tmp_path, flavours
     d.mkdir()
     shutil.copy(flavours["int8"], d / "efficientnet_lite0.onnx")
     before = _sha(d / "efficientnet_lite0.onnx")
-    p = run_cli("efficientnet_lite0", "--to", "onnx", "--fp16", "--no-validate", "-o", d / "efficientnet_lite0.fp16.onnx",
-                timeout=300)
+    p = run_cli("efficientnet_lite0", "--to", "onnx", "--fp16", "--no-validate",
+                "-o", d / "efficientnet_lite0.fp16.onnx", timeout=300)
     assert _one_line_error(p, "ofconvert: error:"), p.stderr
     assert f"{d}/efficientnet_lite0.onnx is an int8 (Q/DQ) model, not fp32" in p.stderr, p.stderr
     assert sorted(os.listdir(d)) == ["efficientnet_lite0.onnx"] and _sha(d / "efficientnet_lite0.onnx") == before
@@ -352,7 +353,8 @@ def test_eval_cli_refuses_the_issue_case_with_one_line(flavours, stubs, tmp_path
     p = run_tool("eval.py", "--data", stubs, "--models", "tiny", "--variants", "ort-cpu:fp32",
                  "--reference", "ort-cpu:fp32", "--models-dir", d, "--limit", "2", "--cache-dir", tmp_path / "c",
                  "--workers", "1", "--no-progress", "--out-dir", tmp_path / "o", timeout=300)
-    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("ofconvert: error:")]   # (eval.py names the dataset first)
+    # (eval.py names the dataset first)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("ofconvert: error:")]
     assert p.returncode == 2 and not has_traceback(p) and len(errors) == 1, p.stderr
     assert errors[0].startswith(f"ofconvert: error: {d}/tiny.onnx is an int8 (Q/DQ) model, not fp32"), p.stderr
     assert p.stderr.strip().splitlines()[-1] == errors[0]

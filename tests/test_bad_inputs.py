@@ -270,7 +270,8 @@ def _onnx_file(folder):
 
 
 OTHER_API_CASES = {
-    "to_fp16_missing_source": lambda d, onnx_path: ("to_fp16", (os.path.join(d, "none.onnx"), os.path.join(d, "o.onnx"))),
+    "to_fp16_missing_source":
+        lambda d, onnx_path: ("to_fp16", (os.path.join(d, "none.onnx"), os.path.join(d, "o.onnx"))),
     "to_fp16_text_source": lambda d, onnx_path: ("to_fp16", (os.path.join(d, "notes.txt"), os.path.join(d, "o.onnx"))),
     "to_fp16_into_a_folder": lambda d, onnx_path: ("to_fp16", (onnx_path, os.path.join(d, "afolder"))),
     "quantize_missing_source": lambda d, onnx_path: ("quantize_qdq", (os.path.join(d, "none.onnx"),

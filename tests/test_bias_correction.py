@@ -46,7 +46,8 @@ def test_corrected_layer_matches_fp32_on_inputs_at_their_mean(tmp_path, op, grou
     cout = 6 if group == 6 else 4
     src, w = _model(tmp_path / "m.onnx", op, cout=cout, group=group)
     mean = np.random.default_rng(1).integers(-64, 64, 6) * S
-    x = (mean[None, :, None, None] * np.ones((2, 6, 5, 5)) if op == "Conv" else np.tile(mean, (2, 1))).astype(np.float32)
+    x = (mean[None, :, None, None] * np.ones((2, 6, 5, 5)) if op == "Conv"
+         else np.tile(mean, (2, 1))).astype(np.float32)
     scales = {"x": S}               # x's values are exact multiples of the scale (|x| <= 64 S < 127 S)
     ref = _run(src, x)
     plain, corr = str(tmp_path / "plain.onnx"), str(tmp_path / "corr.onnx")
@@ -57,14 +58,16 @@ def test_corrected_layer_matches_fp32_on_inputs_at_their_mean(tmp_path, op, grou
     np.testing.assert_allclose(_run(corr, x), ref, atol=2e-5)     # and the correction removes exactly that
     import onnx
 
-    wq = onnx.numpy_helper.to_array(next(t for t in onnx.load(plain).graph.initializer if t.name.endswith("_quantized")))
+    wq = onnx.numpy_helper.to_array(
+        next(t for t in onnx.load(plain).graph.initializer if t.name.endswith("_quantized")))
     wsc = onnx.numpy_helper.to_array(next(t for t in onnx.load(plain).graph.initializer if t.name == "w_scale"))
     shape = (-1,) + (1,) * (w.ndim - 1)
     shift = weight_error_shift(op, w, wq * wsc.reshape(shape), 0, mean, group)
     axes = (0, 2, 3) if op == "Conv" else (0,)
     np.testing.assert_allclose(off.mean(axis=axes), shift, atol=2e-5)
     meta = {p.key: p.value for p in onnx.load(corr).metadata_props}
-    assert meta[BIAS_CORRECTED_KEY] == "1" and BIAS_CORRECTED_KEY not in {p.key for p in onnx.load(plain).metadata_props}
+    assert (meta[BIAS_CORRECTED_KEY] == "1"
+            and BIAS_CORRECTED_KEY not in {p.key for p in onnx.load(plain).metadata_props})
 
 
 def test_means_of_another_shape_are_ignored(tmp_path):

@@ -144,6 +144,7 @@ def test_to_trt_without_tensorrt_fails_fast_and_writes_nothing(tmp_path):
         pytest.skip("tensorrt is installed: tests/test_engine.py covers real builds")
     except ImportError:
         pass
-    p = run_cli("resnet50", "--to", "trt", "--fp16", "--batch", "8", "--max-batch", "64", "-o", tmp_path / "r.fp16.engine")
+    p = run_cli("resnet50", "--to", "trt", "--fp16", "--batch", "8", "--max-batch", "64",
+                "-o", tmp_path / "r.fp16.engine")
     assert _one_line_error(p) and "tensorrt" in p.stderr.lower()
     assert os.listdir(tmp_path) == []          # no export, no engine, no half-written file

@@ -71,7 +71,8 @@ def _tiny_model(batch="batch", size=8, qdq=False, meta=None, spatial=None):
               helper.make_node("Flatten", ["p"], ["f"]),
               helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1)]
     hw = spatial if spatial is not None else [size, size]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3] + hw)],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3] + hw)],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

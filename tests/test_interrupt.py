@@ -45,7 +45,8 @@ def _start(folder, tmp_path):
     cwd.mkdir()
     env = dict(os.environ, TMPDIR=str(private), PYTHONPATH=os.pathsep.join(
         [ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    cmd = [sys.executable, "-m", "ofconvert", "resnet50", "--to", "onnx", "-o", str(folder / "r.onnx"), "--force-export"]
+    cmd = [sys.executable, "-m", "ofconvert", "resnet50", "--to", "onnx", "-o", str(folder / "r.onnx"),
+           "--force-export"]
     proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, private, cwd
 

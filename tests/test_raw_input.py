@@ -166,7 +166,8 @@ def test_int8_calibrates_on_uint8_images(exported, tmp_path):
     u8, pre = _real_u8(8)
     calib = real_images(24)[8:]
     for stem in ("lite_raw", "lite"):
-        cal = calibrate(str(d / f"{stem}.onnx"), calib, pre, method="minmax", cache_path=str(tmp_path / f"{stem}.cache"))
+        cal = calibrate(str(d / f"{stem}.onnx"), calib, pre, method="minmax",
+                        cache_path=str(tmp_path / f"{stem}.cache"))
         quantize_qdq(str(d / f"{stem}.onnx"), str(tmp_path / f"{stem}.int8-cpu.onnx"), cal.scales, target="cpu",
                      means=cal.means)
     y_raw, dt = _run(tmp_path / "lite_raw.int8-cpu.onnx", u8)

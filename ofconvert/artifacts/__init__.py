@@ -65,5 +65,5 @@ from .produce import check_existing, expected_flavour, locate, model_path, onnx_
 
 __all__ = ["ENGINE_EXTS", "FLAVOURS", "ONNX_SUFFIX", "PrecisionMismatchError", "artifact_paths", "check_existing",
            "check_output_name", "check_overwrite", "check_precision", "describe", "describe_precision",
-           "detect_precision", "engine_name", "Flavour", "expected_flavour", "flavour", "locate", "model_path", "name_tag",
-           "onnx_input_size", "onnx_name", "parse_name", "produce", "read_onnx_metadata", "sha256"]
+           "detect_precision", "engine_name", "Flavour", "expected_flavour", "flavour", "locate", "model_path",
+           "name_tag", "onnx_input_size", "onnx_name", "parse_name", "produce", "read_onnx_metadata", "sha256"]

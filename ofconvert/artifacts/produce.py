@@ -95,7 +95,8 @@ def _why_not(stem, precision, backend, folder, calib, source=None):
         get_config((source or {}).get("model", stem), (source or {}).get("input_shape"))
     except OfconvertError:
         return " (not a zoo model, cannot produce it)"
-    if importlib.util.find_spec("oneflow") is None and not os.path.isfile(os.path.join(folder, onnx_name(stem, "fp32"))):
+    if (importlib.util.find_spec("oneflow") is None
+            and not os.path.isfile(os.path.join(folder, onnx_name(stem, "fp32")))):
         return ", and OneFlow is not installed here to export it"
     if backend == "trt" and importlib.util.find_spec("tensorrt") is None:
         return ", and TensorRT is not installed here to build it"
@@ -134,7 +135,8 @@ Produce ``model_path(...)`` through ``ofconvert.convert`` in a worker process.
         log(f"producing {path} (ofconvert.convert, {precision}) ...")
     opts = {"model": stem, "to": "trt" if backend == "trt" else "onnx", "precision": precision, "validate": False,
             # int8 ONNX: convert writes <stem>.int8.onnx and <stem>.int8-cpu.onnx from the first
-            "output": path if backend == "trt" or precision != "int8" else os.path.join(folder, onnx_name(stem, "int8")),
+            "output": (path if backend == "trt" or precision != "int8"
+                       else os.path.join(folder, onnx_name(stem, "int8"))),
             "calib": os.path.abspath(calib) if precision == "int8" else None,
             "calib_images": calib_images if precision == "int8" else None}
     if max_batch:

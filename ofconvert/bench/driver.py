@@ -96,7 +96,8 @@ def _plan(models, backends, precisions, batches, options):
                     if reason is None and backend != "oneflow":
                         try:
                             info = artifacts.locate(folder, stem, precision, backend, options.produce_missing,
-                                                    calib, calib_images=calib_images, batches=batches, source=_source(entry, size))
+                                                    calib, calib_images=calib_images, batches=batches,
+                                                    source=_source(entry, size))
                             job.update(path=info["path"], sha256=info["sha256"], detected_precision=info["precision"])
                         except artifacts.PrecisionMismatchError:
                             raise

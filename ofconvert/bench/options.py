@@ -101,7 +101,8 @@ class BenchResult:
     def column(self):
         """Table column: backend[settings](precision[, device input][, K streams])."""
         name = self.backend + (f"[{self.settings}]" if self.settings else "")
-        extra = (", dev-in" if self.input == "device" else "") + (f", {self.streams} streams" if self.streams > 1 else "")
+        extra = ((", dev-in" if self.input == "device" else "")
+                 + (f", {self.streams} streams" if self.streams > 1 else ""))
         return f"{name}({self.precision}{extra})"
 
     def to_dict(self):

@@ -35,8 +35,8 @@ def markdown(results, env=None, options=None):
                   "plain = ONNX Runtime's defaults).\n")
         chosen = [r for r in results if r.settings == "auto" and r.settings_ran]
         if chosen:
-            out.write("auto ran: " + "; ".join(dict.fromkeys(f"{r.model} {r.precision} batch {r.batch}: {r.settings_ran}"
-                                                             for r in chosen)) + ".\n")
+            out.write("auto ran: " + "; ".join(dict.fromkeys(
+                f"{r.model} {r.precision} batch {r.batch}: {r.settings_ran}" for r in chosen)) + ".\n")
     out.write("Inputs: plain columns feed a host (numpy) batch and copy the logits back every batch; `dev-in` columns "
               "keep the batch on the GPU (IO binding), logits stay there.\n")
     for batch in sorted({r.batch for r in results}):

@@ -10,9 +10,9 @@ before the output in float -- at most two int8/float boundaries, what ONNX
 Runtime CPU runs fastest -- and picks the fastest (prefix, suffix) meeting the
 budget, flips and speed (timed alternately with fp32) measured. ``"ranked"``:
 layers scored by what keeping each alone in float does on the check set, ordered
-greedily, flips fixed per speed lost (:mod:`.sensitivity`), the first k kept. :mod:`.report` writes the models with their
-``.budget.json`` report (and the curve as PNG), atomically. See docs/precision.md
-and docs/budget.md.
+greedily, flips fixed per speed lost (:mod:`.sensitivity`), the first k kept.
+:mod:`.report` writes the models with their ``.budget.json`` report (and the
+curve as PNG), atomically. See docs/precision.md and docs/budget.md.
 """
 import dataclasses
 import json

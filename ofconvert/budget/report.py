@@ -105,7 +105,8 @@ def place_labels(ax, xs, ys, texts, fontsize=7, colors=None, avoid=(), **kw):
         out.append(ax.annotate(texts[i], (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy),
                                fontsize=fontsize, ha="right" if dx < 0 else "left", va="bottom",
                                color=colors[i] if colors else None,
-                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"} if cost[best] or best >= 4 else None,
+                               arrowprops=({"arrowstyle": "-", "lw": 0.5, "color": "gray"}
+                                           if cost[best] or best >= 4 else None),
                                **kw))
     return out
 

@@ -212,7 +212,9 @@ def _sidecar(onnx_path, cache_path, data, preprocess, expect, stats, scales, ela
     return dict(format=SIDECAR_FORMAT, cache=os.path.basename(cache_path), model=os.path.basename(onnx_path),
                 header=f"TRT-{TRT_CACHE_VERSION}-{TRT_CALIBRATOR_NAME}", model_sha256=sha256_file(onnx_path),
                 **expect,
-                preprocess_config=preprocess.to_dict(), calib_source=(f"{len(data)} listed images" if isinstance(data, (list, tuple)) else os.path.abspath(os.fspath(data))),
+                preprocess_config=preprocess.to_dict(),
+                calib_source=(f"{len(data)} listed images" if isinstance(data, (list, tuple))
+                              else os.path.abspath(os.fspath(data))),
                 num_images=stats.num_used, skipped=len(stats.skipped),
                 skipped_files=[os.path.basename(p) for p in stats.skipped[:20]],
                 num_tensors=len(scales), cache_sha256=sha256_file(cache_path), elapsed_s=round(elapsed, 3),

@@ -22,7 +22,8 @@ def list_calibration_images(data, num_images=None):
         paths = [os.fspath(p) for p in data]
         missing = [p for p in paths if not os.path.isfile(p)]
         if not paths or missing:
-            raise DataError(f"calibration image list: {'empty' if not paths else f'{len(missing)} file(s) not found, e.g. {missing[0]}'}")
+            raise DataError("calibration image list: "
+                            f"{'empty' if not paths else f'{len(missing)} file(s) not found, e.g. {missing[0]}'}")
         return _subset(paths, num_images)
     data = os.fspath(data)
     if os.path.isdir(data) and os.path.isfile(os.path.join(data, MANIFEST_NAME)):

@@ -14,7 +14,8 @@ def build_parser(prog="ofconvert eval"):
     cli_args.add_models(p, what="comma list of zoo names (or stems of ONNX files in --models-dir)",
                         models_dir_default=".")
     cli_args.add_backends(p, ["ort-cpu"], ["fp32"])
-    p.add_argument("--variants", type=cli_args.comma_list, help="explicit backend:precision list (instead of the product)")
+    p.add_argument("--variants", type=cli_args.comma_list,
+                   help="explicit backend:precision list (instead of the product)")
     p.add_argument("--reference", help="variant the mismatches are counted against "
                    "(default oneflow:fp32, or ort-cpu:fp32 without OneFlow)")
     cli_args.add_calib(p)
@@ -48,7 +49,8 @@ def run(argv):
     from ..runners.ort_settings import OrtCudaSettings
 
     if OrtCudaSettings.parse(args.ort_cuda).cuda_graph:
-        raise OfconvertError("--ort-cuda: the evaluator runs without CUDA graphs (its last batch is smaller): drop 'graph'")
+        raise OfconvertError("--ort-cuda: the evaluator runs without CUDA graphs (its last batch is smaller): "
+                             "drop 'graph'")
     variants = ([Variant.parse(v) for v in args.variants] if args.variants
                 else expand_variants(cli_args.comma_list(args.backends), cli_args.comma_list(args.precisions)))
     options = EvalOptions(

@@ -49,7 +49,8 @@ def format_markdown(rows: Sequence[EvalRow], metric="top1") -> str:
                 out.append(f"{_pct(r.top1)} / {mm}")
         lines.append(f"| {_name(rows, m)} | " + " | ".join(out) + " |")
     if metric == "top1" and rows:
-        lines += ["", f"Cells: top-1 / number of top-1 predictions that differ from the reference ({rows[0].reference})."]
+        lines += ["", "Cells: top-1 / number of top-1 predictions that differ from the reference "
+                      f"({rows[0].reference})."]
     if any(not r.pretrained for r in rows):
         lines.append(f"{RANDOM_MARK} random weights: accuracy is meaningless, mismatch counts are what matters.")
     lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]

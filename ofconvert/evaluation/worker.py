@@ -82,7 +82,8 @@ def _cuda_settings(j):
 
     st = OrtCudaSettings.parse(j.get("ort_cuda") or "auto")
     if st.cuda_graph:
-        raise OfconvertError("the evaluator runs ort-cuda without CUDA graphs (its last batch is smaller): drop 'graph'")
+        raise OfconvertError("the evaluator runs ort-cuda without CUDA graphs (its last batch is smaller): "
+                             "drop 'graph'")
     if not st.auto:
         return st
     try:

@@ -53,11 +53,12 @@ class OrtCudaSettings:
             elif part.lower().startswith("algo="):
                 algo = part.split("=", 1)[1].upper()
                 if algo not in CUDNN_ALGO_SEARCH:
-                    raise OfconvertError(f"bad cuDNN algo search {algo!r} in {spec!r}; one of {', '.join(CUDNN_ALGO_SEARCH)}")
+                    raise OfconvertError(f"bad cuDNN algo search {algo!r} in {spec!r}; "
+                                         f"one of {', '.join(CUDNN_ALGO_SEARCH)}")
                 kw["cudnn_conv_algo_search"] = algo
             else:
-                raise OfconvertError(f"bad ort-cuda settings {spec!r}: unknown part {part!r}; use auto, default, fastest or "
-                                     f"{'+'.join(cls._FLAGS)}+algo=EXHAUSTIVE|HEURISTIC|DEFAULT")
+                raise OfconvertError(f"bad ort-cuda settings {spec!r}: unknown part {part!r}; use auto, default, "
+                                     f"fastest or {'+'.join(cls._FLAGS)}+algo=EXHAUSTIVE|HEURISTIC|DEFAULT")
         if not kw:
             raise OfconvertError(f"empty ort-cuda settings {spec!r}")
         return cls(**kw)

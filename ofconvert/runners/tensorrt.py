@@ -90,7 +90,8 @@ class TensorRTRunner(BaseRunner):
         lo, hi = self.min_sample_shape, self.sample_shape
         if x.ndim != len(hi) + 1 or not all(a <= d <= b for a, d, b in zip(lo, x.shape[1:], hi)):
             what = f"shape {hi}" if lo == hi else f"shapes {lo} to {hi}"
-            raise OfconvertError(f"{self.name}: the engine takes images of {what}, got a batch of shape {tuple(x.shape)}")
+            raise OfconvertError(f"{self.name}: the engine takes images of {what}, "
+                                 f"got a batch of shape {tuple(x.shape)}")
         if x.shape[0] == 0:
             return np.zeros((0,) + self._output_sample, np.float32)
         chunks = [self._run(x[i:i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]

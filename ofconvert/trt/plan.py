@@ -258,7 +258,8 @@ def plan_build(tensorrt_version, precision, onnx_flavour, has_calib_cache=False,
     if not weak_available or strongly_typed:
         why = (f"TensorRT {tensorrt_version} has no FP16/INT8 builder flags (removed in 11)" if not weak_available
                else "a strongly typed network keeps the fp32 types of the ONNX")
-        raise OfconvertError(f"{precision} from an fp32 ONNX is not possible: {why}; pass {_TYPED_ONNX_HINT[precision]}")
+        raise OfconvertError(f"{precision} from an fp32 ONNX is not possible: {why}; "
+                             f"pass {_TYPED_ONNX_HINT[precision]}")
     if precision == "fp16":
         return BuildPlan(False, ("FP16",))
     if not has_calib_cache:

@@ -166,7 +166,8 @@ def main():
                "flips": int((top1 != ref_top1).sum()), "flip_pct": round(100 * float((top1 != ref_top1).mean()), 2)}
         for b in batches:
             ips, f32, ratio = meters[b](s)
-            row.update({f"img_s_b{b}": round(ips, 1), f"fp32_img_s_b{b}": round(f32, 1), f"speedup_b{b}": round(ratio, 2)})
+            row.update({f"img_s_b{b}": round(ips, 1), f"fp32_img_s_b{b}": round(f32, 1),
+                        f"speedup_b{b}": round(ratio, 2)})
         log(json.dumps(row))
         return row
 
@@ -191,7 +192,8 @@ def main():
                         Quantization("int8", chosen_scales, "cpu").build(model)))
     for m in ("entropy", "minmax"):
         if m != res.calibration["chosen"]:
-            rows.append(measure(f"ours int8-cpu, all int8 ({m}{', the plain --int8 default' if m == 'entropy' else ''})",
+            rows.append(measure(f"ours int8-cpu, all int8 "
+                                f"({m}{', the plain --int8 default' if m == 'entropy' else ''})",
                                 Quantization("int8", cals[m].scales, "cpu", means).build(model)))
     for b, kj in chosen.items():
         if kj is not None:
@@ -365,7 +367,8 @@ def write_md(res, docs):
          "Candidate k+j: the first k and the last j layers (of "
          f"{len(res['order'])}, graph order) kept in float. For each suffix j the search bisects the prefix k on "
          "the check set, judged by the expected flips (`budget.judge`: every check image's fp32 margin against "
-         "the RMS change of that margin; the counted flips are shown beside them); the smallest passing k of each j is timed, and so is the k among the next 4 with "
+         "the RMS change of that margin; the counted flips are shown beside them); the smallest passing k of each j "
+         "is timed, and so is the k among the next 4 with "
          "the smallest int8/float boundary tensor (a cut after a block's projection rather than its expansion) "
          "when it passes too; the fastest wins. Every timed "
          "candidate, re-measured on the evaluation images (flips-only steps of the search: "
@@ -406,7 +409,8 @@ def write_md(res, docs):
     t = res["trt_flavour"]
     L += ["", f"TensorRT flavour (`.int8.onnx`, flips measured with ONNX Runtime CPU executing its Q/DQ graph, "
           f"speed not measured: the fewest float layers): first {t.get('prefix')} + last {t.get('suffix', 0)} "
-          f"layers in float, {t.get('expected_flips')} expected / {t['flips']} counted check flips: " + ", ".join(f"`{x}`" for x in t["float_layers"]), ""]
+          f"layers in float, {t.get('expected_flips')} expected / {t['flips']} counted check flips: "
+          + ", ".join(f"`{x}`" for x in t["float_layers"]), ""]
     path = os.path.join(docs, "budget.md")
     kept = _kept_sections(path)
     if kept:   # the hand-written "## Search time" (the CLI run as a user) stays above the generated part

@@ -58,7 +58,8 @@ def main(argv=None):
         r = export(name, path)
         row = {"export_seconds": r.export_seconds, "onnx_mb": round(r.onnx_bytes / 2**20, 1),
                "weights": r.weights, "checks": [
-                   {k: getattr(c, k) for k in ("inputs", "batch", "max_abs_err", "max_rel_err", "cosine", "top1_agree", "top5_agree")}
+                   {k: getattr(c, k)
+                    for k in ("inputs", "batch", "max_abs_err", "max_rel_err", "cosine", "top1_agree", "top5_agree")}
                    for c in r.validation.checks]}
         if name == "efficientnet_lite0":
             t = time.perf_counter()

@@ -27,14 +27,15 @@ FAMILIES = {
     "mobilenet_v3": "mobilenet_v3_small", "shufflenet_v2": "shufflenet_v2_x0_5", "squeezenet": "squeezenet1_1",
     "mnasnet": "mnasnet0_5", "ghostnet": "ghostnet", "regnet_x": "regnet_x_400mf", "regnet_y": "regnet_y_400mf",
     "efficientnet": "efficientnet_b0", "googlenet": "googlenet", "inception_v3": "inception_v3", "dla": "dla34",
-    "hrnet": "hrnet_w18",   # hrnet_w18_small: flowvision builds it with mismatched channels "rexnet": "rexnetv1_1_0", "rexnet_lite": "rexnet_lite_1_0", "genet": "genet_small",
+    "hrnet": "hrnet_w18",   # hrnet_w18_small: flowvision builds it with mismatched channels
+    "rexnet": "rexnetv1_1_0", "rexnet_lite": "rexnet_lite_1_0", "genet": "genet_small",
     "iresnet": "iresnet50", "convnext": "convnext_tiny_224", "convnext_iso": "convnext_iso_small_224",
     "convmixer": "convmixer_768_32_relu", "vit": "vit_tiny_patch16_224", "deit": "deit_tiny_patch16_224",
     "cait": "cait_S24_224", "swin": "swin_tiny_patch4_window7_224", "cswin": "cswin_tiny_224",
     "crossformer": "crossformer_tiny_patch4_group7_224", "regionvit": "regionvit_tiny_224", "pvt": "pvt_tiny",
     "levit": "levit_128s", "mobilevit": "mobilevit_xx_small", "van": "van_tiny", "uniformer": "uniformer_small",
-    "poolformer": "poolformer_s12", "mlp_mixer": "mlp_mixer_s32_224", "resmlp": "resmlp_12_224", "gmlp": "gmlp_ti16_224",
-    "fan": "fan_tiny_12_p16_224",
+    "poolformer": "poolformer_s12", "mlp_mixer": "mlp_mixer_s32_224", "resmlp": "resmlp_12_224",
+    "gmlp": "gmlp_ti16_224", "fan": "fan_tiny_12_p16_224",
     # dense prediction
     "fcn": "fcn_resnet50_coco", "deeplabv3": "deeplabv3_mobilenet_v3_large_coco",
     "lraspp": "lraspp_mobilenet_v3_large_coco", "fast_neural_style": "fast_neural_style",
@@ -48,13 +49,15 @@ t0 = time.time()
 out = {"model": name}
 try:
     r = export("flowvision:" + name, path, verbose=False, validation_options={"batches": batches})
-    out.update(status="pass", export_s=r.export_seconds, total_s=round(time.time() - t0, 1), onnx_mb=round(r.onnx_bytes / 2**20, 1),
+    out.update(status="pass", export_s=r.export_seconds, total_s=round(time.time() - t0, 1),
+               onnx_mb=round(r.onnx_bytes / 2**20, 1),
                worst_rel_err=max(c.max_rel_err for c in r.validation.checks), outputs=r.outputs,
                input_shape=r.input_shape, dynamic=r.dynamic_reshapes)
 except Exception as e:
     out.update(status="refused" if type(e).__name__ in ("ExportError",) else
                ("wrong" if type(e).__name__ in ("AtolError", "ShapeError", "TopKError") else "error"),
-               error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}", total_s=round(time.time() - t0, 1))
+               error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+               total_s=round(time.time() - t0, 1))
 print("@@sweep " + json.dumps(out))
 """
 
@@ -66,12 +69,14 @@ def run_one(name, batches, timeout):
             p = subprocess.run([sys.executable, "-c", _CHILD, name, os.path.join(d, name + ".onnx"), batches],
                                capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return {"model": name, "status": "timeout", "error": f"over {timeout} s", "total_s": round(time.time() - t0, 1)}
+            return {"model": name, "status": "timeout", "error": f"over {timeout} s",
+                    "total_s": round(time.time() - t0, 1)}
     for line in p.stdout.splitlines():
         if line.startswith("@@sweep "):
             return json.loads(line[8:])
     tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"model": name, "status": "crash", "error": f"exit {p.returncode}: {tail[:300]}", "total_s": round(time.time() - t0, 1)}
+    return {"model": name, "status": "crash", "error": f"exit {p.returncode}: {tail[:300]}",
+            "total_s": round(time.time() - t0, 1)}
 
 
 def write_md(path, rows):
@@ -133,7 +138,8 @@ def main(argv=None):
         r = run_one(name, a.batches, a.timeout)
         r["family"] = fam
         rows.append(r)
-        print(f"{fam:18s} {name:36s} {r['status']:8s} {r.get('total_s', 0):6.0f}s {r.get('error', '')[:150]}", flush=True)
+        print(f"{fam:18s} {name:36s} {r['status']:8s} {r.get('total_s', 0):6.0f}s {r.get('error', '')[:150]}",
+              flush=True)
         if a.json:
             from ofconvert.fileio import write_json
 

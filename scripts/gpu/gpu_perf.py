@@ -214,7 +214,8 @@ def cmd_profile(a):
         for c, ms in run["categories_ms_per_batch"].items():
             print(f"   {c:32s} {ms:8.3f} ms", flush=True)
         for k in run["top_kernels"][:12]:
-            print(f"   {k['ms_per_batch']:8.4f} ms x{k['calls_per_batch']:<5} [{k['category']}] {k['name'][:110]}", flush=True)
+            print(f"   {k['ms_per_batch']:8.4f} ms x{k['calls_per_batch']:<5} [{k['category']}] {k['name'][:110]}",
+                  flush=True)
         if "optimized_graph_ops" in run:
             print("   optimized graph:", run["optimized_graph_ops"], flush=True)
     _write(out, f"profile-{a.model}-{a.precision}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', a.settings)}", res)
@@ -281,7 +282,8 @@ def _torch_model(name):
         # (OneFlow's API mirrors torch's); a measuring aid only
         import importlib.util
 
-        for mod, alias in (("oneflow", torch), ("oneflow.nn", torch.nn), ("oneflow.nn.functional", torch.nn.functional)):
+        for mod, alias in (("oneflow", torch), ("oneflow.nn", torch.nn),
+                           ("oneflow.nn.functional", torch.nn.functional)):
             sys.modules.setdefault(mod, alias)
         here = os.path.dirname(os.path.abspath(__file__))
         spec = importlib.util.spec_from_file_location(

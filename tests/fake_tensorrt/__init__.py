@@ -21,7 +21,8 @@ the same page names exist for both under ``.../tensorrt/<ver>/_static/python-api
 
 * Builder, NetworkDefinitionCreationFlag -- infer/Core/Builder.html
 * IBuilderConfig, BuilderFlag, MemoryPoolType, DeviceType, ProfilingVerbosity -- infer/Core/BuilderConfig.html
-* INetworkDefinition, ITensor, ILayer, LayerType -- infer/Graph/Network.html, infer/Graph/Tensor.html, infer/Graph/Layers.html
+* INetworkDefinition, ITensor, ILayer, LayerType -- infer/Graph/Network.html, infer/Graph/Tensor.html,
+  infer/Graph/Layers.html
 * IOptimizationProfile -- infer/Core/OptimizationProfile.html
 * ITimingCache (combine, serialize, reset) -- infer/Core/TimingCache.html
   (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/TimingCache.html)
@@ -101,9 +102,9 @@ def make_module(version="10.3.0.26"):
     # -- enums -----------------------------------------------------------------
     flags10 = ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS",
                "SAFETY_SCOPE", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO",
-               "REJECT_EMPTY_ALGORITHMS", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "FP8", "ERROR_ON_TIMING_CACHE_MISS",
-               "BF16", "DISABLE_COMPILATION_CACHE", "STRIP_PLAN", "REFIT_IDENTICAL", "WEIGHT_STREAMING", "INT4",
-               "REFIT_INDIVIDUAL", "STRICT_NANS", "MONITOR_MEMORY", "FP4"]
+               "REJECT_EMPTY_ALGORITHMS", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "FP8",
+               "ERROR_ON_TIMING_CACHE_MISS", "BF16", "DISABLE_COMPILATION_CACHE", "STRIP_PLAN", "REFIT_IDENTICAL",
+               "WEIGHT_STREAMING", "INT4", "REFIT_INDIVIDUAL", "STRICT_NANS", "MONITOR_MEMORY", "FP4"]
     removed11 = {"FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
                  "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"}
     m.BuilderFlag = enum.IntEnum("BuilderFlag", [(n, i) for i, n in enumerate(flags10)
@@ -202,7 +203,8 @@ def make_module(version="10.3.0.26"):
         def __init__(self, flags):
             self.flags = int(flags)
             # 11.x: strongly typed always; 10.x: only when created with the flag
-            self.strongly_typed = major >= 11 or bool(self.flags & (1 << int(m.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+            self.strongly_typed = (major >= 11
+                                   or bool(self.flags & (1 << int(m.NetworkDefinitionCreationFlag.STRONGLY_TYPED))))
             self.inputs, self.outputs, self.layers = [], [], []
             self.onnx = None
             self.name = "network"
@@ -485,7 +487,8 @@ def make_module(version="10.3.0.26"):
                 prof = config.profiles[0].shapes.get(t.name)
                 if prof is None or any(len(s) != len(t.shape) or any(d != -1 and d != x for d, x in zip(t.shape, s))
                                        for s in prof):
-                    return self._error(f"{t.name}: optimization profile {prof} does not match the input shape {t.shape}")
+                    return self._error(f"{t.name}: optimization profile {prof} does not match "
+                                       f"the input shape {t.shape}")
             if net.strongly_typed and ({"FP16", "INT8", "BF16", "FP8"} & set(flags)):
                 return self._error("FP16/INT8 builder flags cannot be set for a strongly typed network")
             qdq = any(layer.type in (m.LayerType.QUANTIZE, m.LayerType.DEQUANTIZE) for layer in net)
