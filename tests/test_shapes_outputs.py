@@ -148,57 +148,42 @@ def flat_head():
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 32 * 32, 3)).eval()
 
 
-def flat_sum():
-    """Runs at any size but reshapes to C*H*W: the constant is not affine in H and W."""
+def _conv_then(tail, seed):
+    """A 3x3 Conv2d (3 -> 4 channels), then ``tail(y, x)`` of its output ``y`` and the
+    input ``x``: the size-baking patterns below differ only in that tail."""
     flow = _flow()
     nn = flow.nn
 
-    class FlatSum(nn.Module):
+    class ConvThen(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
 
         def forward(self, x):
-            y = self.conv(x)
-            return y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3]).sum(1, keepdim=True)
+            return tail(self.conv(x), x)
 
-    flow.manual_seed(6)
-    return FlatSum().eval()
+    flow.manual_seed(seed)
+    return ConvThen().eval()
+
+
+def flat_sum():
+    """Runs at any size but reshapes to C*H*W: the constant is not affine in H and W."""
+    return _conv_then(lambda y, x: y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3]).sum(1, keepdim=True),
+                      6)
 
 
 def size_scaled():
     """Multiplies by 1 / H, a float the trace bakes."""
-    flow = _flow()
-    nn = flow.nn
-
-    class SizeScaled(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x) * (1.0 / x.shape[2])
-
-    flow.manual_seed(7)
-    return SizeScaled().eval()
+    return _conv_then(lambda y, x: y * (1.0 / x.shape[2]), 7)
 
 
 def batch_rows():
     """Rows of every image stacked: a reshape to (N*H, C*W), a product of batch and size."""
-    flow = _flow()
-    nn = flow.nn
+    def rows(y, x):
+        y = y.permute(0, 2, 1, 3)
+        return y.reshape(y.shape[0] * y.shape[1], y.shape[2] * y.shape[3])
 
-    class BatchRows(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-        def forward(self, x):
-            y = self.conv(x).permute(0, 2, 1, 3)
-            return y.reshape(y.shape[0] * y.shape[1], y.shape[2] * y.shape[3])
-
-    flow.manual_seed(8)
-    return BatchRows().eval()
+    return _conv_then(rows, 8)
 
 
 # ---------------------------------------------------------------------------
