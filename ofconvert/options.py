@@ -24,10 +24,15 @@ def options_with(cls, options, settings, what):
                              f"got {type(options).__name__} {options!r:.60}")
     if not settings:
         return options
-    known = option_names(cls)
-    unknown = [k for k in settings if k not in known]
+    check_keywords(settings, option_names(cls), what)
+    return dataclasses.replace(options, **settings)
+
+
+def check_keywords(given, known, what):
+    """One-line TypeError, worded as Python's own, when ``given`` (keyword arguments)
+    names one that is not in ``known``; ``what``: the call, e.g. ``"produce()"``."""
+    unknown = [k for k in given if k not in known]
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
         arg = "an unexpected keyword argument" if len(unknown) == 1 else "unexpected keyword arguments"
         raise TypeError(f"{what} got {arg} {names} (known: {', '.join(known)})")
-    return dataclasses.replace(options, **settings)

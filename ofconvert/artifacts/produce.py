@@ -12,6 +12,7 @@ import importlib.util
 import os
 
 from ..errors import BackendUnavailableError, OfconvertError
+from ..options import check_keywords
 from .content import check_precision, describe, sha256
 from .names import PrecisionMismatchError, engine_name, flavour, onnx_name
 
@@ -110,9 +111,7 @@ _HOW = ("calib_images", "batches", "log", "source")
 
 def _how(how):
     """The optional keywords of produce/locate (calib_images, batches, log, source), validated."""
-    unknown = sorted(set(how) - set(_HOW))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    check_keywords(how, _HOW, "produce() / locate()")
     return tuple(how.get(k) for k in _HOW)
 
 

@@ -9,8 +9,8 @@ The dynamic batch / image size (``dynamic_batch``, ``dynamic_dims``) and the
 precision rewrites (``precision``) are built on these.
 """
 from .cleanup import drop_unused_constant_nodes, remove_unused_initializers, topological_sort
-from .folds import FOLDABLE, fold_batchnorm, fold_bias_add, fold_constants, fold_zero_pads, zero_pad_amounts
+from .folds import FOLDABLE, fold_batchnorm, fold_bias_add, fold_constants, fold_zero_pads
 from .index import GraphIndex
 
 __all__ = ["GraphIndex", "FOLDABLE", "drop_unused_constant_nodes", "fold_batchnorm", "fold_bias_add",
-           "fold_constants", "fold_zero_pads", "zero_pad_amounts", "remove_unused_initializers", "topological_sort"]
+           "fold_constants", "fold_zero_pads", "remove_unused_initializers", "topological_sort"]

@@ -173,7 +173,7 @@ def fold_zero_pads(model):
     return folded
 
 
-def zero_pad_amounts(pad, idx):
+def _zero_pad_amounts(pad, idx):
     """A Pad node's ``pads`` (begin..., end...) when it pads with zeros in constant
     mode on every axis (no opset-18 ``axes``), else None."""
     attrs = {a.name: a for a in pad.attribute}
@@ -192,7 +192,7 @@ def zero_pad_amounts(pad, idx):
 def _foldable_spatial_pads(pad, idx):
     """The spatial part of ``pad``'s zero padding, [x1_begin, ..., x1_end, ...],
     when every reader of its output is a Conv that can take it, else None."""
-    p, convs = zero_pad_amounts(pad, idx), idx.consumers.get(pad.output[0], [])
+    p, convs = _zero_pad_amounts(pad, idx), idx.consumers.get(pad.output[0], [])
     if p is None or not convs or pad.output[0] in idx.outputs:
         return None
     r = len(p) // 2

@@ -24,6 +24,7 @@ import numpy as np
 from oneflow_onnx import util
 from onnx import TensorProto, helper
 
+from ..options import check_keywords
 from . import register
 from .common import axes_input_opset, const, node, norm_axes, take
 
@@ -40,9 +41,7 @@ def unsqueeze(ctx, x, axes, dtype=None, shape=None, outputs=None):
 def slice_(ctx, x, starts, ends, axes, steps=None, **out):
     """Slice; ``starts``/``ends`` are lists of ints or names of 1-D int64 tensors.
     ``out``: the output's dtype, shape, outputs (as for ``node``)."""
-    unknown = sorted(set(out) - {"dtype", "shape", "outputs"})
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    check_keywords(out, ("dtype", "shape", "outputs"), "slice_()")
     ins = [s if isinstance(s, str) else const(ctx, list(s), np.int64) for s in (starts, ends)]
     ins.append(const(ctx, list(axes), np.int64))
     if steps is not None:

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from ..errors import BackendUnavailableError, OfconvertError, first_line
+from ..options import check_keywords
 from .base import BaseRunner
 
 PROVIDERS = {
@@ -45,9 +46,7 @@ class OnnxRuntimeRunner(BaseRunner):
 
     def __init__(self, onnx_path, provider="cpu", provider_options=None, threads=None,
                  io_binding=False, graph_optimization="all", name=None, **how):
-        unknown = sorted(set(how) - {"cuda_graph", "optimized_model_path"})
-        if unknown:
-            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        check_keywords(how, ("cuda_graph", "optimized_model_path"), "OnnxRuntimeRunner()")
         cuda_graph = how.get("cuda_graph", False)
         optimized_model_path = how.get("optimized_model_path")
         if cuda_graph and provider != "cuda":
