@@ -1,14 +1,14 @@
-"""Deterministic graphs and a dynamic batch for traced ONNX models (pure onnx + numpy).
+"""Deterministic graphs for traced ONNX models (pure onnx + numpy).
 
 oneflow-onnx converts one *trace* of a module, at one batch size. Two problems
-follow, both solved here without OneFlow:
+follow, solved without OneFlow (the second in ``dynamic_dims.make_dynamic``):
 
 * ``canonicalize``: node order and names come from process-wide counters, so
   two exports of one model (or two traces in one export) may list the same graph
   differently. The canonical form orders nodes by a depth-first walk from the
   outputs (inputs visited in order), drops dead nodes, and names every node,
   tensor and initializer from that order. Same graph => same bytes.
-* ``make_batch_dynamic``: the traced batch is baked into constants (Reshape /
+* the dynamic batch (``dynamic_dims``): the traced batch is baked into constants (Reshape /
   Expand / Tile / ConstantOfShape shapes, Slice ends, Split sizes, Range
   limits...). Given the same module traced at two batch sizes, every integer
   constant entry that differs between the traces must be ``k * batch + c`` with
@@ -18,8 +18,6 @@ follow, both solved here without OneFlow:
   export with an error naming the node: never a silently fixed batch.
 """
 import onnx
-
-from .dynamic_dims import Trace, make_dynamic
 
 
 def module_path(node_name):
@@ -142,13 +140,3 @@ def _copy(msg, cls=onnx.NodeProto):
     c = cls()
     c.CopyFrom(msg)
     return c
-
-
-def make_batch_dynamic(model_a, batch_a, model_b, batch_b):
-    """Return ``(model_a, n)``: ``model_a`` (traced at ``batch_a``, canonical) with
-    every batch-dependent constant computed from the input's batch dimension;
-    ``model_b`` is the same module traced at ``batch_b`` (canonical). ``n``: the
-    number of constants made dynamic. (The two-trace case of
-    ``dynamic_dims.make_dynamic``.)"""
-    return make_dynamic([Trace(model_a, {"batch": batch_a}), Trace(model_b, {"batch": batch_b})],
-                        {"batch": (model_a.graph.input[0].name, 0)})

@@ -1,7 +1,6 @@
 """Dynamic batch, height and width from several traces (pure onnx + numpy).
 
-``dynamic_batch.make_batch_dynamic`` is the two-trace case of ``make_dynamic``:
-the module is traced at a base point (batch 2, the given H and W) and at points
+The module is traced at a base point (batch 2, the given H and W) and at points
 that move one variable each (batch 3; H + step; W + step) plus, with a dynamic
 image size, one point that moves H and W together (the check trace). Every
 integer constant entry that differs between the traces must be an exact affine
@@ -23,6 +22,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
+from .graph import GraphIndex
 
 VARIABLES = ("batch", "height", "width")
 _WORD = {"batch": "the batch size", "height": "the image height", "width": "the image width"}
@@ -97,16 +97,6 @@ def _at(trace):
     return "batch %d" % v["batch"] + (f", {v['height']}x{v['width']}" if "height" in v else "")
 
 
-def _constants(graph):
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
-
-
 def _varying(base, t):
     return " and ".join(_WORD[v] for v in moved(base, t)) or "nothing"
 
@@ -159,7 +149,7 @@ def make_dynamic(traces, sources):
     for t in traces[1:]:
         _same_structure(base, t)
     g = base.model.graph
-    consts = [_constants(t.model.graph) for t in traces]
+    consts = [GraphIndex(t.model.graph).constants() for t in traces]
     if any(set(c) != set(consts[0]) for c in consts[1:]):
         raise ExportError("the traces of the model differ in their constants; cannot make its dimensions dynamic")
     dims, fixed = {}, 0

@@ -194,13 +194,6 @@ def validation_sizes(spec: IOSpec, traced):
     return out[:2]
 
 
-def sample_shapes(spec: IOSpec, size=None):
-    """Per-sample shapes with every (C, H, W) input at ``size`` (H, W)."""
-    if size is None or not spec.sizes:
-        return [tuple(s) for s in spec.shapes]
-    return [(s[0],) + tuple(size) if len(s) == 3 else tuple(s) for s in spec.shapes]
-
-
 def output_names(keys, names):
     """Names of the flattened outputs: ``names`` when given, else the dict keys
     (``output<i>`` where an output has no key), ``logits`` for one unnamed output."""

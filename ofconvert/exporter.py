@@ -179,13 +179,11 @@ def io_spec(config, input_shape=None, input_names=None, dynamic_size=None):
     return make_spec(split_shapes(input_shape or config.input_shape), input_names, dynamic_size)
 
 
-def build_onnx(module, config: ModelConfig, opset=DEFAULT_OPSET, simplify=False, output_names=None, input_shape=None,
-               spec=None):
+def build_onnx(module, config: ModelConfig, spec, opset=DEFAULT_OPSET, simplify=False, output_names=None):
     """Trace and convert ``module`` -> (onnx.ModelProto, number of dynamic constants, simplified)."""
     import onnx
 
     opset = check_opset(opset)
-    spec = spec or io_spec(config, input_shape)
     module.eval()
     points = trace_points(spec)
     with tempfile.TemporaryDirectory(prefix="ofconvert-weights-") as wdir:
@@ -274,7 +272,7 @@ def _export_to(tx, module, config, o: ExportOptions, spec, t0):
     import onnx
 
     opset = o.opset
-    model, n_dyn, simplified = build_onnx(module, config, opset, o.simplify, o.output_names, spec=spec)
+    model, n_dyn, simplified = build_onnx(module, config, spec, opset, o.simplify, o.output_names)
     if o.input_format:
         from .models.raw_input import finish_onnx
 
@@ -305,16 +303,11 @@ def _user_config(module, input_shape):
     return config_for_shape(type(module).__name__, shape, weights="user module")
 
 
-def resolve_input_shape(module, shape, log=print):
+def resolve_shapes(module, raws, log=print):
     """A 4-number shape said the usual way, ``(1, 3, H, W)``, is batch + (C, H, W)
     when the module takes that (one note), else a 4-D per-sample shape when the
-    module takes that (``Conv3d``: (C, D, H, W)); neither: one-line error."""
-    return shape if shape is None else resolve_shapes(module, [shape], log)[0]
-
-
-def resolve_shapes(module, raws, log=print):
-    """``resolve_input_shape`` over several input shapes (ranges kept): the
-    4-number reading applies to every 4-number shape, together."""
+    module takes that (``Conv3d``: (C, D, H, W)); neither: one-line error. Over
+    several input shapes (ranges kept) the reading applies to every 4-number one, together."""
     if raws is None or not any(len(r) == 4 for r in raws):
         return raws
     lows = [check_shape(r)[0] for r in raws]

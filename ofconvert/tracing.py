@@ -34,7 +34,6 @@ def _op_where(node_name, op_type, opset):
 def eager_works(module, shapes):
     """Does ``module`` run eagerly on zero inputs of these full shapes (one per input)?"""
     flow = import_oneflow()
-    shapes = [shapes] if shapes and isinstance(shapes[0], int) else shapes
     try:
         with flow.no_grad():
             module(*[flow.zeros(*s, dtype=flow.float32) for s in shapes])

@@ -32,11 +32,6 @@ class GraphIndex:
         v = self.constant(name)
         return v is not None and not v.any()
 
-    def only_consumer(self, tensor):
-        """The one node reading ``tensor``, or None (none, several, or a graph output)."""
-        users = self.consumers.get(tensor, [])
-        return users[0] if len(users) == 1 and tensor not in self.outputs else None
-
     def constant(self, name):
         """An initializer or a ``Constant`` node's value as a numpy array, or None."""
         if name in self.initializers:

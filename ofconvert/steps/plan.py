@@ -55,7 +55,7 @@ def written_roles(opts):
 
 def model_config(opts):
     """The run's ModelConfig (preprocessing); a 4-number --input-shape is read as
-    batch + (C, H, W) here (the export decides with the module: resolve_input_shape)."""
+    batch + (C, H, W) here (the export decides with the module: exporter.resolve_shapes)."""
     from ..export_io import check_shape, split_shapes
 
     shapes = split_shapes(opts.input_shape)
