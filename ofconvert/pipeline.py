@@ -20,7 +20,6 @@ from .config import PRECISIONS
 from .errors import OfconvertError, check_type
 from .export_options import DEFAULT_OPSET
 from .steps import engine_step, export_step, fp16_step, int8_step, preflight
-from .steps.plan import model_config  # noqa: F401 (re-export)
 from .steps.quantize import default_cache_path_for  # noqa: F401 (re-export)
 
 

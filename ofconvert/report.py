@@ -61,7 +61,7 @@ def environment():
         "numpy": version("numpy"), "onnx": version("onnx"),
         "onnxruntime": ort_version, "onnxruntime_providers": ort_providers, "oneflow": version("oneflow"),
         "tensorrt": version("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "torch": version("torch"),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"), "openvino": version("openvino"),
     }
 
 
@@ -142,7 +142,7 @@ def grouped_bars(path, panels, ylabel, ylim=None, dpi=100):
         log = _log_scale(panel, ylim)
         for k, i, x, v, text in bars:
             label = panel["series"][k][0]
-            (bar,) = ax.bar([x], [v], width, color=colour[label])
+            ax.bar([x], [v], width, color=colour[label])
             ax.annotate(text, (x, v), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                         fontsize=7 if len(bars) < 24 else 6, rotation=90 if len(text) > 4 and width < 0.2 else 0)
         ax.set_xticks(range(len(panel["groups"])))

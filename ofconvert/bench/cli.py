@@ -54,7 +54,6 @@ def run(argv):
     args = build_parser().parse_args(argv)
     options = options_from_args(args).check()
     env = environment()
-    env["openvino"] = _version("openvino")
     out_dir = args.out_dir
     partial = os.path.join(out_dir, "bench.partial.json")
     done = []
@@ -71,15 +70,6 @@ def run(argv):
     print(markdown(results, env, options))
     print("wrote " + ", ".join(paths.values()), file=sys.stderr)
     return 0
-
-
-def _version(dist):
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from ..errors import OfconvertError
+from ..errors import OfconvertError, first_line
 from ..runners.ort_settings import OrtCudaSettings
 
 
@@ -43,8 +43,7 @@ def _make_runner(job):
 
 
 def _error_text(e):
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}"[:300]
+    return f"{type(e).__name__}: {first_line(e, default='')}"[:300]
 
 
 def _activate(job):

@@ -57,6 +57,7 @@ def _run_one(j, make_runner, normalize, emit):
         raw = getattr(runner, "input_dtype", None) == np.uint8   # a raw-image model: the cached uint8 NHWC as is
         t0 = time.perf_counter()
         setup = t0 - t_setup
+        t_first = t0   # no batch (no valid image): no first-batch set-up
         for s in range(0, len(valid), bs):
             idx = valid[s:s + bs]
             x = np.ascontiguousarray(images[idx]) if raw else normalize(images[idx], pre)

@@ -13,6 +13,7 @@ again; an unreadable cache file is ignored and rewritten (atomic writes).
 Why a depthwise fp32 model loses under ``fastest`` is measured in docs/gpu.md.
 """
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 from .. import fileio
+from ..artifacts.content import sha256 as content_sha256
 from ..errors import first_line
 from .ort_settings import PRESETS, OrtCudaSettings
 
@@ -60,6 +62,7 @@ class AutoEnv:
     log: Optional[Callable] = None
 
 
+@functools.lru_cache(maxsize=None)
 def gpu_name(device=0):
     """The GPU's name (nvidia-smi), or "cuda:<device>" where it cannot be read."""
     try:
@@ -108,7 +111,7 @@ def decide(path, precision, batch, where="device", candidates: Sequence[str] = C
     "host" input), from the cache or timed now (``AutoEnv``)."""
     env = env or AutoEnv()
     log = env.log
-    sha = fileio.sha256_file(path)
+    sha = content_sha256(path)   # memoised by path, size and mtime: decide runs once per batch
     key = decision_key(precision, batch, where, env.gpu or gpu_name(), env.ort or ort_version(), candidates)
     cfile = cache_file(sha, env.cache_dir)
     decisions = _read(cfile)
@@ -167,11 +170,6 @@ def time_candidate(spec, path, batch, where="device", warmup=WARMUP, iters=ITERS
         for _ in range(iters):
             step()
         return batch * iters / (time.perf_counter() - t0)
-
-
-def presets_of(candidates):
-    """Labels of the candidates (preset names where they are one)."""
-    return [OrtCudaSettings.parse(c).label for c in candidates]
 
 
 assert all(p in CANDIDATES for p in PRESETS)

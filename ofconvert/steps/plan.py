@@ -32,10 +32,6 @@ class Plan:
     engine: object = None                 # --to trt: the checked ofconvert.EngineOptions
 
     @property
-    def precision(self):
-        return self.opts.precision
-
-    @property
     def folder(self):
         """The folder every artefact of the run lands in."""
         return os.path.dirname(self.paths["fp32"])
