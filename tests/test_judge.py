@@ -66,3 +66,16 @@ def test_lower_bound_is_below_and_reaches_the_expected_flips():
     assert J.expected_flips_lower_bound(r2, o2[:100]) > 1.4 * J.expected_flips_lower_bound(ref, out[:100])
     with pytest.raises(ValueError):
         J.expected_flips_lower_bound(ref, out[:0])
+
+
+def test_a_reference_judges_exactly_as_the_plain_logits():
+    """The search sorts the fp32 margins once (J.Reference); the values must not move."""
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((300, 50)).astype(np.float32) * 3
+    out = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.4
+    r = J.Reference(ref)
+    assert J.expected_flips(r, out) == J.expected_flips(ref, out) > 0
+    assert [J.expected_flips_lower_bound(r, out[:n]) for n in (1, 100, 300)] == \
+        [J.expected_flips_lower_bound(ref, out[:n]) for n in (1, 100, 300)]
+    with pytest.raises(ValueError):
+        J.expected_flips(r, out[:10])

@@ -304,7 +304,7 @@ def _calibration_choice(ctx, precision, scales, means, log):
     flips, expected, base, ref = {}, {}, {}, ctx.check.ref
     for m, quant in sets.items():
         base[m] = ctx.check.logits(quant.build(ctx.model))
-        flips[m], expected[m] = J.flips(ref, base[m]), round(J.expected_flips(ref, base[m]), 2)
+        flips[m], expected[m] = J.flips(ref, base[m]), round(J.expected_flips(ctx.check.reference, base[m]), 2)
     chosen = min(sets, key=lambda m: (expected[m], flips[m]))
     if len(sets) > 1:
         log(f"calibration chosen on the check set: {chosen} (all-int8 expected flips: "
@@ -316,9 +316,9 @@ def _calibration_choice(ctx, precision, scales, means, log):
 def _most_moved_first(check, base):
     """Reorder the check set (and ``base``, the all-quantized logits, in place) by
     decreasing move of the fp32 top-1 margin under the all-quantized model."""
-    rows, top, second, _ = J.margins(np.asarray(check.ref, np.float64))
-    d = np.asarray(base, np.float64) - check.ref
-    idx = np.argsort(-(d[rows, top] - d[rows, second]) ** 2, kind="stable")
+    r = check.reference
+    d = np.asarray(base, np.float64) - r.logits
+    idx = np.argsort(-(d[r.rows, r.top] - d[r.rows, r.second]) ** 2, kind="stable")
     check.reorder(idx)
     base[:] = base[idx]
 

@@ -4,6 +4,7 @@ kept as uint8 and normalised batch by batch; the fp32 reference logits
 of a calibration set into calibration and check halves; overlap between image
 sets by file content."""
 import dataclasses
+import functools
 import hashlib
 import os
 from typing import Optional
@@ -110,6 +111,14 @@ class CheckSet:
         candidate is judged (the search runs the images that move most first)."""
         self.images.reorder(idx)
         self.ref = np.ascontiguousarray(self.ref[np.asarray(idx)])
+        self.__dict__.pop("reference", None)
+
+    @functools.cached_property
+    def reference(self):
+        """``ref`` with its margins computed once (:class:`.judge.Reference`)."""
+        from .judge import Reference
+
+        return Reference(self.ref)
 
     def untimed(self):
         """The same check set without the meter (flavours whose CPU speed means nothing)."""

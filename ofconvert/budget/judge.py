@@ -30,6 +30,23 @@ def margins(ref):
     return rows, top, second, ref[rows, top] - ref[rows, second]
 
 
+class Reference:
+    """Reference logits (float64) with their :func:`margins` sorted out once: a
+    search judges dozens of candidates, batch by batch, against the same reference.
+    The functions below take it or the plain logits."""
+
+    def __init__(self, ref):
+        self.logits = np.asarray(ref, np.float64)
+        self.rows, self.top, self.second, self.margin = margins(self.logits)
+
+    def __len__(self):
+        return len(self.logits)
+
+
+def _reference(ref):
+    return ref if isinstance(ref, Reference) else Reference(ref)
+
+
 def _sum_phi(margin, sigma):
     if sigma == 0.0:
         return 0.0
@@ -44,24 +61,25 @@ def expected_flips_lower_bound(ref, out_head):
     the moves seen so far (the unseen ones counted as 0). Equals ``expected_flips``
     once every image is seen. A candidate whose bound exceeds the budget fails it
     whatever the remaining images do."""
-    ref, out_head = np.asarray(ref, np.float64), np.asarray(out_head, np.float64)
-    n = len(out_head)
-    if ref.ndim != 2 or out_head.ndim != 2 or out_head.shape[1] != ref.shape[1] or not 0 < n <= len(ref):
-        raise ValueError(f"expected_flips_lower_bound needs [images, classes] logits, got {ref.shape} and "
+    out_head, n = np.asarray(out_head, np.float64), len(out_head)
+    shape = ref.logits.shape if isinstance(ref, Reference) else np.shape(ref)
+    if len(shape) != 2 or out_head.ndim != 2 or out_head.shape[1] != shape[1] or not 0 < n <= shape[0]:
+        raise ValueError(f"expected_flips_lower_bound needs [images, classes] logits, got {shape} and "
                          f"{out_head.shape}")
-    rows, top, second, margin = margins(ref)
-    d = out_head - ref[:n]
-    delta = d[rows[:n], top[:n]] - d[rows[:n], second[:n]]
-    return _sum_phi(margin, float(np.sqrt(np.sum(delta ** 2) / len(ref))))
+    r = _reference(ref)
+    d = out_head - r.logits[:n]
+    delta = d[r.rows[:n], r.top[:n]] - d[r.rows[:n], r.second[:n]]
+    return _sum_phi(r.margin, float(np.sqrt(np.sum(delta ** 2) / len(r))))
 
 
 def expected_flips(ref, out):
     """Expected top-1 flips of ``out`` vs ``ref`` (logits, [images, classes]); see
     the module docstring. 0.0 when ``out`` equals ``ref``."""
-    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
-    if ref.ndim != 2 or ref.shape != out.shape or ref.shape[1] < 2 or len(ref) == 0:
-        raise ValueError(f"expected_flips needs two [images, classes>=2] arrays, got {ref.shape} and {out.shape}")
-    rows, top, second, margin = margins(ref)
-    d = out - ref
-    delta = d[rows, top] - d[rows, second]
-    return _sum_phi(margin, float(np.sqrt(np.mean(delta ** 2))))
+    out = np.asarray(out, np.float64)
+    shape = ref.logits.shape if isinstance(ref, Reference) else np.shape(ref)
+    if len(shape) != 2 or tuple(shape) != out.shape or shape[1] < 2 or shape[0] == 0:
+        raise ValueError(f"expected_flips needs two [images, classes>=2] arrays, got {shape} and {out.shape}")
+    r = _reference(ref)
+    d = out - r.logits
+    delta = d[r.rows, r.top] - d[r.rows, r.second]
+    return _sum_phi(r.margin, float(np.sqrt(np.mean(delta ** 2))))

@@ -201,14 +201,15 @@ class CandidateJudge:
             outs.append(out)
             n += len(out)
             if self.stop_above is not None and n < self.n_check and \
-                    self._over(J.expected_flips_lower_bound(self.check.ref, np.concatenate(outs))):
+                    self._over(J.expected_flips_lower_bound(self.check.reference, np.concatenate(outs))):
                 break
         return np.concatenate(outs)
 
     def _step(self, k, j, out, seconds):
         ref, n = self.check.ref, len(out)
         flips = J.flips(ref[:n], out)
-        expected = J.expected_flips(ref, out) if n == len(ref) else J.expected_flips_lower_bound(ref, out)
+        judge = J.expected_flips if n == len(ref) else J.expected_flips_lower_bound
+        expected = judge(self.check.reference, out)
         self.top1[self._key(k, j)] = out.argmax(1)
         return Step(k=k, flips=flips, flip_pct=round(100.0 * flips / self.n_check, 3), img_s=None,
                     seconds=round(seconds, 2), j=j, expected=round(expected, 2), images=n)
