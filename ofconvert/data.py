@@ -364,7 +364,7 @@ def load_batch(paths, cfg: PreprocessConfig):
     return normalize(np.stack(imgs), cfg), skipped
 
 
-def sample_images(n, name="imagenet-val-1300", root=None):
+def sample_images(n, name=REAL_SET, root=None):
     """First ``n`` images (sorted) of one of the shared sets; DataError if absent."""
     folder = os.path.join(root or datasets_root(), name)
     return list_images(folder)[:n]

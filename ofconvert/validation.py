@@ -20,6 +20,7 @@ import numpy as np
 from .config import ModelConfig
 from .data import load_batch, real_images
 from .errors import AtolError, DataError, NondeterministicError, OfconvertError, ShapeError, TopKError
+from .export_io import split_shapes
 from .export_options import DEFAULT_RTOL, ValidateOptions
 from .options import options_with
 
@@ -370,10 +371,7 @@ def _plan(config, o, batches):
 
 def _shapes(input_shape, config):
     """Per-sample shapes, one per input."""
-    if input_shape is None:
-        return [tuple(config.input_shape)]
-    several = len(input_shape) and all(isinstance(s, (list, tuple)) for s in input_shape)
-    return [tuple(s) for s in input_shape] if several else [tuple(input_shape)]
+    return split_shapes(input_shape) or [tuple(config.input_shape)]
 
 
 def _make_inputs(cfg, shapes, need, use_real, use_random, seed):

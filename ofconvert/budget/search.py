@@ -24,6 +24,7 @@ Both bisect over k after galloping (0, 1, 2, 4, 8, ...): ~2 log2(K) candidates
 per j. Expected flips are not strictly monotone in k; the answer is the smallest
 measured k that meets the budget, and every step is reported."""
 import dataclasses
+import functools
 import time
 from typing import List, Optional
 
@@ -146,11 +147,15 @@ class CandidateJudge:
         self.graph = list(layers)          # qdq_layers order: topological
         self.order = list(self.graph if order is None else order)
         self.speed, self.time_all, self.log = check.meter, time_all, log
-        self.cut = cut_sizes(model, self.graph)
         self.steps = {}
         self.top1 = {}
         #: a budget (expected flips): a candidate's check run stops once certain to exceed it
         self.stop_above = None
+
+    @functools.cached_property
+    def cut(self):
+        """:func:`cut_sizes` of the graph's layers (shape inference: only a timed search reads it)."""
+        return cut_sizes(self.model, self.graph)
 
     def names(self, k, j=0):
         """The layers kept in float: the prefix, then the suffix."""
@@ -309,8 +314,8 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
     in k the answer is the unpruned walk's; where they are not, the walk probes
     other candidates and may find another (never one over the budget)."""
     n = len(evaluate.graph)
-    cut = getattr(evaluate, "cut", None)
     timed = getattr(evaluate, "speed", None) is not None
+    cut = getattr(evaluate, "cut", None) if timed else None   # only speed picks among cuts
     found, bound = [], n - 1
     for j in suffixes:
         if j > n - 1:

@@ -38,9 +38,11 @@ def _to_fp16_impl(model, keep_io_types, exclude=()):
     from ..models.raw_input import drop_round_trips, preprocess_nodes
 
     # a raw-image input stays uint8 and its normalisation float32 (the float-input model's exact input)
-    block = sorted(set(exclude) | set(preprocess_nodes(model)))
+    front = preprocess_nodes(model)
+    block = sorted(set(exclude) | set(front))
     out = convert_float_to_float16(model, keep_io_types=bool(keep_io_types), node_block_list=block or None)
-    drop_round_trips(out, preprocess_nodes(model))
+    if front:
+        drop_round_trips(out, front)
     del out.metadata_props[:]
     for k, v in meta:
         out.metadata_props.add(key=k, value=v)

@@ -231,7 +231,7 @@ class _QDQRewriter:
         axis = None if w is None or w.dtype != np.float32 else _weight_axis(node, w)
         if axis is None:
             return []
-        xin, b = self._data_input(node), self._bias(node)
+        xin, b = self._data_input(node), self._bias(node, w.shape[axis])
         ws = np.maximum(np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis)).astype(np.float64)
                         / self.wmax, _MIN_SCALE)
         if self.target == "cpu" and b is not None and xin in scale_of:
@@ -251,11 +251,11 @@ class _QDQRewriter:
             nodes.append(self._dequantize(node, 2, bq, bs, 0))
         return nodes
 
-    def _bias(self, node):
-        """The constant 1-D bias of a Conv / Gemm (None when absent or not per channel)."""
+    def _bias(self, node, n_out):
+        """The constant 1-D bias of a Conv / Gemm with ``n_out`` output channels (None
+        when absent or not one per channel)."""
         b = self._array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        w = self._array(node.input[1])
-        return b if b is not None and b.ndim == 1 and len(b) == w.shape[_weight_axis(node, w)] else None
+        return b if b is not None and b.ndim == 1 and len(b) == n_out else None
 
     def _correct_bias(self, node, w, w_rounded, axis, mean, b):
         """The bias minus the output shift the weights' rounding causes on inputs of
