@@ -351,17 +351,25 @@ def list_images(folder):
     return out
 
 
-def load_batch(paths, cfg: PreprocessConfig):
-    """Preprocess ``paths`` -> (float32 NCHW batch, list of skipped paths)."""
+def load_crops(paths, cfg: PreprocessConfig):
+    """Decode, resize and crop ``paths`` -> (uint8 NHWC batch, list of the unreadable
+    paths skipped)."""
     imgs, skipped = [], []
     for p in paths:
         try:
             imgs.append(load_and_crop(p, cfg))
         except UnreadableImage:
             skipped.append(p)
-    if not imgs:
+    s = cfg.input_size
+    return (np.stack(imgs) if imgs else np.zeros((0, s, s, 3), np.uint8)), skipped
+
+
+def load_batch(paths, cfg: PreprocessConfig):
+    """Preprocess ``paths`` -> (float32 NCHW batch, list of skipped paths)."""
+    crops, skipped = load_crops(paths, cfg)
+    if not len(crops):
         return np.zeros((0,) + cfg.input_shape, np.float32), skipped
-    return normalize(np.stack(imgs), cfg), skipped
+    return normalize(crops, cfg), skipped
 
 
 def sample_images(n, name=REAL_SET, root=None):

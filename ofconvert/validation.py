@@ -384,8 +384,11 @@ def _make_inputs(cfg, shapes, need, use_real, use_random, seed):
     random = [rng.standard_normal((need,) + s).astype(np.float32) for s in shapes]
     if use_real and images:
         try:
-            real_paths = real_images(need * len(images))
-            x, _ = load_batch(real_paths, cfg)
+            listed = real_images(need * len(images))
+            x, skipped = load_batch(listed, cfg)
+            if not len(x):
+                raise DataError(f"none of the {len(skipped)} images could be read")
+            real_paths = [p for p in listed if p not in skipped]   # the report names the images used
             real = list(random)
             for j, i in enumerate(images):
                 real[i] = np.ascontiguousarray(np.roll(x, -j * need, axis=0)[:need])

@@ -174,3 +174,27 @@ def test_int8_calibrates_on_uint8_images(exported, tmp_path):
     y_flt, _ = _run(tmp_path / "lite.int8-cpu.onnx", normalize(u8, pre))
     assert dt == np.uint8
     np.testing.assert_allclose(y_raw, y_flt, rtol=0, atol=1e-4)
+
+
+def test_an_unreadable_real_image_is_skipped_and_never_named(tmp_path, monkeypatch, datasets):
+    """One corrupt file among the real validation images: both the float and the raw
+    (uint8) validation inputs skip it, and the paths they report are the images used."""
+    import shutil
+
+    from ofconvert.config import get_config
+    from ofconvert.data import REAL_SET, list_images
+    from ofconvert.models.raw_input import uint8_images
+    from ofconvert.validation import _make_inputs
+
+    folder = tmp_path / REAL_SET
+    folder.mkdir()
+    for p in list_images(os.path.join(datasets, REAL_SET))[:3]:
+        shutil.copy(p, folder)
+    (folder / "ILSVRC2012_val_00000000.JPEG").write_bytes(b"not a jpeg")      # sorts first
+    monkeypatch.setenv("OFCONVERT_DATASETS", str(tmp_path))
+    pre = get_config("efficientnet_lite0").preprocess
+    out, paths, note = uint8_images(pre, 4)
+    assert note == "" and len(paths) == 3 and out["real"][0].shape == (3, 224, 224, 3)
+    assert not any(p.endswith("00000000.JPEG") for p in paths)
+    inputs, real_paths, note = _make_inputs(pre, [(3, 224, 224)], 4, True, True, 0)
+    assert note == "" and len(real_paths) == 3 and not any(p.endswith("00000000.JPEG") for p in real_paths)

@@ -192,7 +192,7 @@ def uint8_images(preprocess, n, use_real=True, seed=0):
     """(images uint8 (n, S, S, 3), real image paths, note): real images of the
     shared validation set when present (as the float validation uses), and seeded
     random pixels."""
-    from ..data import load_and_crop, real_images
+    from ..data import load_crops, real_images
     from ..errors import DataError
 
     rng = np.random.default_rng(seed)
@@ -201,8 +201,11 @@ def uint8_images(preprocess, n, use_real=True, seed=0):
     out, paths, note = {}, [], ""
     if use_real:
         try:
-            paths = real_images(n)
-            out["real"] = [np.stack([load_and_crop(p, preprocess) for p in paths])]
+            listed = real_images(n)
+            crops, skipped = load_crops(listed, preprocess)
+            if not len(crops):
+                raise DataError(f"none of the {len(skipped)} images could be read")
+            out["real"], paths = [crops], [p for p in listed if p not in skipped]
         except (DataError, OSError, ValueError) as e:
             note, paths = f"real images unavailable ({e}); validated on random pixels only", []
     out["random"] = [random]
