@@ -117,19 +117,6 @@ def check_opset(opset):
     return int(opset)
 
 
-def check_input_shape(shape):
-    """``(C, H, W)`` or any per-sample shape: a tuple of positive ints (no batch)."""
-    try:
-        t = tuple(shape)
-    except TypeError:
-        raise OfconvertError(f"input_shape must be a tuple of ints without the batch, e.g. (3, 224, 224); "
-                             f"got {shape!r}") from None
-    if not t or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in t):
-        raise OfconvertError(f"input_shape must be a tuple of positive ints without the batch, e.g. (3, 224, 224); "
-                             f"got {shape!r}")
-    return tuple(int(d) for d in t)
-
-
 def require_simplifier():
     """The graph simplifier ``--simplify`` runs: onnxslim (installed by setup), else
     onnxsim; one-line error when neither is importable (never a silent no-op)."""
@@ -299,7 +286,7 @@ def _declared(vi):
 def _user_config(module, input_shape):
     from .config import config_for_shape
 
-    shape = check_input_shape(input_shape) if input_shape is not None else (3, 224, 224)
+    shape = input_shape if input_shape is not None else (3, 224, 224)   # checked by export (check_shape)
     return config_for_shape(type(module).__name__, shape, weights="user module")
 
 

@@ -240,9 +240,9 @@ def load_user_weights(path):
     (allow_pickle=False) or ``.safetensors``."""
     from .oneflow_ckpt import is_checkpoint, load_checkpoint
 
-    check_weights_path(path)
     if is_checkpoint(path):
-        return load_checkpoint(path)
+        return load_checkpoint(path)   # the same restricted read as check_weights_path's probe, once
+    check_weights_path(path)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         return load_npz(path)
