@@ -100,3 +100,23 @@ def test_simplify_without_a_simplifier_is_one_line(monkeypatch, tmp_path):
         preflight(ConvertOptions(model=f"{NET}:MyNet", input_shape=(3, 32, 32), simplify=True,
                                  output=str(tmp_path / "m.onnx")))
     assert os.listdir(tmp_path) == []
+
+
+def test_an_int8_engine_gets_the_cache_this_run_calibrated(tmp_path, datasets):
+    """--to trt --int8 --calib: the engine step reads the calibration cache the run
+    just wrote (still in the stage) and everything lands on the commit (stand-in TensorRT)."""
+    import fake_tensorrt
+
+    from ofconvert.pipeline import ConvertOptions, convert
+
+    opts = ConvertOptions(model=f"{NET}:MyNet", input_shape=(3, 32, 32), precision="int8", to="trt",
+                          calib=os.path.join(datasets, "imagenet-stubs-16"), batch=2, timing_cache=False,
+                          output=str(tmp_path / "MyNet.int8.engine"))
+    with fake_tensorrt.installed("10.3.0") as trt:
+        res = convert(opts, log=lambda *a: None)
+        (build,) = trt._record.builds
+    assert res.artefacts["calib_cache"] == str(tmp_path / "MyNet.entropy.calib.cache")
+    assert os.path.isfile(res.artefacts["calib_cache"]) and os.path.isfile(res.artefacts["engine"])
+    assert build["strongly_typed"] is True                      # the Q/DQ ONNX: its types say int8
+    assert res.engine["precision"] == "int8" and res.engine["onnx"]["flavour"] == "int8"
+    assert not [n for n in os.listdir(tmp_path) if ".stage." in n or n.endswith(".tmp")]

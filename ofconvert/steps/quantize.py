@@ -25,15 +25,17 @@ def int8_step(plan, stage, res, log):
     """``res.artefacts["int8"]``/``["int8-cpu"]`` (+ ``calib_cache``); returns (the
     ONNX an engine is built from, the calibration cache it uses)."""
     if plan.opts.calib_cache is not None:
-        (scales, means), cals = _from_cache(plan, res, log), None
+        (scales, means), cals = _from_cache(plan, res, log), {}
     else:
         cals = calibrate_all(plan, stage, res, log)
         scales = cals[plan.opts.calib_method].scales if len(cals) == 1 else {m: c.scales for m, c in cals.items()}
         means = next((c.means for c in cals.values() if c.means), None)   # the same images: any method's
+    chosen = cals.get(plan.opts.calib_method)   # None: the user's --calib-cache
     if plan.opts.max_flips is not None:
         b = _budget(plan, stage, res, log, scales, means, ("int8-cpu", "int8"))
         if cals and b.calibration and b.calibration["chosen"] in cals:
-            _record_calibration(plan, res, cals[b.calibration["chosen"]],
+            chosen = cals[b.calibration["chosen"]]
+            _record_calibration(plan, res, chosen,
                                 chosen_on_check_set={k: b.calibration[k] for k in ("expected_flips", "flips")})
     else:
         from ..precision import quantize_qdq
@@ -43,14 +45,9 @@ def int8_step(plan, stage, res, log):
         log(f"int8 Q/DQ -> {plan.paths['int8']} (TensorRT: symmetric int8) and {plan.paths['int8-cpu']} "
             "(CPU: uint8 activations)")
     res.artefacts["int8"], res.artefacts["int8-cpu"] = plan.paths["int8"], plan.paths["int8-cpu"]
-    cache = res.artefacts.get("calib_cache") or os.fspath(plan.opts.calib_cache)
-    return stage.path(plan.paths["int8"]), _readable(cache, stage)
-
-
-def _readable(final, stage):
-    """A cache this run wrote sits in the stage until the commit."""
-    staged = stage.path(final) if os.path.dirname(os.path.abspath(final)) == stage.final else None
-    return staged if staged and os.path.isfile(staged) else final
+    # the cache as it can be read now: one this run wrote sits in the stage until the commit
+    cache = chosen.cache_path if chosen is not None else os.fspath(plan.opts.calib_cache)
+    return stage.path(plan.paths["int8"]), cache
 
 
 def _from_cache(plan, res, log):
