@@ -246,26 +246,16 @@ def search(evaluate, budget_flips, max_k, j=0):
     """Smallest k in [0, max_k] whose candidate (with suffix ``j``) has <=
     ``budget_flips`` flips, or None when even ``max_k`` does not meet it. Steps
     are in ``evaluate.steps``."""
-    ev = (lambda k: evaluate(k, j)) if j else evaluate
-    if hasattr(evaluate, "stop_above"):           # failing candidates stop their check run early
-        evaluate.stop_above = budget_flips
-    ok = lambda k: ev(k).judged <= budget_flips  # noqa: E731
-    if ok(0):
+    if _meets(evaluate, 0, j, budget_flips):
         return 0
     lo, k = 0, 1                                  # lo: largest k known to fail
-    while k < max_k and not ok(k):
+    while k < max_k and not _meets(evaluate, k, j, budget_flips):
         lo, k = k, min(2 * k, max_k)
     if k >= max_k:
         k = max_k
-        if not ok(k):
+        if not _meets(evaluate, k, j, budget_flips):
             return None
-    hi = k                                        # hi: smallest k known to pass
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
+    _bisect(evaluate, budget_flips, lo, k, j)
     return min(s.k for s in evaluate.steps.values() if s.j == j and s.judged <= budget_flips)
 
 
@@ -325,7 +315,7 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
             top = min(top, min(s.n_float for s in found) - j)
             if top < 0 or not _meets(evaluate, top, j, budget_flips):
                 continue
-            k = _bisect_below(evaluate, budget_flips, top, j)
+            k = _bisect(evaluate, budget_flips, -1, top, j)   # no galloping up from 0: the answer is near top
         else:
             k = search(evaluate, budget_flips, top, j)
         if k is None:
@@ -344,10 +334,9 @@ def contiguous_search(evaluate, budget_flips, suffixes=SUFFIXES, window=CUT_WIND
     return best.k, best.j
 
 
-def _bisect_below(evaluate, budget_flips, top, j):
-    """The smallest k <= ``top`` meeting the budget, ``top`` known to: bisection
-    over [0, top] (no galloping up from 0: the answer is near ``top``)."""
-    lo, hi = -1, top
+def _bisect(evaluate, budget_flips, lo, hi, j):
+    """The smallest k in (``lo``, ``hi``] meeting the budget, ``hi`` known to meet it
+    and ``lo`` to fail (-1: nothing known), by bisection."""
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if _meets(evaluate, mid, j, budget_flips):
@@ -358,9 +347,10 @@ def _bisect_below(evaluate, budget_flips, top, j):
 
 
 def _meets(evaluate, k, j, budget_flips):
+    """Does candidate (k, j) meet the budget? (A failing one stops its check run early.)"""
     if hasattr(evaluate, "stop_above"):
         evaluate.stop_above = budget_flips
-    return evaluate(k, j).judged <= budget_flips
+    return (evaluate(k, j) if j else evaluate(k)).judged <= budget_flips
 
 
 def steps_list(evaluate) -> List[Step]:
